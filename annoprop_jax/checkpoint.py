@@ -1,0 +1,58 @@
+"""Orbax checkpoints of the train state together with each data stream's grain iterator.
+
+Layout: ``WORKDIR/checkpoints/<step>/{state, data_<stream>}``. ``state`` is a plain nested dict
+of arrays (``state.to_pytree``), so it restores with or without a target.
+"""
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Async saves every ``every`` steps, keeps the last ``keep``; restores the latest."""
+
+  def __init__(self, workdir, every, keep, iterators):
+    self.every = every
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.iterators = dict(iterators)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+                                             enable_async_checkpointing=True))
+
+  def _items(self, state_tree=None, restore=False):
+    items = {}
+    if state_tree is not None:
+      items['state'] = (ocp.args.StandardRestore(state_tree) if restore
+                        else ocp.args.StandardSave(state_tree))
+    for name, it in self.iterators.items():
+      items[f'data_{name}'] = (grain.checkpoint.CheckpointRestore(it) if restore
+                               else grain.checkpoint.CheckpointSave(it))
+    return ocp.args.Composite(**items)
+
+  def save(self, step, state_tree, force=False):
+    """Saves if ``step`` is on the interval (or ``force``); never saves a step twice."""
+    if not (force or step % self.every == 0) or self.manager.latest_step() == step:
+      return False
+    return self.manager.save(step, args=self._items(state_tree), force=True)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def restore(self, abstract_state_tree, step=None):
+    """Restores state (into the shardings of ``abstract_state_tree``) and the iterators."""
+    step = self.latest_step() if step is None else step
+    restored = self.manager.restore(step, args=self._items(abstract_state_tree, restore=True))
+    return step, restored['state']
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_tree(tree, shardings):
+  """ShapeDtypeStructs with shardings: the restore target."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)

@@ -1,0 +1,165 @@
+"""The schema every experiment config starts from, its validation and the ``tiny`` variant.
+
+A config file in ``configs/`` calls :func:`base_config` with its method and overrides fields;
+every key that exists is listed here, so a misspelt key (in a file or on the command line) is an
+error that names the nearest valid keys.
+"""
+import difflib
+
+import ml_collections
+from ml_collections import config_dict
+
+from annoprop_jax import objectives
+from annoprop_jax import optimizer
+from annoprop_jax import target_network
+
+
+def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(0.25, 1.0),
+                  colour_jitter=0.0, grayscale=0.0, flip=True, batch_size=None):
+  """One input stream (annotation or bootstrap)."""
+  cfg = dict(
+      dataset=dataset,           # 'scenes' (embedded), a prepared tfds name, or a dataset dir
+      split=split,
+      views=dict(num=num_views, size=size, scale=scale, ratio=(3 / 4, 4 / 3), flip=flip,
+                 colour_jitter=colour_jitter, grayscale=grayscale),
+      local_views=dict(num=0, size=16, scale=(0.05, 0.25), ratio=(3 / 4, 4 / 3), flip=flip,
+                       colour_jitter=colour_jitter, grayscale=grayscale),
+      max_objects=8,             # annotations padded/truncated to this many objects
+      max_caption_bytes=160,
+      num_threads=2,             # grain read threads
+      prefetch=8,                # grain prefetch buffer (elements)
+  )
+  if batch_size is not None:
+    cfg['batch_size'] = batch_size
+  return cfg
+
+
+def scenes_config():
+  """Difficulty knobs and sizes of the embedded scenes dataset."""
+  return dict(
+      resolution=64, seed=0,
+      num_train=20000, num_validation=2000, num_objects=10000, num_objects_validation=2000,
+      min_objects=1, max_objects=5, object_size=(0.3, 0.55), single_object_size=(0.5, 0.8),
+      texture_strength=0.5, colour_jitter=0.15, max_occlusion=0.4)
+
+
+def base_config(objective_name):
+  """Defaults for an experiment of ``objective_name`` (see ``annoprop_jax.objectives``)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.batch_size = 64             # annotation-stream images per optimizer step (global)
+  config.total_steps = 1000
+  config.log_every = 50
+  config.checkpoint_every = 500
+  config.keep_checkpoints = 3
+  config.init_from = config_dict.placeholder(str)   # params of another run's checkpoint dir
+  config.model = dict(patch_size=8, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
+                      pool='cls', posemb='learned', dtype='float32', remat=False)
+  config.objective = objectives.default_config(objective_name)
+  config.optimizer = optimizer.default_config()
+  config.target_network = target_network.default_config()
+  config.data = dict(
+      data_dir='~/annoprop_data',
+      scenes=scenes_config(),
+      annotation=stream_config(),
+  )
+  config.mesh = dict(data=-1)        # -1: all devices
+  return config
+
+
+def apply_variant(config, variant):
+  """``tiny``: a toy-size run for tests and smoke checks (seconds on a CPU)."""
+  if not variant:
+    return config
+  if variant != 'tiny':
+    raise ValueError(f'unknown config variant {variant!r}; known: tiny')
+  config.model.update(patch_size=8, width=32, depth=1, num_heads=2)
+  config.batch_size = 16
+  config.total_steps = 20
+  config.log_every = 5
+  config.checkpoint_every = 10
+  config.optimizer.warmup_steps = 2
+  config.data.scenes.update(resolution=32, num_train=256, num_validation=32, num_objects=64,
+                            num_objects_validation=32)
+  for stream in ('annotation', 'bootstrap'):
+    if stream in config.data:
+      config.data[stream].views.size = 16
+      config.data[stream].local_views.size = 8
+      config.data[stream].num_threads = 1
+  if config.objective.name == 'dino':
+    config.objective.update(num_prototypes=64, head_hidden_dim=64, head_bottleneck_dim=32)
+  if config.objective.name == 'simclr':
+    config.objective.update(head_hidden_dim=64, head_dim=32)
+  return config
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def nearest_keys(config, key):
+  """Valid dotted keys of ``config`` closest to the (possibly dotted) ``key``."""
+  flat = _flat_keys(config)
+  return difflib.get_close_matches(key, flat, n=3, cutoff=0.5) or sorted(
+      k for k in flat if k.count('.') == key.count('.'))[:8]
+
+
+def _flat_keys(config, prefix=''):
+  keys = []
+  for k, v in config.items():
+    keys.append(prefix + k)
+    if isinstance(v, ml_collections.ConfigDict):
+      keys.extend(_flat_keys(v, prefix + k + '.'))
+  return keys
+
+
+def validate(config):
+  """Checks values that the schema's types cannot; raises ConfigError with one clear line."""
+  def check(ok, message):
+    if not ok:
+      raise ConfigError(message)
+  for key in ('batch_size', 'total_steps', 'log_every', 'checkpoint_every'):
+    check(config[key] > 0, f'{key} must be positive, got {config[key]}')
+  check(config.model.width % config.model.num_heads == 0,
+        f'model.width {config.model.width} is not divisible by model.num_heads '
+        f'{config.model.num_heads}')
+  check(config.model.pool in ('cls', 'mean'), f'model.pool must be cls or mean, got {config.model.pool!r}')
+  check(config.model.dtype in ('float32', 'bfloat16'),
+        f'model.dtype must be float32 or bfloat16, got {config.model.dtype!r}')
+  check(config.objective.name in objectives.OBJECTIVES,
+        f'objective.name {config.objective.name!r} is unknown; known: {sorted(objectives.OBJECTIVES)}')
+  check(config.target_network.schedule in ('constant', 'cosine'),
+        f'target_network.schedule must be constant or cosine, got {config.target_network.schedule!r}')
+  check(0 <= config.target_network.rate <= 1,
+        f'target_network.rate must be in [0, 1], got {config.target_network.rate}')
+  for name in ('annotation', 'bootstrap'):
+    if name not in config.data:
+      continue
+    views = config.data[name].views
+    check(views.size % config.model.patch_size == 0,
+          f'data.{name}.views.size {views.size} is not divisible by model.patch_size '
+          f'{config.model.patch_size}')
+  if config.objective.name == 'simclr':
+    check(config.data.annotation.views.num == 2,
+          f'simclr needs data.annotation.views.num=2, got {config.data.annotation.views.num}')
+  if config.objective.name == 'dino':
+    check(config.data.annotation.views.num >= 2,
+          'dino needs at least 2 global views (data.annotation.views.num >= 2)')
+  return config
+
+
+def encoder_config(config):
+  """Keyword arguments of the ViT encoder, with the training resolution filled in."""
+  return dict(**config.model.to_dict(), image_size=config.data.annotation.views.size)
+
+
+def load(path):
+  """Loads ``configs/FILE.py[:variant]`` the way ``--config`` does (for scripts and tests)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  file, _, variant = path.partition(':')
+  spec = importlib.util.spec_from_file_location('_annoprop_config', file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(variant) if variant else module.get_config()
+  config.lock()
+  return config

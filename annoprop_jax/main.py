@@ -1,0 +1,105 @@
+"""Command line: ``python -m annoprop_jax.main COMMAND --config=configs/FILE.py[:variant] ...``.
+
+Commands:
+  train         train (or resume) in --workdir
+  prepare-data  write the embedded scenes dataset described by the config into data.data_dir
+
+Any config field can be overridden: ``--config.total_steps=100 --config.model.width=64``.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from annoprop_jax import configuration
+
+COMMANDS = ('train', 'prepare-data')
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics go.')
+
+
+def _one_line_error(message):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _explain_flag_error(error, argv):
+  """Turns a config override error into one line naming the nearest valid keys."""
+  config = None
+  try:
+    config = _load_config_only(argv)
+  except Exception:  # pylint: disable=broad-except  # the file itself is broken: say so below
+    pass
+  if config is not None:
+    for arg in argv:
+      if arg.startswith('--config.'):
+        key = arg[len('--config.'):].split('=', 1)[0]
+        if not _has_key(config, key):
+          nearest = ', '.join(configuration.nearest_keys(config, key))
+          return f'unknown config key {key!r}; nearest valid keys: {nearest}'
+  text = str(error).strip()
+  return text.splitlines()[-1] if text else repr(error)
+
+
+def _has_key(config, dotted):
+  node = config
+  for part in dotted.split('.'):
+    if not hasattr(node, 'keys') or part not in node.keys():
+      return False
+    node = node[part]
+  return True
+
+
+def _load_config_only(argv):
+  """Loads the --config file alone (no overrides)."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if path is None:
+    return None
+  return config_flags.config_flags._LoadConfigModule('config', path.split(':')[0]).get_config(  # pylint: disable=protected-access
+      *([path.split(':', 1)[1]] if ':' in path else []))
+
+
+def parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _one_line_error(_explain_flag_error(e, argv))
+  except (KeyError, AttributeError, TypeError, ValueError) as e:
+    _one_line_error(_explain_flag_error(e, argv))
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in COMMANDS:
+    _one_line_error(f'usage: python -m annoprop_jax.main {{{"|".join(COMMANDS)}}} '
+                    f'--config=configs/FILE.py [--workdir=DIR] [--config.KEY=VALUE ...]')
+  config = _CONFIG.value
+  if config is None:
+    _one_line_error('--config=configs/FILE.py is required')
+  try:
+    configuration.validate(config)
+  except configuration.ConfigError as e:
+    _one_line_error(str(e))
+  command = argv[1]
+  logging.set_verbosity(logging.WARNING)   # orbax and grain log every save at INFO
+  if command == 'prepare-data':
+    from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    for name in ('annotation', 'bootstrap'):
+      if name in config.data and config.data[name].dataset == 'scenes':
+        print(pipeline.dataset_directory(config, 'scenes'))
+        break
+    return
+  if not _WORKDIR.value:
+    _one_line_error('--workdir=DIR is required for train')
+  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.train(config, _WORKDIR.value)
+  except (FileNotFoundError, configuration.ConfigError) as e:
+    _one_line_error(str(e))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,61 @@
+"""Metrics to ``WORKDIR/metrics.jsonl`` and a progress line with ETA (process 0 only)."""
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+
+def _to_python(value):
+  value = np.asarray(value)
+  return value.item() if value.size == 1 else value.tolist()
+
+
+def format_duration(seconds):
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+class MetricsLogger:
+  """Appends one JSON object per log step and prints ``step/total | loss | img/s | ETA``."""
+
+  def __init__(self, workdir, total_steps, print_fn=None):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.total_steps = total_steps
+    self.print_fn = print_fn or (lambda line: print(line, flush=True))
+    self.is_writer = jax.process_index() == 0
+
+  def write(self, step, metrics, steps_per_sec):
+    record = {'step': int(step), **{k: _to_python(v) for k, v in metrics.items()}}
+    if not self.is_writer:
+      return record
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    eta = (self.total_steps - step) / steps_per_sec if steps_per_sec > 0 else float('inf')
+    self.print_fn(
+        f'step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) '
+        f'loss {record["loss"]:.4f} | lr {record["learning_rate"]:.2e} | '
+        f'{record["images_per_sec"]:.0f} img/s | {steps_per_sec:.2f} steps/s | '
+        f'ETA {format_duration(eta)}')
+    return record
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Timer:
+  """Wall-clock between log steps."""
+
+  def __init__(self):
+    self.last = time.perf_counter()
+
+  def lap(self):
+    now = time.perf_counter()
+    elapsed, self.last = now - self.last, now
+    return elapsed

@@ -1,0 +1,49 @@
+"""Heads on top of the encoder: projection (SimCLR), prototypes (DINO), classifier."""
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def l2_normalize(x, axis=-1, eps=1e-6):
+  return x * jnp.reciprocal(jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps))
+
+
+class MLP(nn.Module):
+  """Dense-GELU layers; the last layer is linear."""
+  hidden_dim: int
+  out_dim: int
+  num_layers: int = 2
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.num_layers - 1):
+      x = nn.gelu(nn.Dense(self.hidden_dim, name=f'hidden{i}')(x))
+    return nn.Dense(self.out_dim, name='out')(x)
+
+
+class ProjectionHead(nn.Module):
+  """SimCLR projection: MLP then L2 normalisation."""
+  hidden_dim: int = 512
+  out_dim: int = 128
+  num_layers: int = 2
+
+  @nn.compact
+  def __call__(self, x):
+    return l2_normalize(MLP(self.hidden_dim, self.out_dim, self.num_layers)(x))
+
+
+class PrototypeHead(nn.Module):
+  """DINO head: MLP to a bottleneck, L2 normalise, then cosine logits against K prototypes.
+
+  The prototype matrix is weight-normalised with a fixed unit norm (DINO's norm_last_layer).
+  """
+  num_prototypes: int = 4096
+  hidden_dim: int = 512
+  bottleneck_dim: int = 128
+  num_layers: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    z = l2_normalize(MLP(self.hidden_dim, self.bottleneck_dim, self.num_layers)(x))
+    prototypes = self.param('prototypes', nn.initializers.normal(0.02),
+                            (self.bottleneck_dim, self.num_prototypes), jnp.float32)
+    return z @ l2_normalize(prototypes, axis=0)

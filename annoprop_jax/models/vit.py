@@ -1,0 +1,127 @@
+"""Vision Transformer encoder (big_vision style) returning a pooled vector and patch tokens."""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# width, depth, heads (MLP ratio 4). Paper sizes plus tiny ones that train on a CPU.
+VIT_SIZES = {
+    'cpu_tiny': (64, 2, 2),
+    'cpu_small': (128, 4, 4),
+    'Ti': (192, 12, 3),
+    'S': (384, 12, 6),
+    'M': (512, 12, 8),
+    'B': (768, 12, 12),
+    'L': (1024, 24, 16),
+}
+
+
+def vit_size(name):
+  """``'S/16'`` -> dict(width, depth, num_heads, patch_size) for a config's ``model`` block."""
+  size, _, patch = name.partition('/')
+  if size not in VIT_SIZES or not patch.isdigit():
+    raise ValueError(f'unknown ViT size {name!r}: use SIZE/PATCH with SIZE in {sorted(VIT_SIZES)}')
+  width, depth, heads = VIT_SIZES[size]
+  return dict(width=width, depth=depth, num_heads=heads, patch_size=int(patch))
+
+
+def sincos_posemb(num_rows, num_cols, width, temperature=10_000.0):
+  """Fixed 2D sine-cosine position embedding, (1, rows * cols, width)."""
+  if width % 4:
+    raise ValueError(f'width {width} must be divisible by 4 for the 2D sincos embedding')
+  y, x = np.mgrid[:num_rows, :num_cols]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 if width > 4 else 1))
+  y = y.reshape(-1)[:, None] * omega[None]
+  x = x.reshape(-1)[:, None] * omega[None]
+  return jnp.asarray(np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], 1)[None],
+                     jnp.float32)
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=nn.initializers.normal(1e-6))(x)
+    x = nn.gelu(x)
+    return nn.Dense(width, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                    bias_init=nn.initializers.normal(1e-6))(x)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm transformer block: self-attention then MLP, both residual."""
+  num_heads: int
+  mlp_dim: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype,
+        kernel_init=nn.initializers.xavier_uniform())(y, y, mask=mask)
+    x = x + y
+    y = nn.LayerNorm(dtype=self.dtype)(x)
+    return x + MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
+
+
+class ViT(nn.Module):
+  """ViT encoder.
+
+  Input: images (B, H, W, 3), uint8 in [0, 255] or float already in [-1, 1].
+  Output: ``(pooled (B, width), patch_tokens (B, N, width))`` in float32.
+  """
+  patch_size: int = 16
+  width: int = 384
+  depth: int = 12
+  num_heads: int = 6
+  mlp_ratio: float = 4.0
+  pool: str = 'cls'              # 'cls' or 'mean'
+  posemb: str = 'learned'        # 'learned' or 'sincos'
+  dtype: str = 'float32'         # compute dtype; params stay float32
+  remat: bool = False
+  image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
+
+  @nn.compact
+  def __call__(self, images):
+    dtype = jnp.dtype(self.dtype)
+    if images.dtype == jnp.uint8:
+      images = images.astype(jnp.float32) / 127.5 - 1.0
+    b, h, w, _ = images.shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f'image size {(h, w)} is not divisible by the patch size {p}')
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
+                name='embedding')(images.astype(dtype))
+    rows, cols = h // p, w // p
+    x = x.reshape(b, rows * cols, self.width)
+    if self.posemb == 'learned':
+      grid = (self.image_size // p,) * 2 if self.image_size else (rows, cols)
+      pos = self.param('pos_embedding', nn.initializers.normal(1 / np.sqrt(self.width)),
+                       (1, grid[0] * grid[1], self.width), jnp.float32)
+      if grid != (rows, cols):   # e.g. DINO's local views
+        pos = jax.image.resize(pos.reshape(1, *grid, self.width), (1, rows, cols, self.width),
+                               'bilinear').reshape(1, rows * cols, self.width)
+    elif self.posemb == 'sincos':
+      pos = sincos_posemb(rows, cols, self.width)
+    else:
+      raise ValueError(f'unknown posemb {self.posemb!r}')
+    x = x + pos.astype(dtype)
+    if self.pool == 'cls':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width), jnp.float32)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, self.width)), x], axis=1)
+    elif self.pool != 'mean':
+      raise ValueError(f'unknown pool {self.pool!r}: use "cls" or "mean"')
+    block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    for i in range(self.depth):
+      x = block(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
+                name=f'block{i}')(x)
+    x = nn.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
+    if self.pool == 'cls':
+      return x[:, 0], x[:, 1:]
+    return x.mean(axis=1), x

@@ -1,0 +1,187 @@
+"""The training loop: mesh, init or restore, step, log, checkpoint. Nothing method-specific."""
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from annoprop_jax import checkpoint
+from annoprop_jax import configuration
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import objectives
+from annoprop_jax import optimizer
+from annoprop_jax import sharding
+from annoprop_jax import state as state_lib
+from annoprop_jax import target_network
+from annoprop_jax.data import pipeline
+
+
+def stream_batch_size(config, name):
+  return config.batch_size if name == 'annotation' else config.data[name].batch_size
+
+
+def make_train_step(objective, tx, schedules, config):
+  """A pure (state, batch) -> (state, metrics) update: one optimizer step plus the EMA update."""
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      return objective.loss(params, state.target_params, state.extras, batch, rng, state.step)
+
+    (loss, (metrics, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
+    target_params = target_network.update(state.target_params, params, momentum)
+    metrics = dict(metrics, loss=loss, ema_momentum=momentum,
+                   grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+                   **{name: fn(state.step) for name, fn in schedules.items()})
+    new_state = state.replace(step=state.step + 1, params=params, target_params=target_params,
+                              opt_state=opt_state, extras=extras)
+    return new_state, metrics
+
+  return train_step
+
+
+class _StopRequest:
+  """SIGTERM/SIGINT only set a flag; the loop finishes its step, saves and exits."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    print(f'Received signal {signum}: saving a checkpoint after this step, then exiting.',
+          flush=True)
+    self.requested = True
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _host_part(batch):
+  """Splits a stream batch into what goes to the devices and host-only counters."""
+  device = {k: v for k, v in batch.items() if k not in pipeline.HOST_ONLY_KEYS}
+  host = {k: v for k, v in batch.items() if k in pipeline.HOST_ONLY_KEYS}
+  return device, host
+
+
+def _load_params(path):
+  """Params and target params of the latest checkpoint under ``path`` (for init_from)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(path, 'checkpoints') if os.path.isdir(
+      os.path.join(path, 'checkpoints')) else path
+  with ocp.CheckpointManager(directory) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'init_from={path!r}: no checkpoint found in {directory}')
+    tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return tree['state']['params'], tree['state']['target_params']
+
+
+def train(config, workdir, print_fn=print, on_step=None):
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
+
+  ``on_step(step, state)``, if given, runs on the host after every step (e.g. an evaluator that
+  acts every N steps); its time is excluded from the logged throughput.
+  """
+  configuration.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  mesh = sharding.make_mesh(config.mesh)
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  datasets = {}
+  for i, name in enumerate(objective.streams):
+    stream = config.data[name]
+    batch_size = stream_batch_size(config, name)
+    sharding.check_batch_size(batch_size, mesh, 'batch_size' if name == 'annotation'
+                              else f'data.{name}.batch_size')
+    source = pipeline.open_source(config, stream.dataset, stream.split)
+    datasets[name] = pipeline.build_stream(
+        source, stream, global_batch_size=batch_size, seed=config.seed * 1000 + i,
+        process_index=jax.process_index(), process_count=jax.process_count())
+  iterators = {name: iter(ds) for name, ds in datasets.items()}
+  example = {name: _host_part(next(iter(ds)))[0] for name, ds in datasets.items()}
+
+  tx, schedules = optimizer.make(config.optimizer, config.total_steps)
+
+  def init_state(rng):
+    params, extras = objective.init(jax.random.fold_in(rng, 0), example)
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, target_params=params,
+        opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), extras=extras)
+
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(init_state, rng)
+  state_shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
+  batch_sharding = sharding.batch_sharding(mesh)
+  checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
+                                         config.keep_checkpoints, iterators)
+  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_shardings)
+  if checkpointer.latest_step() is not None:
+    target = checkpoint.abstract_tree(state_lib.to_pytree(abstract_state),
+                                      state_lib.to_pytree(state_shardings))
+    step, tree = checkpointer.restore(target)
+    # A fresh copy: restored arrays may not be donatable (jax#18617).
+    state = copy_state(state_lib.from_pytree(abstract_state, tree))
+    print_fn(f'Resumed from {checkpointer.directory}/{step}')
+  else:
+    state = jax.jit(init_state, out_shardings=state_shardings)(rng)
+    if config.init_from:
+      params, target_params = _load_params(config.init_from)
+      state = copy_state(state.replace(params=params, target_params=target_params))
+      print_fn(f'Initialised params from {config.init_from}')
+
+  train_step = jax.jit(make_train_step(objective, tx, schedules, config),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, sharding.replicated(mesh)),
+                       donate_argnums=0)
+  logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
+  images_per_step = sum(stream_batch_size(config, name) for name in datasets)
+  stop = _StopRequest()
+  step = int(state.step)
+  timer, last_logged = metrics_lib.Timer(), step
+  try:
+    while step < config.total_steps:
+      host_batch = {name: next(it) for name, it in iterators.items()}
+      device_part = {name: _host_part(b)[0] for name, b in host_batch.items()}
+      state, metrics = train_step(state, sharding.global_batch(device_part, mesh))
+      step += 1
+      if step % config.log_every == 0 or step == config.total_steps or stop.requested:
+        metrics = jax.device_get(metrics)
+        if not np.isfinite(metrics['loss']):
+          raise FloatingPointError(
+              f'loss is {metrics["loss"]} at step {step}; stopping without saving. The last good '
+              f'checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}')
+        elapsed = timer.lap()
+        steps_per_sec = (step - last_logged) / max(elapsed, 1e-9)
+        last_logged = step
+        for name, b in host_batch.items():
+          metrics[f'{name}_skipped_records'] = int(np.max(b['skipped_records']))
+        metrics['images_per_sec'] = images_per_step * steps_per_sec
+        logger.write(step, metrics, steps_per_sec)
+      checkpointer.save(step, state_lib.to_pytree(state),
+                        force=stop.requested or step == config.total_steps)
+      if on_step is not None:
+        hook_start = time.perf_counter()
+        on_step(step, state)
+        timer.last += time.perf_counter() - hook_start
+      if stop.requested:
+        print_fn(f'Stopped at step {step}; rerun the same command to resume.')
+        break
+  finally:
+    checkpointer.close()
+    stop.restore()
+  return state

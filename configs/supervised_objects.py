@@ -1,0 +1,18 @@
+"""Supervised classification of the scenes ``objects`` split (the calibration reference).
+
+  python -m annoprop_jax.main train --config=configs/supervised_objects.py --workdir=workdirs/sup
+benchmarks/supervised_reference.py trains this config and reports accuracy on
+``objects_validation``.
+"""
+from annoprop_jax import configuration
+
+
+def get_config(variant=''):
+  config = configuration.base_config('supervised')
+  config.batch_size = 128
+  config.total_steps = 2000
+  config.data.annotation.split = 'objects'
+  config.data.annotation.views.update(num=1, size=32, scale=(0.5, 1.0))
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
+                          weight_decay_end=0.05)
+  return configuration.apply_variant(config, variant)
