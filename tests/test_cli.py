@@ -1,0 +1,76 @@
+"""The training command line, end to end in subprocesses (slow)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, data_dir, devices=2, timeout=600):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, '-m', 'annoprop_jax.main', *args, f'--config.data.data_dir={data_dir}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_train_writes_metrics_and_checkpoints_loss_goes_down_and_resumes(tmp_path, tiny_data_dir):
+  workdir = str(tmp_path / 'run')
+  args = ['train', '--config=configs/simclr_scenes.py:tiny', f'--workdir={workdir}',
+          '--config.total_steps=50', '--config.log_every=5', '--config.checkpoint_every=25']
+  result = _run(args, tiny_data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'ETA' in result.stdout and 'img/s' in result.stdout
+  records = _metrics(workdir)
+  assert [r['step'] for r in records] == list(range(5, 51, 5))
+  for key in ('step', 'loss', 'learning_rate', 'weight_decay', 'images_per_sec'):
+    assert all(key in r for r in records)
+  first = sum(r['loss'] for r in records[:2]) / 2
+  last = sum(r['loss'] for r in records[-2:]) / 2
+  assert last < first - 0.05, [r['loss'] for r in records]
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['25', '50']
+  assert set(os.listdir(os.path.join(workdir, 'checkpoints', '50'))) >= {'state',
+                                                                          'data_annotation'}
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['total_steps'] == 50
+
+  # The same command with a longer horizon resumes from step 50.
+  result = _run(args[:-3] + ['--config.total_steps=60', '--config.log_every=5',
+                             '--config.checkpoint_every=25'], tiny_data_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resumed from' in result.stdout
+  assert [r['step'] for r in _metrics(workdir)][-2:] == [55, 60]
+
+
+def test_unknown_config_key_is_one_clear_line(tmp_path, tiny_data_dir):
+  result = _run(['train', '--config=configs/dino_scenes.py:tiny', f'--workdir={tmp_path}',
+                 '--config.model.widht=64'], tiny_data_dir)
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and 'model.widht' in lines[0] and 'model.width' in lines[0], lines
+  assert 'Traceback' not in result.stderr
+
+
+def test_wrong_type_is_one_clear_line(tmp_path, tiny_data_dir):
+  result = _run(['train', '--config=configs/dino_scenes.py:tiny', f'--workdir={tmp_path}',
+                 '--config.total_steps=many'], tiny_data_dir)
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and 'total_steps' in lines[0], lines
+
+
+def test_invalid_value_is_one_clear_line(tmp_path, tiny_data_dir):
+  result = _run(['train', '--config=configs/dino_scenes.py:tiny', f'--workdir={tmp_path}',
+                 '--config.batch_size=15'], tiny_data_dir)
+  assert result.returncode == 2
+  assert 'batch_size=15 is not divisible' in result.stderr and 'Traceback' not in result.stderr

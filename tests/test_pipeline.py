@@ -1,0 +1,126 @@
+"""The grain streams: shapes, boxes, determinism, resumable state, sharding, bad records."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annoprop_jax.data import boxes
+from annoprop_jax.data import pipeline
+from conftest import tiny_config
+
+
+def _stream(config, split='train', process_index=0, process_count=1, batch=8, source=None):
+  stream = config.data.annotation
+  source = source if source is not None else pipeline.open_source(config, 'scenes', split)
+  return pipeline.build_stream(source, stream, global_batch_size=batch, seed=3,
+                               process_index=process_index, process_count=process_count)
+
+
+def test_batch_shapes_and_moves(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir,
+                                         'data.annotation.local_views.num': 2})
+  batch = next(iter(_stream(config)))
+  v, s = config.data.annotation.views.num, config.data.annotation.views.size
+  assert batch['images'].shape == (8, v, s, s, 3) and batch['images'].dtype == np.uint8
+  assert batch['local_images'].shape == (8, 2, 8, 8, 3)
+  assert batch['moves'].shape == (8, v, v, 4)
+  assert batch['labels'].shape == (8, config.data.annotation.max_objects)
+  assert batch['caption'].shape == (8, config.data.annotation.max_caption_bytes)
+  for b in range(8):
+    np.testing.assert_allclose(batch['moves'][b],
+                               boxes.moves(batch['boxes'][b], batch['flips'][b]), atol=1e-6)
+    n = int((batch['labels'][b] >= 0).sum())
+    assert 1 <= n <= config.data.scenes.max_objects
+    assert np.all(batch['object_boxes'][b, :n, 2] > batch['object_boxes'][b, :n, 0])
+    caption = bytes(batch['caption'][b]).rstrip(b'\0').decode()
+    assert caption.startswith('a ') and 'background' in caption
+
+
+def test_same_seed_same_batches_and_epochs_reshuffle(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  a, b = iter(_stream(config)), iter(_stream(config))
+  for _ in range(3):
+    x, y = next(a), next(b)
+    np.testing.assert_array_equal(x['images'], y['images'])
+    np.testing.assert_array_equal(x['boxes'], y['boxes'])
+
+
+def test_iterator_state_resumes_exactly(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  it = iter(_stream(config))
+  next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(2)]
+  resumed = iter(_stream(config))
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    np.testing.assert_array_equal(got['images'], want['images'])
+    np.testing.assert_array_equal(got['moves'], want['moves'])
+
+
+def test_process_shards_are_disjoint(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
+  seen = []
+  for index in range(2):
+    it = iter(_stream(config, process_index=index, process_count=2, batch=32, source=source))
+    captions = next(it)['caption']        # one epoch of this process's 16 records
+    seen.append({bytes(c) + bytes([i]) for i, c in enumerate(captions)})
+  shard_sizes = [len(s) for s in seen]
+  assert shard_sizes == [16, 16]
+
+
+def test_state_from_another_process_count_is_refused(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  state = iter(_stream(config, process_count=1)).get_state()
+  other = iter(_stream(config, process_index=0, process_count=2))
+  with pytest.raises(ValueError, match='saved with 1 JAX processes'):
+    other.set_state(state)
+
+
+class _SourceWithCorruptRecords:
+  """Wraps a data source; every 4th record's image bytes are garbage."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    record = dict(self.source[index])
+    if index % 4 == 0:
+      record['image'] = b'not an image'
+    return record
+
+
+def test_undecodable_records_are_skipped_and_counted(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  source = _SourceWithCorruptRecords(pipeline.open_source(config, 'scenes', 'objects_validation'))
+  it = iter(_stream(config, batch=8, source=source))
+  batches = [next(it) for _ in range(6)]                 # 48 good records = 2 epochs of 24
+  assert all(b['images'].shape[0] == 8 for b in batches)
+  skipped = int(batches[-1]['skipped_records'].max())
+  assert 16 <= skipped <= 24                             # 8 bad per epoch of 32 records
+
+
+def test_decoder_pads_and_truncates():
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format='PNG')
+  record = {'image': buf.getvalue(), 'caption': b'a red star',
+            'objects': {'label': [3, 1, 2], 'bbox': [[0, 0, .5, .5]] * 3}}
+  out = pipeline.Decoder(max_objects=2, max_caption_bytes=5)(record)
+  np.testing.assert_array_equal(out['labels'], [3, 1])
+  assert bytes(out['caption']) == b'a red'
+  no_objects = pipeline.Decoder(max_objects=2, max_caption_bytes=4)(
+      {'image': buf.getvalue(), 'caption': b'', 'objects': {'label': [], 'bbox': []}})
+  np.testing.assert_array_equal(no_objects['labels'], [-1, -1])
+  assert pipeline.Decoder(2, 4)({'image': b'garbage', 'caption': b''}) is None
+
+
+def test_missing_dataset_says_how_to_build_it(tmp_path):
+  config = tiny_config('dino_scenes', **{'data.data_dir': str(tmp_path)})
+  with pytest.raises(FileNotFoundError, match='not prepared.*tfds build'):
+    pipeline.dataset_directory(config, 'coco/2017')
