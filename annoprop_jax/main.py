@@ -97,7 +97,7 @@ def main(argv):
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   try:
     train.train(config, _WORKDIR.value)
-  except (FileNotFoundError, configuration.ConfigError) as e:
+  except (FileNotFoundError, FloatingPointError, configuration.ConfigError) as e:
     _one_line_error(str(e))
 
 

@@ -39,7 +39,7 @@ def make_train_step(objective, tx, schedules, config):
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
     target_params = target_network.update(state.target_params, params, momentum)
     metrics = dict(metrics, loss=loss, ema_momentum=momentum,
-                   grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params),
+                   grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
                    **{name: fn(state.step) for name, fn in schedules.items()})
     new_state = state.replace(step=state.step + 1, params=params, target_params=target_params,
                               opt_state=opt_state, extras=extras)
@@ -109,6 +109,12 @@ def train(config, workdir, print_fn=print, on_step=None):
     sharding.check_batch_size(batch_size, mesh, 'batch_size' if name == 'annotation'
                               else f'data.{name}.batch_size')
     source = pipeline.open_source(config, stream.dataset, stream.split)
+    if name == 'annotation' and 'num_classes' in config.objective:
+      classes = pipeline.num_classes(config, stream.dataset)
+      if classes is not None and classes != config.objective.num_classes:
+        raise configuration.ConfigError(
+            f'objective.num_classes={config.objective.num_classes} but dataset '
+            f'{stream.dataset!r} has {classes} classes')
     datasets[name] = pipeline.build_stream(
         source, stream, global_batch_size=batch_size, seed=config.seed * 1000 + i,
         process_index=jax.process_index(), process_count=jax.process_count())

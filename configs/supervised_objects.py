@@ -10,9 +10,11 @@ from annoprop_jax import configuration
 def get_config(variant=''):
   config = configuration.base_config('supervised')
   config.batch_size = 128
-  config.total_steps = 2000
+  config.total_steps = 3000
   config.data.annotation.split = 'objects'
-  config.data.annotation.views.update(num=1, size=32, scale=(0.5, 1.0))
+  # Mild crops only: a crop that cuts an object in half changes its class (a cut circle is a
+  # semicircle).
+  config.data.annotation.views.update(num=1, size=32, scale=(0.85, 1.0))
   config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
                           weight_decay_end=0.05)
   return configuration.apply_variant(config, variant)

@@ -74,3 +74,10 @@ def test_invalid_value_is_one_clear_line(tmp_path, tiny_data_dir):
                  '--config.batch_size=15'], tiny_data_dir)
   assert result.returncode == 2
   assert 'batch_size=15 is not divisible' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_class_count_mismatch_is_one_clear_line(tmp_path, tiny_data_dir):
+  result = _run(['train', '--config=configs/supervised_objects.py:tiny', f'--workdir={tmp_path}',
+                 '--config.objective.num_classes=12'], tiny_data_dir)
+  assert result.returncode == 2
+  assert 'objective.num_classes=12 but dataset' in result.stderr, result.stderr[-2000:]

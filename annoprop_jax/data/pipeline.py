@@ -78,6 +78,15 @@ def open_source(config, dataset, split):
   return builder.as_data_source(split=split, decoders={'image': tfds.decode.SkipDecoding()})
 
 
+def num_classes(config, dataset):
+  """Number of object classes of a prepared dataset (None if it has no object labels)."""
+  features = tfds.builder_from_directory(dataset_directory(config, dataset)).info.features
+  try:
+    return features['objects']['label'].num_classes
+  except (KeyError, AttributeError):
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Decoder:
   """Decodes one tfds record and pads its annotations; returns None when it cannot be decoded."""

@@ -4,13 +4,12 @@ The teacher is the EMA target network (``target_params``). It sees the global vi
 student sees global and (optional) local views; every (teacher view, other student view) pair is
 a cross-entropy term. The centre is an EMA of the teacher's logits, updated once per step.
 """
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from annoprop_jax.models import heads
-from annoprop_jax.models import vit
+from annoprop_jax.models import network
 
 
 def default_config():
@@ -68,25 +67,14 @@ def dino_loss(student_logits, teacher_logits, center, student_temperature, teach
   return loss.mean(), p
 
 
-class DINONet(nn.Module):
-  encoder: dict
-  head: dict
-
-  @nn.compact
-  def __call__(self, images):
-    pooled, _ = vit.ViT(**self.encoder, name='encoder')(images)
-    return heads.PrototypeHead(**self.head, name='head')(pooled)
-
-
 class DINO:
   streams = ('annotation',)
 
   def __init__(self, config, encoder_config):
     self.config = config
-    self.net = DINONet(encoder_config, dict(num_prototypes=config.num_prototypes,
-                                            hidden_dim=config.head_hidden_dim,
-                                            bottleneck_dim=config.head_bottleneck_dim,
-                                            num_layers=config.head_layers))
+    self.net = network.EncoderWithHead(encoder_config, heads.PrototypeHead(
+        num_prototypes=config.num_prototypes, hidden_dim=config.head_hidden_dim,
+        bottleneck_dim=config.head_bottleneck_dim, num_layers=config.head_layers))
 
   def init(self, rng, batch):
     params = self.net.init(rng, batch['annotation']['images'][:1, 0])['params']

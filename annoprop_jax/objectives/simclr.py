@@ -1,11 +1,10 @@
 """SimCLR: NT-Xent over the annotation batch's augmented views (online parameters only)."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from annoprop_jax.models import heads
-from annoprop_jax.models import vit
+from annoprop_jax.models import network
 
 
 def default_config():
@@ -37,25 +36,15 @@ def nt_xent(z, temperature):
   return loss, accuracy
 
 
-class SimCLRNet(nn.Module):
-  encoder: dict
-  head: dict
-
-  @nn.compact
-  def __call__(self, images):
-    pooled, _ = vit.ViT(**self.encoder, name='encoder')(images)
-    return heads.ProjectionHead(**self.head, name='head')(pooled)
-
-
 class SimCLR:
   """Objective: pure ``init`` and ``loss`` over parameter pytrees."""
   streams = ('annotation',)
 
   def __init__(self, config, encoder_config):
     self.config = config
-    self.net = SimCLRNet(encoder_config, dict(hidden_dim=config.head_hidden_dim,
-                                              out_dim=config.head_dim,
-                                              num_layers=config.head_layers))
+    self.net = network.EncoderWithHead(encoder_config, heads.ProjectionHead(
+        hidden_dim=config.head_hidden_dim, out_dim=config.head_dim,
+        num_layers=config.head_layers))
 
   def init(self, rng, batch):
     images = batch['annotation']['images']

@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from annoprop_jax.models import vit
+from annoprop_jax.models import network
 
 
 def default_config():
   return ml_collections.ConfigDict(dict(
       name='supervised',
-      num_classes=12,
+      num_classes=13,             # must equal the dataset's number of classes (checked)
       multi_label=False,
   ))
 
@@ -27,22 +27,13 @@ def label_targets(labels, num_classes, multi_label):
   return jax.nn.one_hot(labels[:, 0], num_classes)
 
 
-class ClassifierNet(nn.Module):
-  encoder: dict
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, images):
-    pooled, _ = vit.ViT(**self.encoder, name='encoder')(images)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name='head')(pooled)
-
-
 class Supervised:
   streams = ('annotation',)
 
   def __init__(self, config, encoder_config):
     self.config = config
-    self.net = ClassifierNet(encoder_config, config.num_classes)
+    self.net = network.EncoderWithHead(encoder_config, nn.Dense(
+        config.num_classes, kernel_init=nn.initializers.zeros))
 
   def init(self, rng, batch):
     return self.net.init(rng, batch['annotation']['images'][:1, 0])['params'], {}

@@ -1,0 +1,85 @@
+"""The train step: sharded equals single-device, DINO multi-crop and its state, the loop."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from annoprop_jax import configuration
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import objectives
+from annoprop_jax import optimizer
+from annoprop_jax import sharding
+from annoprop_jax import state as state_lib
+from annoprop_jax import train
+from annoprop_jax.data import pipeline
+from conftest import tiny_config
+
+
+def _setup(config, data_dir):
+  config.data.data_dir = data_dir
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  source = pipeline.open_source(config, 'scenes', 'train')
+  batch = next(iter(pipeline.build_stream(source, config.data.annotation,
+                                          global_batch_size=config.batch_size, seed=0)))
+  batch = {'annotation': {k: v for k, v in batch.items() if k not in pipeline.HOST_ONLY_KEYS}}
+  tx, schedules = optimizer.make(config.optimizer, config.total_steps)
+  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                               target_params=params, opt_state=tx.init(params),
+                               rng=jax.random.PRNGKey(1), extras=extras)
+  step_fn = train.make_train_step(objective, tx, schedules, config)
+  return state, batch, step_fn
+
+
+def _run_on(devices, state, batch, step_fn, config):
+  mesh = sharding.make_mesh(config.mesh, devices=devices)
+  rep = sharding.replicated(mesh)
+  jitted = jax.jit(step_fn, in_shardings=(rep, sharding.batch_sharding(mesh)),
+                   out_shardings=(rep, rep))
+  state = jax.device_put(state, rep)
+  new_state, metrics = jitted(state, sharding.global_batch(batch, mesh))
+  return jax.device_get(new_state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize('method', ['simclr_scenes', 'dino_scenes'])
+def test_eight_device_step_equals_one_device_step(method, tiny_data_dir):
+  config = tiny_config(method)
+  state, batch, step_fn = _setup(config, tiny_data_dir)
+  one_state, one = _run_on(jax.devices()[:1], state, batch, step_fn, config)
+  eight_state, eight = _run_on(jax.devices()[:8], state, batch, step_fn, config)
+  assert len(jax.devices()) == 8
+  np.testing.assert_allclose(one['loss'], eight['loss'], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               one_state.params, eight_state.params)
+
+
+def test_dino_step_updates_centre_target_and_uses_local_views(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.annotation.local_views.num': 2})
+  config.target_network.update(rate=0.5, schedule='constant')
+  state, batch, step_fn = _setup(config, tiny_data_dir)
+  assert batch['annotation']['local_images'].shape[1] == 2
+  new_state, metrics = jax.jit(step_fn)(state, batch)
+  # The centre moves toward the teacher's mean logits: c1 = 0.9 * 0 + 0.1 * mean.
+  teacher = objectives.build(config.objective, configuration.encoder_config(config))
+  images = batch['annotation']['images']
+  logits = teacher.net.apply({'params': state.target_params},
+                             images.reshape(-1, *images.shape[2:]))
+  np.testing.assert_allclose(new_state.extras['center'], 0.1 * logits.mean(0), rtol=1e-4,
+                             atol=1e-6)
+  # EMA with momentum 0.5: target = (old + new) / 2.
+  expected = jax.tree.map(lambda t, p: 0.5 * t + 0.5 * p, state.params, new_state.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               new_state.target_params, expected)
+  assert np.isfinite(metrics['loss']) and 0 < metrics['teacher_entropy']
+
+
+def test_train_loop_in_process(tmp_path, tiny_data_dir):
+  config = tiny_config('supervised_objects', **{'data.data_dir': tiny_data_dir})
+  config.total_steps = 6
+  config.log_every = 3
+  seen = []
+  state = train.train(config, str(tmp_path), print_fn=seen.append,
+                      on_step=lambda step, s: seen.append(step))
+  assert int(state.step) == 6
+  assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [3, 6]
+  assert [x for x in seen if isinstance(x, int)] == list(range(1, 7))
