@@ -63,6 +63,9 @@ def base_config(objective_name):
       scenes=scenes_config(),
       annotation=stream_config(),
   )
+  if objective_name.startswith('ab_'):
+    # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
+    config.data.bootstrap = stream_config(num_views=4, scale=(0.05, 1.0), batch_size=32)
   config.mesh = dict(data=-1)        # -1: all devices
   return config
 
@@ -86,10 +89,15 @@ def apply_variant(config, variant):
       config.data[stream].views.size = 16
       config.data[stream].local_views.size = 8
       config.data[stream].num_threads = 1
-  if config.objective.name == 'dino':
+  if config.objective.name in ('dino', 'ab_dino'):
     config.objective.update(num_prototypes=64, head_hidden_dim=64, head_bottleneck_dim=32)
-  if config.objective.name == 'simclr':
+  if config.objective.name in ('simclr', 'ab_simclr'):
     config.objective.update(head_hidden_dim=64, head_dim=32)
+  if 'bootstrap' in config.objective:
+    config.objective.bootstrap.decoder.update(width=32, depth=1, num_heads=2)
+    config.data.bootstrap.batch_size = 8
+  if config.objective.name in ('clip', 'ab_clip'):
+    config.objective.update(embed_dim=32, text_width=32, text_depth=1, text_num_heads=2)
   return config
 
 
@@ -139,10 +147,15 @@ def validate(config):
     check(views.size % config.model.patch_size == 0,
           f'data.{name}.views.size {views.size} is not divisible by model.patch_size '
           f'{config.model.patch_size}')
-  if config.objective.name == 'simclr':
+  if config.objective.name.startswith('ab_'):
+    try:
+      objectives.bootstrap.validate(config.objective, config.data.bootstrap.views.num)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  if config.objective.name in ('simclr', 'ab_simclr'):
     check(config.data.annotation.views.num == 2,
           f'simclr needs data.annotation.views.num=2, got {config.data.annotation.views.num}')
-  if config.objective.name == 'dino':
+  if config.objective.name in ('dino', 'ab_dino'):
     check(config.data.annotation.views.num >= 2,
           'dino needs at least 2 global views (data.annotation.views.num >= 2)')
   return config
@@ -153,13 +166,21 @@ def encoder_config(config):
   return dict(**config.model.to_dict(), image_size=config.data.annotation.views.size)
 
 
-def load(path):
-  """Loads ``configs/FILE.py[:variant]`` the way ``--config`` does (for scripts and tests)."""
+def config_module(file):
+  """Imports a config file as a module (config files build on each other's recipes)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  file, _, variant = path.partition(':')
-  spec = importlib.util.spec_from_file_location('_annoprop_config', file)
+  import os  # pylint: disable=g-import-not-at-top
+  name = '_annoprop_config_' + os.path.splitext(os.path.basename(file))[0]
+  spec = importlib.util.spec_from_file_location(name, file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load(path):
+  """Loads ``configs/FILE.py[:variant]`` the way ``--config`` does (for scripts and tests)."""
+  file, _, variant = path.partition(':')
+  module = config_module(file)
   config = module.get_config(variant) if variant else module.get_config()
   config.lock()
   return config

@@ -1,4 +1,4 @@
-"""DINO on the embedded scenes dataset, CPU size (the README's demo run).
+"""DINO on the embedded scenes dataset, CPU size.
 
   python -m annoprop_jax.main train --config=configs/dino_scenes.py --workdir=workdirs/dino
   python -m annoprop_jax.main train --config=configs/dino_scenes.py:tiny --workdir=/tmp/t
@@ -6,8 +6,9 @@
 from annoprop_jax import configuration
 
 
-def get_config(variant=''):
-  config = configuration.base_config('dino')
+def recipe(objective='dino'):
+  """The DINO recipe at CPU size; ``configs/ab_dino_scenes.py`` builds on it."""
+  config = configuration.base_config(objective)
   config.batch_size = 64
   config.total_steps = 2000
   config.log_every = 50
@@ -19,4 +20,8 @@ def get_config(variant=''):
   config.optimizer.update(learning_rate=1e-3, warmup_steps=200, weight_decay=0.04,
                           weight_decay_end=0.4, grad_clip_norm=1.0)
   config.target_network.update(rate=0.004, schedule='cosine')
-  return configuration.apply_variant(config, variant)
+  return config
+
+
+def get_config(variant=''):
+  return configuration.apply_variant(recipe(), variant)

@@ -5,12 +5,18 @@
 from annoprop_jax import configuration
 
 
-def get_config(variant=''):
-  config = configuration.base_config('simclr')
+def recipe(objective='simclr'):
+  """The SimCLR recipe at CPU size; ``configs/ab_simclr_scenes.py`` builds on it."""
+  config = configuration.base_config(objective)
   config.batch_size = 128
   config.total_steps = 2000
   config.data.annotation.views.update(num=2, size=32, scale=(0.2, 1.0), colour_jitter=0.4,
                                       grayscale=0.2)
   config.optimizer.update(learning_rate=1e-3, warmup_steps=200, weight_decay=0.04,
                           weight_decay_end=0.4)
-  return configuration.apply_variant(config, variant)
+  config.target_network.update(rate=0.004, schedule='cosine')
+  return config
+
+
+def get_config(variant=''):
+  return configuration.apply_variant(recipe(), variant)

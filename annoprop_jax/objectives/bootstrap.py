@@ -1,0 +1,245 @@
+"""Annotation bootstrapping (METHOD.md): predict a neighbouring view's annotations.
+
+Given bootstrap views x_1..x_V of one image and the moves between them, the annotation decoder
+predicts Q_AB(l | x_i, a_ij) over the candidate annotations l (always built from the annotation
+batch). Its target, from the EMA target network with stop-gradient, is
+
+    y_ij(l) = (1 - gamma) p(l | x_j) + gamma m_ij(l) / sum_l m_ij(l),
+    m_ij(l) = max (or mean) over next moves a_jk of Q_target(l | x_j, a_jk),
+
+and the loss is CE(y_ij, Q_AB(. | x_i, a_ij)) averaged over pairs (i, j), then images.
+Total loss = base loss (annotation batch, online parameters) + weight * AB loss.
+
+All pairs of all views are computed in one packed decoder call per source view (T = V targets,
+the diagonal included and masked out unless configured), so every view costs one encoder pass.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from annoprop_jax.data import boxes as boxes_lib
+from annoprop_jax.models import decoder as decoder_lib
+from annoprop_jax.models import vit
+
+IOU_BINS = ('0', '0-0.2', '0.2-0.5', '0.5-0.8', '>0.8')
+
+
+def default_config():
+  """The ``objective.bootstrap`` block shared by every AB variant."""
+  return ml_collections.ConfigDict(dict(
+      weight=1.0,                 # lambda: total = base + weight * AB
+      gamma=0.0,                  # 0 = the preprint's loss
+      aggregate='max',            # 'max' or 'expectation' over next moves
+      include_diagonal=False,     # train on identity pairs (i, i) too
+      next_include_identity=False,  # next moves of x_j include j -> j
+      next_include_source=True,   # next moves of x_j include j -> i (back to x_1)
+      decoder=dict(width=128, depth=2, num_heads=4, mlp_ratio=4.0),
+      box=dict(bins=128, low=-5.0, high=6.0),
+  ))
+
+
+def pair_masks(num_views, include_diagonal, next_include_identity, next_include_source):
+  """Static masks: ``pairs[i, j]`` trains pair (i, j); ``nexts[i, j, k]`` counts move j -> k."""
+  eye = np.eye(num_views, dtype=bool)
+  pairs = np.ones((num_views, num_views), bool) if include_diagonal else ~eye
+  nexts = np.ones((num_views,) * 3, bool)
+  if not next_include_identity:
+    nexts &= ~eye[None, :, :]                          # k == j
+  if not next_include_source:
+    nexts &= ~eye[:, None, :]                          # k == i
+  return pairs, nexts
+
+
+def bootstrapped_target(p_next, q_next, gamma, aggregate, nexts):
+  """y for every pair (i, j).
+
+  Args:
+    p_next: (B, V, L) target-network annotation probabilities p(l | x_j).
+    q_next: (B, V, V, L) target-network Q(l | x_j, a_jk) probabilities (None when gamma = 0).
+    gamma: bootstrap weight. aggregate: 'max' or 'expectation'. nexts: (V, V, V) bool mask.
+  Returns:
+    (B, V, V, L) targets y_ij, each summing to 1, with no gradient.
+  """
+  y = jnp.broadcast_to(p_next[:, None], (p_next.shape[0],) + (p_next.shape[1],) + p_next.shape[1:])
+  if gamma:
+    mask = jnp.asarray(nexts)[None, :, :, :, None]          # (1, i, j, k, 1)
+    q = jnp.where(mask, q_next[:, None], 0.0)               # (B, i, j, k, L), probabilities >= 0
+    if aggregate == 'max':
+      m = q.max(axis=3)
+    elif aggregate == 'expectation':
+      m = q.sum(axis=3) / jnp.maximum(mask.sum(axis=3), 1)
+    else:
+      raise ValueError(f'unknown aggregate {aggregate!r}: max or expectation')
+    m = m / jnp.maximum(m.sum(-1, keepdims=True), 1e-12)
+    y = (1.0 - gamma) * y + gamma * m
+  return jax.lax.stop_gradient(y)
+
+
+def ab_loss(log_q, y, pairs):
+  """Soft-target cross-entropy, mean over the valid pairs of an image, then over images."""
+  ce = -jnp.sum(y * log_q, axis=-1)                         # (B, V, V)
+  pairs = jnp.asarray(pairs, ce.dtype)
+  return (jnp.sum(ce * pairs, axis=(1, 2)) / pairs.sum()).mean()
+
+
+def entropy(p):
+  return -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)), axis=-1)
+
+
+def pairwise_iou(view_boxes):
+  """(B, V, 4) -> (B, V, V) IoU of every pair of views, in jnp."""
+  a, b = view_boxes[:, :, None], view_boxes[:, None, :]
+  ih = jnp.clip(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
+  iw = jnp.clip(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0)
+  inter = ih * iw
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  return inter / jnp.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def diagnostics(log_q, y, pairs, view_boxes, moves, box_config):
+  """Value accuracy by source-target IoU bin, the IoU histogram and the clipped fraction."""
+  iou = pairwise_iou(view_boxes)
+  edges = [(-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01)]
+  correct = jnp.argmax(log_q, -1) == jnp.argmax(y, -1)
+  pairs = jnp.broadcast_to(jnp.asarray(pairs), iou.shape)
+  out = {}
+  for name, (lo, hi) in zip(IOU_BINS, edges):
+    in_bin = pairs & (iou > lo) & (iou <= hi) if name != '0' else pairs & (iou <= 0.0)
+    count = in_bin.sum()
+    out[f'value_accuracy_iou_{name}'] = jnp.where(
+        count > 0, (correct & in_bin).sum() / jnp.maximum(count, 1), jnp.nan)
+    out[f'pair_iou_fraction_{name}'] = count / pairs.sum()
+  _, clipped = decoder_lib.quantise_moves(moves, box_config.low, box_config.high, box_config.bins)
+  out['clipped_box_fraction'] = (clipped * pairs[..., None]).sum() / (4 * pairs.sum())
+  return out
+
+
+class BootstrapNet(nn.Module):
+  """Encoder, base head, annotation decoder and AB heads in one parameter tree.
+
+  ``head`` and ``ab_head`` act on the pooled vector and on phi_AB; ``ab_candidate_head``
+  (contrastive variants) embeds candidate annotations for the AB head.
+  """
+  vit_kwargs: dict
+  decoder_kwargs: dict
+  head: nn.Module
+  ab_head: nn.Module
+  ab_candidate_head: nn.Module = None
+
+  def setup(self):
+    self.encoder = vit.ViT(**self.vit_kwargs)
+    self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
+
+  def encode(self, images):
+    return self.encoder(images)
+
+  def base(self, pooled):
+    return self.head(pooled)
+
+  def decode(self, patch_tokens, moves):
+    return self.decoder(patch_tokens, moves)
+
+  def ab(self, phi):
+    return self.ab_head(phi)
+
+  def ab_candidates(self, pooled):
+    return self.ab_candidate_head(pooled)
+
+  def __call__(self, images, moves):
+    """Touches every submodule (for init)."""
+    pooled, tokens = self.encode(images)
+    outputs = [self.base(pooled), self.ab(self.decode(tokens, moves))]
+    if self.ab_candidate_head is not None:
+      outputs.append(self.ab_candidates(pooled))
+    return outputs
+
+
+def all_pair_moves(moves):
+  """(B, V, V, 4) moves -> (B * V, V, 4): for each source view, the moves to all V views."""
+  b, v = moves.shape[:2]
+  return moves.reshape(b * v, v, 4)
+
+
+def encode_views(net, params, images):
+  """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
+  b, v = images.shape[:2]
+  pooled, tokens = net.apply({'params': params}, images.reshape(b * v, *images.shape[2:]),
+                             method=BootstrapNet.encode)
+  return pooled.reshape(b, v, -1), tokens
+
+
+def decode_pairs(net, params, tokens, moves):
+  """phi_AB for every ordered pair: (B, V, V, W)."""
+  b, v = moves.shape[:2]
+  phi = net.apply({'params': params}, tokens, all_pair_moves(moves), method=BootstrapNet.decode)
+  return phi.reshape(b, v, v, -1)
+
+
+class AnnotationBootstrapping:
+  """AB on top of a base method given by a ``variant`` (see ``ab_variants``)."""
+  streams = ('annotation', 'bootstrap')
+
+  def __init__(self, config, encoder_config, variant):
+    self.config = config
+    self.variant = variant
+    ab = config.bootstrap
+    self.net = BootstrapNet(
+        vit_kwargs=encoder_config,
+        decoder_kwargs=dict(**ab.decoder.to_dict(), **ab.box.to_dict(),
+                            dtype=encoder_config.get('dtype', 'float32')),
+        **variant.modules())
+
+  def init(self, rng, batch):
+    boot = batch['bootstrap']
+    params = self.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0])['params']
+    params = self.variant.init_params(params)
+    return params, self.variant.init_extras()
+
+  def loss(self, params, target_params, extras, batch, rng, step):
+    del rng
+    cfg = self.config.bootstrap
+    ann, boot = batch['annotation'], batch['bootstrap']
+    net, variant = self.net, self.variant
+    # Base loss and candidate annotations, both from the annotation batch.
+    base_loss, metrics, new_extras, cands = variant.base(net, params, target_params, extras,
+                                                         ann, step)
+    # Online: encoder on the bootstrap views, decoder on all pairs, Q_AB over candidates.
+    v = boot['images'].shape[1]
+    pairs, nexts = pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
+                              cfg.next_include_source)
+    _, tokens = encode_views(net, params, boot['images'])
+    log_q = variant.ab_log_probs(net, params, decode_pairs(net, params, tokens, boot['moves']),
+                                 cands['online'])
+    # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
+    target_pooled, target_tokens = encode_views(net, target_params, boot['images'])
+    p_next = variant.target_probs(net, target_params, target_pooled, cands['target'], extras,
+                                  step)
+    q_next = None
+    if cfg.gamma:
+      q_next = jnp.exp(variant.ab_log_probs(
+          net, target_params, decode_pairs(net, target_params, target_tokens, boot['moves']),
+          cands['target'], target=True))
+    y = bootstrapped_target(jax.lax.stop_gradient(p_next), jax.lax.stop_gradient(q_next)
+                            if q_next is not None else None, cfg.gamma, cfg.aggregate, nexts)
+    loss_ab = ab_loss(log_q, y, pairs)
+    metrics = dict(metrics, base_loss=base_loss, ab_loss=loss_ab,
+                   target_entropy=(entropy(y) * pairs).sum() / (pairs.sum() * y.shape[0]),
+                   ab_prediction_entropy=(entropy(jnp.exp(log_q)) * pairs).sum()
+                   / (pairs.sum() * y.shape[0]),
+                   **diagnostics(log_q, y, pairs, boot['boxes'], boot['moves'], cfg.box))
+    return base_loss + cfg.weight * loss_ab, (metrics, new_extras)
+
+
+def validate(config, num_bootstrap_views):
+  ab = config.bootstrap
+  if ab.aggregate not in ('max', 'expectation'):
+    raise ValueError(f'objective.bootstrap.aggregate must be max or expectation, got {ab.aggregate!r}')
+  if not 0 <= ab.gamma <= 1:
+    raise ValueError(f'objective.bootstrap.gamma must be in [0, 1], got {ab.gamma}')
+  _, nexts = pair_masks(num_bootstrap_views, ab.include_diagonal, ab.next_include_identity,
+                        ab.next_include_source)
+  if ab.gamma and not nexts.any(axis=2)[~np.eye(num_bootstrap_views, dtype=bool)].all():
+    raise ValueError('with these next-move options some pairs have no next move; use more '
+                     'bootstrap views or include the identity or source move')

@@ -1,0 +1,22 @@
+"""CLIP on the embedded scenes dataset's captions (train split), CPU size.
+
+  python -m annoprop_jax.main train --config=configs/clip_scenes.py --workdir=workdirs/clip
+  python -m annoprop_jax.main train --config=configs/clip_scenes.py:tiny --workdir=/tmp/t
+
+One view per image, mild crops, no colour jitter (captions name colours) and no flips (captions
+say "left of" / "right of"). AdamW with beta2 0.98 and weight decay 0.1 (METHOD.md, CLIP).
+"""
+from annoprop_jax import configuration
+
+
+def get_config(variant=''):
+  config = configuration.base_config('clip')
+  config.batch_size = 128
+  config.total_steps = 2000
+  config.data.annotation.views.update(num=1, size=32, scale=(0.5, 1.0), colour_jitter=0.0,
+                                      grayscale=0.0, flip=False)
+  config.objective.update(embed_dim=128, text_width=128, text_depth=2, text_num_heads=4,
+                          text_max_len=config.data.annotation.max_caption_bytes + 2)
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=200, b2=0.98, weight_decay=0.1,
+                          weight_decay_end=0.1)
+  return configuration.apply_variant(config, variant)

@@ -1,0 +1,148 @@
+"""Annotation bootstrapping: targets by hand, packing vs a naive loop, gradients, decoder."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from annoprop_jax.models import decoder as decoder_lib
+from annoprop_jax.objectives import bootstrap
+from annoprop_jax.data import pipeline
+from conftest import tiny_config
+
+P_NEXT = jnp.array([[[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]]])          # (B=1, V=3, L=2)
+Q_NEXT = jnp.full((1, 3, 3, 2), 0.5).at[0, 1, 0].set(jnp.array([0.6, 0.4])).at[
+    0, 1, 2].set(jnp.array([0.3, 0.7])).at[0, 1, 1].set(jnp.array([1.0, 0.0]))
+
+
+@pytest.mark.parametrize('gamma,aggregate,include_source,expected', [
+    (0.0, 'max', True, [0.8, 0.2]),                       # y = p(l | x_1)
+    (0.5, 'max', True, [0.4 + 3 / 13, 0.1 + 3.5 / 13]),   # m = max([.6,.4],[.3,.7]) = [.6,.7]
+    (0.5, 'expectation', True, [0.625, 0.375]),           # m = mean = [.45, .55]
+    (0.5, 'max', False, [0.55, 0.45]),                    # only 1 -> 2 counts: m = [.3, .7]
+])
+def test_bootstrapped_target_by_hand(gamma, aggregate, include_source, expected):
+  _, nexts = bootstrap.pair_masks(3, include_diagonal=False, next_include_identity=False,
+                                  next_include_source=include_source)
+  y = bootstrap.bootstrapped_target(P_NEXT, Q_NEXT, gamma, aggregate, nexts)
+  np.testing.assert_allclose(y[0, 0, 1], expected, rtol=1e-6)   # pair (i=0, j=1)
+  np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_identity_move_counts_only_when_asked():
+  _, nexts = bootstrap.pair_masks(3, False, next_include_identity=True, next_include_source=False)
+  y = bootstrap.bootstrapped_target(P_NEXT, Q_NEXT, 1.0, 'max', nexts)
+  # Next moves of x_1 for pair (0, 1): 1 -> 1 ([1, 0]) and 1 -> 2 ([.3, .7]): max = [1, .7].
+  np.testing.assert_allclose(y[0, 0, 1], [1 / 1.7, 0.7 / 1.7], rtol=1e-6)
+
+
+def test_ab_loss_mean_over_pairs_then_images():
+  y = jnp.full((2, 2, 2, 2), 0.5)
+  log_q = jnp.log(jnp.array([0.5, 0.5]))[None, None, None].repeat(2, 0).repeat(2, 1).repeat(2, 2)
+  log_q = log_q.at[1, 0, 1].set(jnp.log(jnp.array([0.9, 0.1])))
+  pairs, _ = bootstrap.pair_masks(2, False, False, True)
+  loss = bootstrap.ab_loss(log_q, y, pairs)
+  ce_special = -0.5 * (np.log(0.9) + np.log(0.1))
+  image0 = np.log(2)
+  image1 = (ce_special + np.log(2)) / 2
+  assert float(loss) == pytest.approx((image0 + image1) / 2, rel=1e-6)
+
+
+def test_box_quantisation():
+  index, clipped = decoder_lib.quantise_moves(jnp.array([-6.0, -5.0, 0.5, 6.0, 7.0]), -5.0, 6.0,
+                                              11)
+  np.testing.assert_array_equal(index, [0, 0, 5, 10, 10])
+  np.testing.assert_array_equal(clipped, [True, False, False, False, True])
+
+
+def _decoder_and_inputs(num_views=3):
+  dec = decoder_lib.AnnotationDecoder(width=16, depth=2, num_heads=2, bins=16)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.normal(size=(2 * num_views, 5, 8)), jnp.float32)
+  moves = jnp.asarray(rng.uniform(-1, 2, size=(2 * num_views, num_views, 4)), jnp.float32)
+  params = dec.init(jax.random.PRNGKey(0), tokens, moves)
+  return dec, params, tokens, moves
+
+
+def test_packed_decoder_equals_naive_loop_over_pairs():
+  dec, params, tokens, moves = _decoder_and_inputs(num_views=3)
+  packed = dec.apply(params, tokens, moves)                       # (S, T, W)
+  for s in range(tokens.shape[0]):
+    for t in range(moves.shape[1]):
+      single = dec.apply(params, tokens[s:s + 1], moves[s:s + 1, t:t + 1])
+      np.testing.assert_allclose(packed[s, t], single[0, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_depends_on_its_box_and_source_only():
+  dec, params, tokens, moves = _decoder_and_inputs()
+  base = dec.apply(params, tokens, moves)
+  moved = dec.apply(params, tokens, moves.at[0, 1].add(1.0))
+  assert not np.allclose(moved[0, 1], base[0, 1])
+  np.testing.assert_allclose(moved[0, 0], base[0, 0], rtol=1e-5, atol=1e-6)   # other boxes
+  np.testing.assert_allclose(moved[1:], base[1:], rtol=1e-5, atol=1e-6)       # other items
+  other_items = dec.apply(params, tokens.at[1:].set(0.0), moves)
+  np.testing.assert_allclose(other_items[0], base[0], rtol=1e-5, atol=1e-6)
+
+
+def _objective_and_batch(name, data_dir, **overrides):
+  config = tiny_config(name, **{'data.data_dir': data_dir, **overrides})
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {}
+  for i, stream in enumerate(('annotation', 'bootstrap')):
+    cfg = config.data[stream]
+    size = config.batch_size if stream == 'annotation' else cfg.batch_size
+    source = pipeline.open_source(config, cfg.dataset, cfg.split)
+    b = next(iter(pipeline.build_stream(source, cfg, global_batch_size=size, seed=i)))
+    batch[stream] = {k: v for k, v in b.items() if k not in pipeline.HOST_ONLY_KEYS}
+  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  target = jax.tree.map(lambda x: x + 0.01 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
+                        params)
+  return config, objective, batch, params, target, extras
+
+
+@pytest.mark.parametrize('name', ['ab_simclr_scenes', 'ab_dino_scenes', 'ab_sup_scenes'])
+def test_no_gradient_reaches_the_target_network(name, tiny_data_dir):
+  _, objective, batch, params, target, extras = _objective_and_batch(
+      name, tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
+  grads = jax.grad(lambda t: objective.loss(params, t, extras, batch, jax.random.PRNGKey(0),
+                                            jnp.int32(50))[0])(target)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+  online = jax.grad(lambda p: objective.loss(p, target, extras, batch, jax.random.PRNGKey(0),
+                                             jnp.int32(50))[0])(params)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(online['ab_head'])) > 0
+
+
+def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
+  """AB_Sup: base CE + CE(y, Q_AB) recomputed pair by pair with the model's pieces."""
+  config, objective, batch, params, target, extras = _objective_and_batch(
+      'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
+  loss, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
+                                      jnp.int32(0))
+  net = objective.net
+  call = lambda p, method, *a: net.apply({'params': p}, *a, method=method)
+  boot = batch['bootstrap']
+  b, v = boot['images'].shape[:2]
+  total_ab = 0.0
+  for n in range(b):
+    pooled_o, tokens_o = call(params, bootstrap.BootstrapNet.encode, boot['images'][n])
+    pooled_t, tokens_t = call(target, bootstrap.BootstrapNet.encode, boot['images'][n])
+    p = jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled_t), -1)   # (V, K)
+    image_loss = 0.0
+    for i in range(v):
+      for j in range(v):
+        if i == j:
+          continue
+        nexts = [k for k in range(v) if k != j]              # default: others, source included
+        q_next = [jax.nn.softmax(call(target, bootstrap.BootstrapNet.ab, call(
+            target, bootstrap.BootstrapNet.decode, tokens_t[j:j + 1],
+            boot['moves'][n, j, k][None, None]))[0, 0]) for k in nexts]
+        m = np.max(np.stack(q_next), axis=0)
+        y = 0.5 * p[j] + 0.5 * m / m.sum()
+        log_q = jax.nn.log_softmax(call(params, bootstrap.BootstrapNet.ab, call(
+            params, bootstrap.BootstrapNet.decode, tokens_o[i:i + 1],
+            boot['moves'][n, i, j][None, None]))[0, 0])
+        image_loss += -float(np.sum(y * log_q))
+    total_ab += image_loss / (v * (v - 1))
+  assert float(metrics['ab_loss']) == pytest.approx(total_ab / b, rel=1e-4)
+  assert float(loss) == pytest.approx(float(metrics['base_loss']) + total_ab / b, rel=1e-4)
