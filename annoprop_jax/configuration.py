@@ -184,3 +184,25 @@ def load(path):
   config = module.get_config(variant) if variant else module.get_config()
   config.lock()
   return config
+
+
+def paper_scale(config, annotation_images, annotation_views, bootstrap_images=1024,
+                views_seen=800_000_000):
+  """METHOD.md's recipe: ViT-S/16 at 224 px in bf16, 4 bootstrap views of RandomResizedCrop
+  0.05-1 without colour jitter, 8192 views per step, AdamW 1e-3 with warm-up and cosine decay."""
+  from annoprop_jax.models import vit  # pylint: disable=g-import-not-at-top
+  config.model.update(**vit.vit_size('S/16'), dtype='bfloat16')
+  config.batch_size = annotation_images
+  config.data.annotation.views.update(num=annotation_views, size=224)
+  config.data.annotation.local_views.size = 96
+  config.data.bootstrap.update(batch_size=bootstrap_images)
+  config.data.bootstrap.views.update(num=4, size=224, scale=(0.05, 1.0), colour_jitter=0.0,
+                                     grayscale=0.0)
+  views_per_step = annotation_images * annotation_views + bootstrap_images * 4
+  config.total_steps = views_seen // views_per_step
+  config.log_every = 100
+  config.checkpoint_every = 2000
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=5000, min_learning_rate=1e-6)
+  config.objective.bootstrap.decoder.update(width=384, depth=4, num_heads=6)
+  config.data.data_dir = '~/tensorflow_datasets'
+  return config

@@ -9,8 +9,9 @@ say "left of" / "right of"). AdamW with beta2 0.98 and weight decay 0.1 (METHOD.
 from annoprop_jax import configuration
 
 
-def get_config(variant=''):
-  config = configuration.base_config('clip')
+def recipe(objective='clip'):
+  """The CLIP recipe at CPU size; ``configs/ab_clip_scenes.py`` builds on it."""
+  config = configuration.base_config(objective)
   config.batch_size = 128
   config.total_steps = 2000
   config.data.annotation.views.update(num=1, size=32, scale=(0.5, 1.0), colour_jitter=0.0,
@@ -19,4 +20,9 @@ def get_config(variant=''):
                           text_max_len=config.data.annotation.max_caption_bytes + 2)
   config.optimizer.update(learning_rate=1e-3, warmup_steps=200, b2=0.98, weight_decay=0.1,
                           weight_decay_end=0.1)
-  return configuration.apply_variant(config, variant)
+  config.target_network.update(rate=0.004, schedule='constant')   # fixed for AB_CLIP
+  return config
+
+
+def get_config(variant=''):
+  return configuration.apply_variant(recipe(), variant)

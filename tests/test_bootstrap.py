@@ -146,3 +146,25 @@ def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
     total_ab += image_loss / (v * (v - 1))
   assert float(metrics['ab_loss']) == pytest.approx(total_ab / b, rel=1e-4)
   assert float(loss) == pytest.approx(float(metrics['base_loss']) + total_ab / b, rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['ab_simclr_scenes', 'ab_dino_scenes', 'ab_sup_scenes',
+                                  'ab_clip_scenes'])
+def test_short_run_of_each_ab_variant_lowers_its_loss(name, tiny_data_dir, tmp_path):
+  from annoprop_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  # A fast EMA (rate 0.05) so that the target network moves within 60 steps.
+  config = tiny_config(name, **{'data.data_dir': tiny_data_dir, 'total_steps': 60,
+                                'log_every': 10, 'checkpoint_every': 1000,
+                                'target_network.rate': 0.05,
+                                'target_network.schedule': 'constant'})
+  train.train(config, str(tmp_path), print_fn=lambda line: None)
+  records = metrics_lib.read_metrics(str(tmp_path))
+  losses = [r['loss'] for r in records]
+  assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+  for key in ('base_loss', 'ab_loss', 'target_entropy', 'clipped_box_fraction',
+              'value_accuracy_iou_>0.8', 'pair_iou_fraction_0-0.2'):
+    assert key in records[-1]
+  fractions = sum(records[-1][f'pair_iou_fraction_{b}'] for b in bootstrap.IOU_BINS)
+  assert fractions == pytest.approx(1.0)

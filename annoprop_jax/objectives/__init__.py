@@ -17,7 +17,7 @@ OBJECTIVES = {
     'supervised': (supervised.default_config, supervised.Supervised),
     'clip': (clip.default_config, clip.CLIP),
 }
-AB_BASES = {'ab_simclr': 'simclr', 'ab_dino': 'dino', 'ab_sup': 'supervised'}
+AB_BASES = {'ab_simclr': 'simclr', 'ab_dino': 'dino', 'ab_sup': 'supervised', 'ab_clip': 'clip'}
 
 
 def _ab_default_config(name):

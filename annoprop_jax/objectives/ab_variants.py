@@ -10,8 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from annoprop_jax.data import tokenizer
 from annoprop_jax.models import heads
+from annoprop_jax.models import text
 from annoprop_jax.objectives import bootstrap
+from annoprop_jax.objectives import clip
 from annoprop_jax.objectives import dino
 from annoprop_jax.objectives import simclr
 from annoprop_jax.objectives import supervised
@@ -57,8 +60,9 @@ class SimCLRVariant:
                 ab_head=ScaledQueryHead(c.head_dim, init_scale=1 / c.temperature),
                 ab_candidate_head=heads.ProjectionHead(**projection))
 
-  def init_params(self, params):
-    return params
+  def candidate_example(self, annotation):
+    del annotation
+    return None
 
   def init_extras(self):
     return {}
@@ -103,8 +107,9 @@ class DINOVariant:
                   bottleneck_dim=c.head_bottleneck_dim, num_layers=c.head_layers)
     return dict(head=heads.PrototypeHead(**kwargs), ab_head=heads.PrototypeHead(**kwargs))
 
-  def init_params(self, params):
-    return params
+  def candidate_example(self, annotation):
+    del annotation
+    return None
 
   def init_extras(self):
     return {'center': jnp.zeros((self.config.num_prototypes,), jnp.float32)}
@@ -155,8 +160,9 @@ class SupervisedVariant:
     return dict(head=nn.Dense(k, kernel_init=nn.initializers.zeros),
                 ab_head=nn.Dense(k, kernel_init=nn.initializers.zeros))
 
-  def init_params(self, params):
-    return params
+  def candidate_example(self, annotation):
+    del annotation
+    return None
 
   def init_extras(self):
     return {}
@@ -181,4 +187,74 @@ class SupervisedVariant:
     return jax.nn.softmax(_apply(net, target_params, pooled, bootstrap.BootstrapNet.base), -1)
 
 
-VARIANTS = {'ab_simclr': SimCLRVariant, 'ab_dino': DINOVariant, 'ab_sup': SupervisedVariant}
+class ImageProjection(nn.Module):
+  """Pooled image features -> normalised joint image-text embedding."""
+  dim: int
+
+  @nn.compact
+  def __call__(self, pooled):
+    return heads.l2_normalize(nn.Dense(self.dim, use_bias=False, name='projection')(pooled))
+
+
+class CaptionTower(nn.Module):
+  """Caption tokens -> (psi(l), psi_AB(l), CLIP scale): one text tower, two projections."""
+  dim: int
+  text_kwargs: dict
+  init_logit_scale: float
+  max_logit_scale: float
+
+  @nn.compact
+  def __call__(self, tokens):
+    pooled, _ = text.TextTransformer(**self.text_kwargs, name='text')(tokens)
+    base = heads.l2_normalize(nn.Dense(self.dim, use_bias=False, name='text_projection')(pooled))
+    ab = heads.l2_normalize(nn.Dense(self.dim, use_bias=False, name='ab_text_projection')(pooled))
+    log_scale = self.param('logit_scale', nn.initializers.constant(self.init_logit_scale), (),
+                           jnp.float32)
+    return base, ab, clip.clamped_scale(log_scale, self.max_logit_scale)
+
+
+class CLIPVariant(SimCLRVariant):
+  """Candidates: the annotation batch's captions. p = EMA image->text softmax over them."""
+
+  def modules(self):
+    c = self.config
+    text_kwargs = dict(width=c.text_width, depth=c.text_depth, num_heads=c.text_num_heads,
+                       mlp_ratio=c.text_mlp_ratio, max_len=c.text_max_len)
+    return dict(head=ImageProjection(c.embed_dim),
+                ab_head=ScaledQueryHead(c.embed_dim, init_scale=float(np.exp(c.init_logit_scale)),
+                                        max_scale=c.max_logit_scale),
+                ab_candidate_head=CaptionTower(c.embed_dim, text_kwargs, c.init_logit_scale,
+                                               c.max_logit_scale))
+
+  def candidate_example(self, annotation):
+    return self.tokens(annotation['caption'][:1])
+
+  def tokens(self, caption):
+    if caption.shape[-1] + 2 > self.config.text_max_len:
+      raise ValueError(f'captions of {caption.shape[-1]} bytes need objective.text_max_len >= '
+                       f'{caption.shape[-1] + 2}, got {self.config.text_max_len}')
+    return tokenizer.tokens_from_caption_bytes(caption)
+
+  def base(self, net, params, target_params, extras, ann, step):
+    del step
+    tokens = self.tokens(ann['caption'])
+    images = ann['images'][:, :1]                                       # one view per image
+    image = _apply(net, params, _pooled(net, params, images)[:, 0], bootstrap.BootstrapNet.base)
+    captions, ab_captions, scale = _apply(net, params, tokens,
+                                          bootstrap.BootstrapNet.ab_candidates)
+    loss, accuracy = clip.clip_loss(image, captions, scale)
+    target_captions, target_ab, target_scale = jax.lax.stop_gradient(
+        _apply(net, target_params, tokens, bootstrap.BootstrapNet.ab_candidates))
+    cands = {'online': ab_captions,
+             'target': {'base': target_captions, 'ab': target_ab, 'scale': target_scale}}
+    metrics = {'clip_loss': loss, 'clip_i2t_accuracy': accuracy, 'clip_logit_scale': scale}
+    return loss, metrics, extras, cands
+
+  def target_probs(self, net, target_params, pooled, cands, extras, step):
+    del extras, step
+    z = _apply(net, target_params, pooled, bootstrap.BootstrapNet.base)
+    return jax.nn.softmax(cands['scale'] * z @ cands['base'].T, axis=-1)
+
+
+VARIANTS = {'ab_simclr': SimCLRVariant, 'ab_dino': DINOVariant, 'ab_sup': SupervisedVariant,
+            'ab_clip': CLIPVariant}

@@ -147,12 +147,12 @@ class BootstrapNet(nn.Module):
   def ab_candidates(self, pooled):
     return self.ab_candidate_head(pooled)
 
-  def __call__(self, images, moves):
-    """Touches every submodule (for init)."""
+  def __call__(self, images, moves, candidates=None):
+    """Touches every submodule (for init); ``candidates`` defaults to the pooled images."""
     pooled, tokens = self.encode(images)
     outputs = [self.base(pooled), self.ab(self.decode(tokens, moves))]
     if self.ab_candidate_head is not None:
-      outputs.append(self.ab_candidates(pooled))
+      outputs.append(self.ab_candidates(pooled if candidates is None else candidates))
     return outputs
 
 
@@ -193,8 +193,9 @@ class AnnotationBootstrapping:
 
   def init(self, rng, batch):
     boot = batch['bootstrap']
-    params = self.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0])['params']
-    params = self.variant.init_params(params)
+    candidates = self.variant.candidate_example(batch['annotation'])
+    params = self.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0],
+                           candidates)['params']
     return params, self.variant.init_extras()
 
   def loss(self, params, target_params, extras, batch, rng, step):

@@ -1,0 +1,23 @@
+"""AB_CLIP on the embedded scenes dataset, CPU size.
+
+CLIP's base loss on the annotation stream (64 images x 1 view with captions) plus annotation
+bootstrapping over those captions on 16 images x 4 views of the bootstrap stream (128 views
+per step as configs/clip_scenes.py, split half and half as in the paper). EMA rate fixed.
+
+  python -m annoprop_jax.main train --config=configs/ab_clip_scenes.py --workdir=workdirs/ab_clip
+"""
+import os
+
+from annoprop_jax import configuration
+
+clip_scenes = configuration.config_module(os.path.join(os.path.dirname(__file__),
+                                                       'clip_scenes.py'))
+
+
+def get_config(variant=''):
+  config = clip_scenes.recipe('ab_clip')
+  config.batch_size = 64
+  config.data.bootstrap.update(batch_size=16)
+  config.data.bootstrap.views.update(num=4, size=32, scale=(0.05, 1.0))
+  config.objective.bootstrap.update(weight=1.0, gamma=0.0, aggregate='max')
+  return configuration.apply_variant(config, variant)

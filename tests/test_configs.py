@@ -1,0 +1,38 @@
+"""Every shipped config loads, validates and builds its objective; paper configs are paper-size."""
+import glob
+import os
+
+import pytest
+
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from conftest import REPO
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+@pytest.mark.parametrize('variant', ['', 'tiny'])
+def test_config_validates_and_builds(path, variant):
+  config = configuration.load(path + (':' + variant if variant else ''))
+  configuration.validate(config)
+  objectives.build(config.objective, configuration.encoder_config(config))
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if '/paper/' in p],
+                         ids=lambda p: os.path.basename(p))
+def test_paper_configs_are_paper_size(path):
+  config = configuration.load(path)
+  assert (config.model.width, config.model.depth, config.model.patch_size) == (384, 12, 16)
+  views = (config.batch_size * config.data.annotation.views.num
+           + config.data.bootstrap.batch_size * config.data.bootstrap.views.num)
+  assert views == 8192
+  assert config.data.bootstrap.views.num == 4 and config.data.bootstrap.views.colour_jitter == 0
+  assert tuple(config.data.bootstrap.views.scale) == (0.05, 1.0)
+  assert config.data.annotation.views.size == 224
+
+
+def test_unknown_key_in_a_config_is_an_error():
+  config = configuration.load(os.path.join(REPO, 'configs', 'ab_dino_scenes.py'))
+  with pytest.raises(AttributeError):
+    config.objective.bootstrap.gama = 0.5
