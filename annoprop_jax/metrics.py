@@ -9,8 +9,12 @@ import numpy as np
 
 
 def _to_python(value):
+  """Numbers for JSON; NaN (e.g. an empty IoU bin) becomes null."""
   value = np.asarray(value)
-  return value.item() if value.size == 1 else value.tolist()
+  if value.size != 1:
+    return value.tolist()
+  value = value.item()
+  return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def format_duration(seconds):

@@ -113,39 +113,89 @@ def test_no_gradient_reaches_the_target_network(name, tiny_data_dir):
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(online['ab_head'])) > 0
 
 
-def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
-  """AB_Sup: base CE + CE(y, Q_AB) recomputed pair by pair with the model's pieces."""
-  config, objective, batch, params, target, extras = _objective_and_batch(
-      'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  loss, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
-                                      jnp.int32(0))
+def _naive_ab_loss(objective, params, target, batch, p_fn, log_q_fn, gamma):
+  """AB loss pair by pair: y_ij = (1 - gamma) p_j + gamma max_k Q_t(x_j, a_jk), CE with Q_AB."""
   net = objective.net
   call = lambda p, method, *a: net.apply({'params': p}, *a, method=method)
   boot = batch['bootstrap']
   b, v = boot['images'].shape[:2]
-  total_ab = 0.0
+  total = 0.0
   for n in range(b):
-    pooled_o, tokens_o = call(params, bootstrap.BootstrapNet.encode, boot['images'][n])
+    _, tokens_o = call(params, bootstrap.BootstrapNet.encode, boot['images'][n])
     pooled_t, tokens_t = call(target, bootstrap.BootstrapNet.encode, boot['images'][n])
-    p = jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled_t), -1)   # (V, K)
+    decode = lambda p, tok, i, j: call(p, bootstrap.BootstrapNet.decode, tok[i:i + 1],
+                                       boot['moves'][n, i, j][None, None])[0, 0]
     image_loss = 0.0
     for i in range(v):
       for j in range(v):
         if i == j:
           continue
-        nexts = [k for k in range(v) if k != j]              # default: others, source included
-        q_next = [jax.nn.softmax(call(target, bootstrap.BootstrapNet.ab, call(
-            target, bootstrap.BootstrapNet.decode, tokens_t[j:j + 1],
-            boot['moves'][n, j, k][None, None]))[0, 0]) for k in nexts]
+        q_next = [np.exp(log_q_fn(target, decode(target, tokens_t, j, k), True))
+                  for k in range(v) if k != j]          # default: others, source included
         m = np.max(np.stack(q_next), axis=0)
-        y = 0.5 * p[j] + 0.5 * m / m.sum()
-        log_q = jax.nn.log_softmax(call(params, bootstrap.BootstrapNet.ab, call(
-            params, bootstrap.BootstrapNet.decode, tokens_o[i:i + 1],
-            boot['moves'][n, i, j][None, None]))[0, 0])
-        image_loss += -float(np.sum(y * log_q))
-    total_ab += image_loss / (v * (v - 1))
-  assert float(metrics['ab_loss']) == pytest.approx(total_ab / b, rel=1e-4)
-  assert float(loss) == pytest.approx(float(metrics['base_loss']) + total_ab / b, rel=1e-4)
+        y = (1 - gamma) * p_fn(pooled_t[j]) + gamma * m / m.sum()
+        image_loss += -float(np.sum(y * log_q_fn(params, decode(params, tokens_o, i, j), False)))
+    total += image_loss / (v * (v - 1))
+  return total / b
+
+
+def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
+  _, objective, batch, params, target, extras = _objective_and_batch(
+      'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
+  loss, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
+                                      jnp.int32(0))
+  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  expected = _naive_ab_loss(
+      objective, params, target, batch,
+      p_fn=lambda pooled: jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled)),
+      log_q_fn=lambda p, phi, _: jax.nn.log_softmax(call(p, bootstrap.BootstrapNet.ab, phi)),
+      gamma=0.5)
+  assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
+  assert float(loss) == pytest.approx(float(metrics['base_loss']) + expected, rel=1e-4)
+
+
+def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
+  config, objective, batch, params, target, extras = _objective_and_batch(
+      'ab_dino_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
+  extras = {'center': 0.1 * jnp.sin(jnp.arange(config.objective.num_prototypes, dtype=float))}
+  step = 1000                                            # past warm-up: tau_t = 0.07
+  _, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
+                                   jnp.int32(step))
+  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  tau_s, tau_t = config.objective.student_temperature, config.objective.teacher_temperature
+  expected = _naive_ab_loss(
+      objective, params, target, batch,
+      p_fn=lambda pooled: jax.nn.softmax(
+          (call(target, bootstrap.BootstrapNet.base, pooled) - extras['center']) / tau_t),
+      log_q_fn=lambda p, phi, _: jax.nn.log_softmax(
+          call(p, bootstrap.BootstrapNet.ab, phi) / tau_s),
+      gamma=0.5)
+  assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
+
+
+def test_ab_simclr_loss_equals_a_naive_reference(tiny_data_dir):
+  config, objective, batch, params, target, extras = _objective_and_batch(
+      'ab_simclr_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
+  _, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
+                                   jnp.int32(0))
+  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  ann = batch['annotation']['images'].reshape(-1, *batch['annotation']['images'].shape[2:])
+  pooled_ann = {id(params): call(params, bootstrap.BootstrapNet.encode, ann)[0],
+                id(target): call(target, bootstrap.BootstrapNet.encode, ann)[0]}
+  psi_base_t = call(target, bootstrap.BootstrapNet.base, pooled_ann[id(target)])
+  psi_ab = lambda p: call(p, bootstrap.BootstrapNet.ab_candidates, pooled_ann[id(p)])
+  tau = config.objective.temperature
+
+  def log_q(p, phi, _):
+    query, scale = call(p, bootstrap.BootstrapNet.ab, phi)
+    return jax.nn.log_softmax(scale * psi_ab(p) @ query)
+
+  expected = _naive_ab_loss(
+      objective, params, target, batch,
+      p_fn=lambda pooled: jax.nn.softmax(
+          psi_base_t @ call(target, bootstrap.BootstrapNet.base, pooled) / tau),
+      log_q_fn=log_q, gamma=0.5)
+  assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.slow
