@@ -47,11 +47,23 @@ def _apply(net, params, x, method):
   return net.apply({'params': params}, x, method=method)
 
 
-class SimCLRVariant:
-  """Candidates: the annotation batch's augmented views. p = EMA softmax over those views."""
+class Variant:
+  """Defaults: no method state; the candidate head (if any) takes pooled image features."""
 
   def __init__(self, config):
     self.config = config
+
+  def init_extras(self):
+    return {}
+
+  def candidate_example(self, annotation):
+    """An input for initialising the candidate head; None means the pooled images."""
+    del annotation
+    return None
+
+
+class SimCLRVariant(Variant):
+  """Candidates: the annotation batch's augmented views. p = EMA softmax over those views."""
 
   def modules(self):
     c = self.config
@@ -59,13 +71,6 @@ class SimCLRVariant:
     return dict(head=heads.ProjectionHead(**projection),
                 ab_head=ScaledQueryHead(c.head_dim, init_scale=1 / c.temperature),
                 ab_candidate_head=heads.ProjectionHead(**projection))
-
-  def candidate_example(self, annotation):
-    del annotation
-    return None
-
-  def init_extras(self):
-    return {}
 
   def base(self, net, params, target_params, extras, ann, step):
     del step
@@ -95,21 +100,14 @@ class SimCLRVariant:
     return jax.nn.softmax(z @ cands['base'].T / self.config.temperature, axis=-1)
 
 
-class DINOVariant:
+class DINOVariant(Variant):
   """Candidates: the K prototypes. p = the EMA teacher's centred, sharpened distribution."""
-
-  def __init__(self, config):
-    self.config = config
 
   def modules(self):
     c = self.config
     kwargs = dict(num_prototypes=c.num_prototypes, hidden_dim=c.head_hidden_dim,
                   bottleneck_dim=c.head_bottleneck_dim, num_layers=c.head_layers)
     return dict(head=heads.PrototypeHead(**kwargs), ab_head=heads.PrototypeHead(**kwargs))
-
-  def candidate_example(self, annotation):
-    del annotation
-    return None
 
   def init_extras(self):
     return {'center': jnp.zeros((self.config.num_prototypes,), jnp.float32)}
@@ -149,23 +147,13 @@ class DINOVariant:
         self.config, step))
 
 
-class SupervisedVariant:
+class SupervisedVariant(Variant):
   """Candidates: the class list. p = the EMA classifier's softmax."""
-
-  def __init__(self, config):
-    self.config = config
 
   def modules(self):
     k = self.config.num_classes
     return dict(head=nn.Dense(k, kernel_init=nn.initializers.zeros),
                 ab_head=nn.Dense(k, kernel_init=nn.initializers.zeros))
-
-  def candidate_example(self, annotation):
-    del annotation
-    return None
-
-  def init_extras(self):
-    return {}
 
   def base(self, net, params, target_params, extras, ann, step):
     del target_params, step
