@@ -10,16 +10,22 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class NoReadableCheckpointError(RuntimeError):
+  pass
+
+
 class Checkpointer:
   """Async saves every ``every`` steps, keeps the last ``keep``; restores the latest."""
 
-  def __init__(self, workdir, every, keep, iterators):
+  def __init__(self, workdir, every, keep, iterators, keep_every=0, log=print):
     self.every = every
+    self.log = log
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.iterators = dict(iterators)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
+                                             keep_period=keep_every or None,
                                              enable_async_checkpointing=True))
 
   def _items(self, state_tree=None, restore=False):
@@ -34,7 +40,7 @@ class Checkpointer:
 
   def save(self, step, state_tree, force=False):
     """Saves if ``step`` is on the interval (or ``force``); never saves a step twice."""
-    if not (force or step % self.every == 0) or self.manager.latest_step() == step:
+    if not (force or step % self.every == 0) or step in self.manager.all_steps():
       return False
     return self.manager.save(step, args=self._items(state_tree), force=True)
 
@@ -46,6 +52,26 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=self._items(abstract_state_tree, restore=True))
     return step, restored['state']
+
+  def restore_newest_readable(self, abstract_state_tree):
+    """Restores the newest checkpoint that reads back, warning loudly about each one skipped.
+
+    Returns (step, state tree), or None if there is no checkpoint; raises if checkpoints exist
+    but none is readable (never silently trains from scratch).
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    errors = []
+    for step in steps:
+      try:
+        return self.restore(abstract_state_tree, step)
+      except Exception as e:  # pylint: disable=broad-except  # any damage: try an older one
+        errors.append(f'step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
+        self.log(f'WARNING: checkpoint {self.directory}/{step} is unreadable ({errors[-1]}); '
+                 f'falling back to an older one')
+    raise NoReadableCheckpointError(f'no readable checkpoint in {self.directory}; refusing to train from '
+                       f'scratch over them. Errors: {"; ".join(errors)}')
 
   def close(self):
     self.manager.wait_until_finished()

@@ -51,7 +51,8 @@ def base_config(objective_name):
   config.total_steps = 1000
   config.log_every = 50
   config.checkpoint_every = 500
-  config.keep_checkpoints = 3
+  config.keep_checkpoints = 3         # the last N checkpoints are kept ...
+  config.keep_checkpoint_every = 0    # ... plus every M-th step (0: none)
   config.init_from = config_dict.placeholder(str)   # params of another run's checkpoint dir
   config.model = dict(patch_size=8, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
                       pool='cls', posemb='learned', dtype='float32', remat=False)

@@ -94,10 +94,13 @@ def main(argv):
     return
   if not _WORKDIR.value:
     _one_line_error('--workdir=DIR is required for train')
+  from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     train.train(config, _WORKDIR.value)
-  except (FileNotFoundError, FloatingPointError, configuration.ConfigError) as e:
+  except (FileNotFoundError, FloatingPointError, checkpoint.NoReadableCheckpointError,
+          workdir_lock.WorkdirLockedError, configuration.ConfigError) as e:
     _one_line_error(str(e))
 
 

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import time
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import state as state_lib
 from annoprop_jax import target_network
+from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
 
 
@@ -38,8 +40,10 @@ def make_train_step(objective, tx, schedules, config):
     params = optax.apply_updates(state.params, updates)
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
     target_params = target_network.update(state.target_params, params, momentum)
+    grad_norm = optax.tree.norm(grads)
     metrics = dict(metrics, loss=loss, ema_momentum=momentum,
-                   grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
+                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm),
+                   grad_norm=grad_norm, param_norm=optax.tree.norm(params),
                    **{name: fn(state.step) for name, fn in schedules.items()})
     new_state = state.replace(step=state.step + 1, params=params, target_params=target_params,
                               opt_state=opt_state, extras=extras)
@@ -63,9 +67,24 @@ class _StopRequest:
           flush=True)
     self.requested = True
 
+  def agreed(self):
+    """Whether any process was asked to stop: all processes stop after the same step."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+
   def restore(self):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+def data_fingerprint(host_batch):
+  """A cheap checksum of the batch (strided pixels), to compare data order across runs."""
+  crc = 0
+  for name in sorted(host_batch):
+    crc = zlib.crc32(np.ascontiguousarray(host_batch[name]['images'][..., ::4, ::4, :]), crc)
+  return crc
 
 
 def _host_part(batch):
@@ -89,13 +108,21 @@ def _load_params(path):
 
 
 def train(config, workdir, print_fn=print, on_step=None):
+  """Trains ``config`` in ``workdir`` (holding its lock); see ``_train``."""
+  configuration.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() != 0:
+    return _train(config, workdir, print_fn, on_step)
+  with workdir_lock.WorkdirLock(workdir, log=print_fn):
+    return _train(config, workdir, print_fn, on_step)
+
+
+def _train(config, workdir, print_fn, on_step):
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
   ``on_step(step, state)``, if given, runs on the host after every step (e.g. an evaluator that
   acts every N steps); its time is excluded from the logged throughput.
   """
-  configuration.validate(config)
-  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -134,12 +161,14 @@ def train(config, workdir, print_fn=print, on_step=None):
   state_shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
   batch_sharding = sharding.batch_sharding(mesh)
   checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
-                                         config.keep_checkpoints, iterators)
+                                         config.keep_checkpoints, iterators,
+                                         keep_every=config.keep_checkpoint_every, log=print_fn)
   copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_shardings)
-  if checkpointer.latest_step() is not None:
-    target = checkpoint.abstract_tree(state_lib.to_pytree(abstract_state),
-                                      state_lib.to_pytree(state_shardings))
-    step, tree = checkpointer.restore(target)
+  target = checkpoint.abstract_tree(state_lib.to_pytree(abstract_state),
+                                    state_lib.to_pytree(state_shardings))
+  restored = checkpointer.restore_newest_readable(target)
+  if restored is not None:
+    step, tree = restored
     # A fresh copy: restored arrays may not be donatable (jax#18617).
     state = copy_state(state_lib.from_pytree(abstract_state, tree))
     print_fn(f'Resumed from {checkpointer.directory}/{step}')
@@ -159,32 +188,44 @@ def train(config, workdir, print_fn=print, on_step=None):
   stop = _StopRequest()
   step = int(state.step)
   timer, last_logged = metrics_lib.Timer(), step
+  unchecked = []          # (step, device bool) finiteness flags not yet fetched
   try:
     while step < config.total_steps:
       host_batch = {name: next(it) for name, it in iterators.items()}
       device_part = {name: _host_part(b)[0] for name, b in host_batch.items()}
       state, metrics = train_step(state, sharding.global_batch(device_part, mesh))
       step += 1
-      if step % config.log_every == 0 or step == config.total_steps or stop.requested:
-        metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics['loss']):
+      unchecked.append((step, metrics['finite']))
+      stopping = stop.agreed()
+      log_now = step % config.log_every == 0 or step == config.total_steps or stopping
+      save_now = step % config.checkpoint_every == 0 or step == config.total_steps or stopping
+      if log_now or save_now:
+        # Never log or save past a non-finite loss or gradient; name the first bad step.
+        bad = [s for s, ok in unchecked if not bool(ok)]
+        unchecked = []
+        if bad:
           raise FloatingPointError(
-              f'loss is {metrics["loss"]} at step {step}; stopping without saving. The last good '
-              f'checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}')
+              f'non-finite loss or gradient at step {bad[0]}; stopping without saving. The '
+              f'last good checkpoint is step {checkpointer.latest_step()} in '
+              f'{checkpointer.directory}')
+      if log_now:
+        metrics = jax.device_get(metrics)
+        del metrics['finite']
         elapsed = timer.lap()
         steps_per_sec = (step - last_logged) / max(elapsed, 1e-9)
         last_logged = step
         for name, b in host_batch.items():
           metrics[f'{name}_skipped_records'] = int(np.max(b['skipped_records']))
         metrics['images_per_sec'] = images_per_step * steps_per_sec
+        metrics['data_fingerprint'] = data_fingerprint(host_batch)
         logger.write(step, metrics, steps_per_sec)
-      checkpointer.save(step, state_lib.to_pytree(state),
-                        force=stop.requested or step == config.total_steps)
+      if save_now:
+        checkpointer.save(step, state_lib.to_pytree(state), force=True)
       if on_step is not None:
         hook_start = time.perf_counter()
         on_step(step, state)
         timer.last += time.perf_counter() - hook_start
-      if stop.requested:
+      if stopping:
         print_fn(f'Stopped at step {step}; rerun the same command to resume.')
         break
   finally:
