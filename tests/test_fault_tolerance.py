@@ -192,3 +192,19 @@ def test_second_run_on_a_locked_workdir_refuses(tmp_path, tiny_data_dir):
   assert result.returncode == 2
   assert f'workdir is in use by pid {os.getpid()}' in result.stderr
   assert not (workdir / 'checkpoints').exists()
+
+
+def test_init_from_starts_a_new_run_from_another_runs_params(tmp_path, tiny_data_dir):
+  source = str(tmp_path / 'source')
+  assert _run(source, tiny_data_dir, '--config.total_steps=10',
+              '--config.checkpoint_every=10').returncode == 0
+  # With a zero learning rate one step leaves the initialised params unchanged.
+  workdir = str(tmp_path / 'new')
+  result = _run(workdir, tiny_data_dir, '--config.total_steps=1', f'--config.init_from={source}',
+                '--config.optimizer.learning_rate=0.0', '--config.optimizer.warmup_steps=0',
+                '--config.optimizer.min_learning_rate=0.0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Initialised params from {source}' in result.stdout
+  new, old = _params(workdir, 1), _params(source, 10)
+  _assert_same_tree(new['params'], old['params'])
+  assert int(new['step']) == 1
