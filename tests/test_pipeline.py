@@ -1,4 +1,5 @@
 """The grain streams: shapes, boxes, determinism, resumable state, sharding, bad records."""
+import collections
 import io
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_batch_shapes_and_moves(tiny_data_dir):
     np.testing.assert_allclose(batch['moves'][b],
                                boxes.moves(batch['boxes'][b], batch['flips'][b]), atol=1e-6)
     n = int((batch['labels'][b] >= 0).sum())
-    assert 1 <= n <= config.data.scenes.max_objects
+    assert n >= 1 and n <= config.data.scenes.max_objects
     assert np.all(batch['object_boxes'][b, :n, 2] > batch['object_boxes'][b, :n, 0])
     caption = bytes(batch['caption'][b]).rstrip(b'\0').decode()
     assert caption.startswith('a ') and 'background' in caption
@@ -60,16 +61,27 @@ def test_iterator_state_resumes_exactly(tiny_data_dir):
     np.testing.assert_array_equal(got['moves'], want['moves'])
 
 
-def test_process_shards_are_disjoint(tiny_data_dir):
+def _record_key(caption, labels, object_boxes):
+  return bytes(caption) + np.asarray(labels).tobytes() + np.asarray(object_boxes).tobytes()
+
+
+def test_process_shards_are_disjoint_and_cover_the_split(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
   source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
-  seen = []
+  decode = pipeline.Decoder(config.data.annotation.max_objects,
+                            config.data.annotation.max_caption_bytes)
+  everything = collections.Counter(
+      _record_key(r['caption'], r['labels'], r['object_boxes'])
+      for r in (decode(source[i]) for i in range(len(source))))
+  shards = []
   for index in range(2):
     it = iter(_stream(config, process_index=index, process_count=2, batch=32, source=source))
-    captions = next(it)['caption']        # one epoch of this process's 16 records
-    seen.append({bytes(c) + bytes([i]) for i, c in enumerate(captions)})
-  shard_sizes = [len(s) for s in seen]
-  assert shard_sizes == [16, 16]
+    batch = next(it)                      # 16 per process: one epoch of this process's shard
+    shards.append(collections.Counter(
+        _record_key(*parts) for parts in zip(batch['caption'], batch['labels'],
+                                             batch['object_boxes'])))
+  assert sum(shards[0].values()) == sum(shards[1].values()) == 16
+  assert shards[0] + shards[1] == everything       # together exactly the split, no overlap
 
 
 def test_state_from_another_process_count_is_refused(tiny_data_dir):

@@ -40,7 +40,7 @@ def _check_example(ex, res, max_objects):
     assert img.dtype == np.uint8 and img.shape == (res, res, 3)
     assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
     assert labels.dtype == np.int32 and labels.shape == (boxes.shape[0],)
-    assert 1 <= len(labels) <= max_objects
+    assert len(labels) >= 1 and len(labels) <= max_objects
     assert np.all(boxes >= 0.0) and np.all(boxes <= 1.0)
     assert np.all(boxes[:, 0] < boxes[:, 2]) and np.all(boxes[:, 1] < boxes[:, 3])
     assert np.all(labels >= 0) and np.all(labels < len(SHAPES))
