@@ -33,14 +33,8 @@ class ScaledQueryHead(nn.Module):
     return query, jnp.minimum(jnp.exp(log_scale), self.max_scale)
 
 
-def _views(net, params, images, method):
-  b, v = images.shape[:2]
-  out = net.apply({'params': params}, images.reshape(b * v, *images.shape[2:]), method=method)
-  return jax.tree.map(lambda x: x.reshape(b, v, *x.shape[1:]), out)
-
-
 def _pooled(net, params, images):
-  return _views(net, params, images, bootstrap.BootstrapNet.encode)[0]
+  return bootstrap.encode_views(net, params, images)[0]
 
 
 def _apply(net, params, x, method):

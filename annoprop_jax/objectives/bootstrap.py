@@ -62,7 +62,8 @@ def bootstrapped_target(p_next, q_next, gamma, aggregate, nexts):
   Returns:
     (B, V, V, L) targets y_ij, each summing to 1, with no gradient.
   """
-  y = jnp.broadcast_to(p_next[:, None], (p_next.shape[0],) + (p_next.shape[1],) + p_next.shape[1:])
+  b, v, num_candidates = p_next.shape
+  y = jnp.broadcast_to(p_next[:, None], (b, v, v, num_candidates))     # y_ij = p(. | x_j)
   if gamma:
     mask = jnp.asarray(nexts)[None, :, :, :, None]          # (1, i, j, k, 1)
     q = jnp.where(mask, q_next[:, None], 0.0)               # (B, i, j, k, L), probabilities >= 0
@@ -222,13 +223,12 @@ class AnnotationBootstrapping:
       q_next = jnp.exp(variant.ab_log_probs(
           net, target_params, decode_pairs(net, target_params, target_tokens, boot['moves']),
           cands['target'], target=True))
-    y = bootstrapped_target(jax.lax.stop_gradient(p_next), jax.lax.stop_gradient(q_next)
-                            if q_next is not None else None, cfg.gamma, cfg.aggregate, nexts)
+    y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     loss_ab = ab_loss(log_q, y, pairs)
+    pair_mean = lambda x: (x * pairs).sum() / (pairs.sum() * x.shape[0])
     metrics = dict(metrics, base_loss=base_loss, ab_loss=loss_ab,
-                   target_entropy=(entropy(y) * pairs).sum() / (pairs.sum() * y.shape[0]),
-                   ab_prediction_entropy=(entropy(jnp.exp(log_q)) * pairs).sum()
-                   / (pairs.sum() * y.shape[0]),
+                   target_entropy=pair_mean(entropy(y)),
+                   ab_prediction_entropy=pair_mean(entropy(jnp.exp(log_q))),
                    **diagnostics(log_q, y, pairs, boot['boxes'], boot['moves'], cfg.box))
     return base_loss + cfg.weight * loss_ab, (metrics, new_extras)
 
