@@ -59,8 +59,7 @@ def _load_config_only(argv):
   path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
   if path is None:
     return None
-  return config_flags.config_flags._LoadConfigModule('config', path.split(':')[0]).get_config(  # pylint: disable=protected-access
-      *([path.split(':', 1)[1]] if ':' in path else []))
+  return configuration.load(path)
 
 
 def parse_flags(argv):

@@ -7,8 +7,9 @@ benchmarks/supervised_reference.py trains this config and reports accuracy on
 from annoprop_jax import configuration
 
 
-def get_config(variant=''):
-  config = configuration.base_config('supervised')
+def recipe(objective='supervised'):
+  """The supervised recipe on ``objects``; ``configs/ab_sup_scenes.py`` builds on it."""
+  config = configuration.base_config(objective)
   config.batch_size = 128
   config.total_steps = 3000
   config.data.annotation.split = 'objects'
@@ -17,4 +18,8 @@ def get_config(variant=''):
   config.data.annotation.views.update(num=1, size=32, scale=(0.85, 1.0))
   config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
                           weight_decay_end=0.05)
-  return configuration.apply_variant(config, variant)
+  return config
+
+
+def get_config(variant=''):
+  return configuration.apply_variant(recipe(), variant)
