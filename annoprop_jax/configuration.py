@@ -11,7 +11,10 @@ from ml_collections import config_dict
 
 from annoprop_jax import objectives
 from annoprop_jax import optimizer
+from annoprop_jax import sharding
 from annoprop_jax import target_network
+
+REMAT_POLICIES = ('none', 'full', 'dots')
 
 
 def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(0.25, 1.0),
@@ -49,13 +52,18 @@ def base_config(objective_name):
   config.seed = 0
   config.batch_size = 64             # annotation-stream images per optimizer step (global)
   config.total_steps = 1000
+  config.microbatches = 1             # gradient accumulation: micro-batches per optimizer step
   config.log_every = 50
   config.checkpoint_every = 500
   config.keep_checkpoints = 3         # the last N checkpoints are kept ...
   config.keep_checkpoint_every = 0    # ... plus every M-th step (0: none)
   config.init_from = config_dict.placeholder(str)   # params of another run's checkpoint dir
   config.model = dict(patch_size=8, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
-                      pool='cls', posemb='learned', dtype='float32', remat=False)
+                      pool='cls', posemb='learned',
+                      dtype='float32',     # compute dtype (bfloat16: mixed precision; params,
+                                           # optimizer state and losses stay float32)
+                      remat='none')        # recompute encoder blocks in the backward pass:
+                                           # 'full', 'dots' (keep matmul outputs) or 'none'
   config.objective = objectives.default_config(objective_name)
   config.optimizer = optimizer.default_config()
   config.target_network = target_network.default_config()
@@ -67,7 +75,7 @@ def base_config(objective_name):
   if objective_name.startswith('ab_'):
     # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
     config.data.bootstrap = stream_config(num_views=4, scale=(0.05, 1.0), batch_size=32)
-  config.mesh = dict(data=-1)        # -1: all devices
+  config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
   return config
 
 
@@ -127,7 +135,7 @@ def validate(config):
   def check(ok, message):
     if not ok:
       raise ConfigError(message)
-  for key in ('batch_size', 'total_steps', 'log_every', 'checkpoint_every'):
+  for key in ('batch_size', 'total_steps', 'log_every', 'checkpoint_every', 'microbatches'):
     check(config[key] > 0, f'{key} must be positive, got {config[key]}')
   check(config.model.width % config.model.num_heads == 0,
         f'model.width {config.model.width} is not divisible by model.num_heads '
@@ -135,6 +143,9 @@ def validate(config):
   check(config.model.pool in ('cls', 'mean'), f'model.pool must be cls or mean, got {config.model.pool!r}')
   check(config.model.dtype in ('float32', 'bfloat16'),
         f'model.dtype must be float32 or bfloat16, got {config.model.dtype!r}')
+  check(config.model.remat in REMAT_POLICIES,
+        f'model.remat must be one of {REMAT_POLICIES}, got {config.model.remat!r}')
+  sharding.validate_rules(config.mesh.rules)
   check(config.objective.name in objectives.OBJECTIVES,
         f'objective.name {config.objective.name!r} is unknown; known: {sorted(objectives.OBJECTIVES)}')
   check(config.target_network.schedule in ('constant', 'cosine'),

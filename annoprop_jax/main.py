@@ -2,7 +2,15 @@
 
 Commands:
   train         train (or resume) in --workdir
+  compile       lower and compile the train step for the config's mesh; print FLOPs per step
+                and memory per device (``--mesh=data=2,fsdp=4``, ``--num_cpu_devices=8``)
   prepare-data  write the embedded scenes dataset described by the config into data.data_dir
+  prepare       convert a real dataset into an array_record tfds dataset (no --config):
+                --format=coco|imagefolder|webdataset|video --input=DIR --output=DIR --name=NAME
+
+Several processes (TPU pod hosts, SLURM tasks) join one run with ``--distributed`` (default
+auto: SLURM job steps, Open MPI and GKE TPU pods are detected) or explicit
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
 
 Any config field can be overridden: ``--config.total_steps=100 --config.model.width=64``.
 """
@@ -14,12 +22,24 @@ from absl import logging
 from ml_collections import config_flags
 
 from annoprop_jax import configuration
+from annoprop_jax import multihost
+from annoprop_jax.data import prepare_cli
 
-COMMANDS = ('train', 'prepare-data')
+COMMANDS = ('train', 'compile', 'prepare-data', 'prepare')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics go.')
+_DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
+                                 'Start jax.distributed: auto (when a cluster launch is '
+                                 'detected), on (always, e.g. on a Cloud TPU VM slice), off.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'HOST:PORT of process 0, for launches JAX cannot detect.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
+_MESH = flags.DEFINE_string('mesh', None, 'compile: mesh sizes, e.g. data=2,fsdp=4,tensor=1.')
+_NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
+                                        'compile: simulate this many CPU devices.')
 
 
 def _one_line_error(message):
@@ -71,19 +91,46 @@ def parse_flags(argv):
     _one_line_error(_explain_flag_error(e, argv))
 
 
+def _compile(config, aot):
+  import jax  # pylint: disable=g-import-not-at-top
+  if _NUM_CPU_DEVICES.value:
+    jax.config.update('jax_platforms', 'cpu')
+    jax.config.update('jax_num_cpu_devices', _NUM_CPU_DEVICES.value)
+  try:
+    report = aot.compile_report(config)
+  except configuration.ConfigError as e:
+    _one_line_error(str(e))
+  print('\n'.join(report.lines()))
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     _one_line_error(f'usage: python -m annoprop_jax.main {{{"|".join(COMMANDS)}}} '
                     f'--config=configs/FILE.py [--workdir=DIR] [--config.KEY=VALUE ...]')
+  if argv[1] == 'prepare':
+    prepare_cli.run(_one_line_error)
+    return
   config = _CONFIG.value
   if config is None:
     _one_line_error('--config=configs/FILE.py is required')
+  command = argv[1]
+  from annoprop_jax import aot  # pylint: disable=g-import-not-at-top
   try:
+    if _MESH.value:
+      for axis, size in aot.parse_mesh(_MESH.value).items():
+        config.mesh[axis] = size
     configuration.validate(config)
   except configuration.ConfigError as e:
     _one_line_error(str(e))
-  command = argv[1]
   logging.set_verbosity(logging.WARNING)   # orbax and grain log every save at INFO
+  if command == 'compile':
+    _compile(config, aot)
+    return
+  try:
+    multihost.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                         _PROCESS_ID.value)
+  except ValueError as e:
+    _one_line_error(str(e))
   if command == 'prepare-data':
     from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     for name in ('annotation', 'bootstrap'):

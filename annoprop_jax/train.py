@@ -1,5 +1,5 @@
 """The training loop: mesh, init or restore, step, log, checkpoint. Nothing method-specific."""
-import json
+import dataclasses
 import os
 import signal
 import time
@@ -7,6 +7,7 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 
@@ -26,16 +27,49 @@ def stream_batch_size(config, name):
   return config.batch_size if name == 'annotation' else config.data[name].batch_size
 
 
-def make_train_step(objective, tx, schedules, config):
-  """A pure (state, batch) -> (state, metrics) update: one optimizer step plus the EMA update."""
+def make_train_step(objective, tx, schedules, config, mesh=None):
+  """A pure (state, batch) -> (state, metrics) update: one optimizer step plus the EMA update.
+
+  With ``config.microbatches = k > 1`` the batch is split into k micro-batches whose gradients
+  are averaged (a scan, so activations of one micro-batch are live at a time) before the single
+  optimizer step. That equals one step on the whole batch for per-example losses (supervised).
+  Batch-coupled losses see k smaller batches instead: SimCLR/CLIP/AB_SimCLR/AB_CLIP draw their
+  candidates (negatives) from the micro-batch, and DINO's centre is computed from the state's
+  centre in every micro-batch; the new centres of the micro-batches are averaged, which for
+  DINO's linear update equals the update from the whole batch. The EMA target and the centre
+  change once per optimizer step. ``mesh`` keeps micro-batches split over the batch axes.
+  """
+  k = config.microbatches
+
+  def gradients(state, batch, rng):
+    def loss_fn(params):
+      return objective.loss(params, state.target_params, state.extras, batch, rng, state.step)
+    (loss, (metrics, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return grads, (loss, metrics, extras)
+
+  def accumulated_gradients(state, batch, rng):
+    micro = jax.tree.map(lambda x: split_microbatches(x, k, mesh), batch)
+
+    def body(grad_sum, xs):
+      i, microbatch = xs
+      grads, aux = gradients(state, microbatch, jax.random.fold_in(rng, i))
+      return jax.tree.map(jnp.add, grad_sum, grads), aux
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    grad_sum, (losses, metrics, extras) = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+    grads = jax.tree.map(lambda g: g / k, grad_sum)
+    # Diagnostics of an empty bin are NaN in some micro-batches: average what exists.
+    metrics = jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
+    extras = jax.tree.map(
+        lambda e: e.mean(axis=0) if jnp.issubdtype(e.dtype, jnp.floating) else e[-1], extras)
+    return grads, (losses.mean(), metrics, extras)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-      return objective.loss(params, state.target_params, state.extras, batch, rng, state.step)
-
-    (loss, (metrics, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if k == 1:
+      grads, (loss, metrics, extras) = gradients(state, batch, rng)
+    else:
+      grads, (loss, metrics, extras) = accumulated_gradients(state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
@@ -50,6 +84,16 @@ def make_train_step(objective, tx, schedules, config):
     return new_state, metrics
 
   return train_step
+
+
+def split_microbatches(x, k, mesh=None):
+  """(B, ...) -> (k, B/k, ...); micro-batch i holds rows i, i+k, ... so that each device's
+  slice of the batch contributes equally to every micro-batch (no data moves)."""
+  micro = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+  if mesh is not None:
+    micro = jax.lax.with_sharding_constraint(
+        micro, NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
+  return micro
 
 
 class _StopRequest:
@@ -87,6 +131,10 @@ def data_fingerprint(host_batch):
   return crc
 
 
+def _silent(line):
+  del line
+
+
 def _host_part(batch):
   """Splits a stream batch into what goes to the devices and host-only counters."""
   device = {k: v for k, v in batch.items() if k not in pipeline.HOST_ONLY_KEYS}
@@ -105,6 +153,39 @@ def _load_params(path):
       raise FileNotFoundError(f'init_from={path!r}: no checkpoint found in {directory}')
     tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   return tree['state']['params'], tree['state']['target_params']
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What runs on the devices: sharded init and the jitted train step, with their layouts."""
+  init: callable                 # rng -> TrainState, created directly in its shardings
+  train_step: callable           # jitted (state, global batch) -> (state, metrics); donates state
+  abstract_state: state_lib.TrainState   # shapes and dtypes (ShapeDtypeStructs)
+  state_shardings: state_lib.TrainState  # a NamedSharding per array (``mesh.rules``)
+  batch_sharding: NamedSharding
+
+
+def build_program(config, mesh, objective, example):
+  """Builds the program for ``config`` on ``mesh``; ``example`` is a batch of numpy arrays per
+  stream, of any batch size (init only looks at the shapes past the batch axis)."""
+  tx, schedules = optimizer.make(config.optimizer, config.total_steps)
+
+  def init_state(rng):
+    params, extras = objective.init(jax.random.fold_in(rng, 0), example)
+    return state_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, target_params=params,
+        opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), extras=extras)
+
+  abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+  state_shardings = sharding.tree_shardings(abstract_state, mesh, config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_step = jax.jit(make_train_step(objective, tx, schedules, config, mesh),
+                       in_shardings=(state_shardings, batch_sharding),
+                       out_shardings=(state_shardings, sharding.replicated(mesh)),
+                       donate_argnums=0)
+  return Program(init=jax.jit(init_state, out_shardings=state_shardings),
+                 train_step=train_step, abstract_state=abstract_state,
+                 state_shardings=state_shardings, batch_sharding=batch_sharding)
 
 
 def train(config, workdir, print_fn=print, on_step=None):
@@ -126,6 +207,8 @@ def _train(config, workdir, print_fn, on_step):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  else:
+    print_fn = _silent   # only process 0 logs
 
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
@@ -134,7 +217,7 @@ def _train(config, workdir, print_fn, on_step):
     stream = config.data[name]
     batch_size = stream_batch_size(config, name)
     sharding.check_batch_size(batch_size, mesh, 'batch_size' if name == 'annotation'
-                              else f'data.{name}.batch_size')
+                              else f'data.{name}.batch_size', config.microbatches)
     source = pipeline.open_source(config, stream.dataset, stream.split)
     if name == 'annotation' and 'num_classes' in config.objective:
       classes = pipeline.num_classes(config, stream.dataset)
@@ -146,43 +229,30 @@ def _train(config, workdir, print_fn, on_step):
         source, stream, global_batch_size=batch_size, seed=config.seed * 1000 + i,
         process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {name: iter(ds) for name, ds in datasets.items()}
-  example = {name: _host_part(next(iter(ds)))[0] for name, ds in datasets.items()}
-
-  tx, schedules = optimizer.make(config.optimizer, config.total_steps)
-
-  def init_state(rng):
-    params, extras = objective.init(jax.random.fold_in(rng, 0), example)
-    return state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, target_params=params,
-        opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), extras=extras)
-
-  rng = jax.random.PRNGKey(config.seed)
-  abstract_state = jax.eval_shape(init_state, rng)
-  state_shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
-  batch_sharding = sharding.batch_sharding(mesh)
+  example = {name: jax.tree.map(lambda x: x[:1], _host_part(next(iter(ds)))[0])
+             for name, ds in datasets.items()}
+  program = build_program(config, mesh, objective, example)
+  state_shardings = program.state_shardings
   checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
                                          config.keep_checkpoints, iterators,
                                          keep_every=config.keep_checkpoint_every, log=print_fn)
   copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_shardings)
-  target = checkpoint.abstract_tree(state_lib.to_pytree(abstract_state),
+  target = checkpoint.abstract_tree(state_lib.to_pytree(program.abstract_state),
                                     state_lib.to_pytree(state_shardings))
   restored = checkpointer.restore_newest_readable(target)
   if restored is not None:
     step, tree = restored
     # A fresh copy: restored arrays may not be donatable (jax#18617).
-    state = copy_state(state_lib.from_pytree(abstract_state, tree))
+    state = copy_state(state_lib.from_pytree(program.abstract_state, tree))
     print_fn(f'Resumed from {checkpointer.directory}/{step}')
   else:
-    state = jax.jit(init_state, out_shardings=state_shardings)(rng)
+    state = program.init(jax.random.PRNGKey(config.seed))
     if config.init_from:
       params, target_params = _load_params(config.init_from)
       state = copy_state(state.replace(params=params, target_params=target_params))
       print_fn(f'Initialised params from {config.init_from}')
 
-  train_step = jax.jit(make_train_step(objective, tx, schedules, config),
-                       in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, sharding.replicated(mesh)),
-                       donate_argnums=0)
+  train_step = program.train_step
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
   images_per_step = sum(stream_batch_size(config, name) for name in datasets)
   stop = _StopRequest()

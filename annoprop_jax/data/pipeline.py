@@ -205,3 +205,24 @@ def build_stream(source, stream_config, *, global_batch_size, seed, process_inde
                           allow_nones=True)
   ds = _SkipUndecodable(ds, process_count)
   return ds.batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def batch_shapes(stream_config, batch_size):
+  """{key: (shape, dtype)} of the device part of a stream's batch of ``batch_size`` images
+  (what ``build_stream`` yields, less HOST_ONLY_KEYS): to lower a program without data."""
+  v, s = stream_config.views.num, stream_config.views.size
+  m = stream_config.max_objects
+  shapes = {
+      'images': ((batch_size, v, s, s, 3), np.uint8),
+      'boxes': ((batch_size, v, 4), np.float32),
+      'flips': ((batch_size, v), np.bool_),
+      'moves': ((batch_size, v, v, 4), np.float32),
+      'labels': ((batch_size, m), np.int32),
+      'object_boxes': ((batch_size, m, 4), np.float32),
+      'caption': ((batch_size, stream_config.max_caption_bytes), np.uint8),
+  }
+  local = stream_config.local_views
+  if local.num:
+    shapes['local_images'] = ((batch_size, local.num, local.size, local.size, 3), np.uint8)
+    shapes['local_boxes'] = ((batch_size, local.num, 4), np.float32)
+  return shapes

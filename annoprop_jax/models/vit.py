@@ -39,6 +39,17 @@ def sincos_posemb(num_rows, num_cols, width, temperature=10_000.0):
                      jnp.float32)
 
 
+def remat_block(block, policy):
+  """``block`` rematerialised in the backward pass by ``policy`` (see ``ViT.remat``)."""
+  if policy == 'none':
+    return block
+  if policy == 'full':
+    return nn.remat(block)
+  if policy == 'dots':
+    return nn.remat(block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+  raise ValueError(f'unknown remat policy {policy!r}: use none, full or dots')
+
+
 class MlpBlock(nn.Module):
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
@@ -84,7 +95,7 @@ class ViT(nn.Module):
   pool: str = 'cls'              # 'cls' or 'mean'
   posemb: str = 'learned'        # 'learned' or 'sincos'
   dtype: str = 'float32'         # compute dtype; params stay float32
-  remat: bool = False
+  remat: str = 'none'            # 'none', 'full' (recompute each block) or 'dots' (keep matmuls)
   image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
 
   @nn.compact
@@ -117,7 +128,7 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, self.width)), x], axis=1)
     elif self.pool != 'mean':
       raise ValueError(f'unknown pool {self.pool!r}: use "cls" or "mean"')
-    block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    block = remat_block(EncoderBlock, self.remat)
     for i in range(self.depth):
       x = block(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
                 name=f'block{i}')(x)

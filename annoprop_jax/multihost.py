@@ -1,0 +1,53 @@
+"""Joining the processes of one job (TPU pod hosts, SLURM tasks) into one JAX runtime.
+
+Every process runs the same command; each sees its local devices, reads its own shard of the
+data, and the global batch is assembled from the process-local parts
+(``sharding.global_batch``). Only process 0 writes metrics and the progress line; checkpoints
+are written by all processes together (Orbax).
+"""
+import os
+
+import jax
+
+MODES = ('auto', 'on', 'off')
+
+
+def detect_cluster(env=None):
+  """The kind of multi-process launch ``env`` shows, or None for a single process.
+
+  SLURM counts only inside a job step (srun) with several tasks; Open MPI via mpirun; a TPU pod
+  on GKE via its worker host list. A Cloud TPU VM slice sets none of these: its launcher passes
+  ``--distributed=on`` and JAX reads the topology from the TPU metadata.
+  """
+  env = os.environ if env is None else env
+  if int(env.get('SLURM_NTASKS', '1')) > 1 and 'SLURM_STEP_ID' in env:
+    return 'slurm'
+  if int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1:
+    return 'openmpi'
+  if ',' in env.get('TPU_WORKER_HOSTNAMES', ''):
+    return 'tpu'
+  return None
+
+
+def initialize(mode='auto', coordinator_address=None, num_processes=None, process_id=None,
+               env=None):
+  """Starts ``jax.distributed`` when this is one of several processes; returns how (or None).
+
+  ``mode``: 'auto' (when ``detect_cluster`` finds a cluster or a coordinator is given),
+  'on' (always; JAX detects TPU, SLURM and Open MPI settings itself), 'off' (never).
+  Must run before any JAX computation.
+  """
+  if mode not in MODES:
+    raise ValueError(f'--distributed must be one of {MODES}, got {mode!r}')
+  if mode == 'off':
+    return None
+  if coordinator_address:
+    if num_processes is None or process_id is None:
+      raise ValueError('--coordinator_address needs --num_processes and --process_id')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    return 'explicit'
+  cluster = detect_cluster(env)
+  if cluster is None and mode == 'auto':
+    return None
+  jax.distributed.initialize()
+  return cluster or 'jax-detected'

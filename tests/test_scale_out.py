@@ -1,0 +1,215 @@
+"""Meshes with data/fsdp/tensor axes, gradient accumulation, mixed precision, remat, AOT."""
+import glob
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from annoprop_jax import aot
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from annoprop_jax import sharding
+from annoprop_jax import train
+from annoprop_jax.data import pipeline
+from conftest import REPO, tiny_config
+
+MESHES = {
+    'data': dict(data=8, fsdp=1, tensor=1),
+    'fsdp': dict(data=1, fsdp=8, tensor=1),
+    'data_tensor': dict(data=4, fsdp=1, tensor=2),
+}
+
+
+def _batch(config, data_dir):
+  """One global batch of every stream the objective reads (numpy, device part only)."""
+  config.data.data_dir = data_dir
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {}
+  for i, name in enumerate(objective.streams):
+    source = pipeline.open_source(config, config.data[name].dataset, config.data[name].split)
+    stream = pipeline.build_stream(source, config.data[name], seed=i,
+                                   global_batch_size=train.stream_batch_size(config, name))
+    batch[name] = {k: v for k, v in next(iter(stream)).items()
+                   if k not in pipeline.HOST_ONLY_KEYS}
+  return objective, batch
+
+
+def _program(config, objective, batch, devices):
+  mesh = sharding.make_mesh(config.mesh, devices)
+  return train.build_program(config, mesh, objective, batch), mesh
+
+
+def _step(config, objective, batch, devices):
+  """State after init and after one step on a mesh over ``devices``, and the step's metrics."""
+  program, mesh = _program(config, objective, batch, devices)
+  state = program.init(jax.random.PRNGKey(0))
+  before = jax.device_get(state)
+  new_state, metrics = program.train_step(state, sharding.global_batch(batch, mesh))
+  return before, jax.device_get(new_state), jax.device_get(metrics)
+
+
+def _close(a, b, rtol=1e-4, atol=1e-6):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+@pytest.fixture(scope='module')
+def ab_dino_single_device(tiny_data_dir):
+  """AB_DINO (encoder, decoder, prototypes, centre) after one step on one device."""
+  config = tiny_config('ab_dino_scenes').unlock()
+  config.mesh.update(data=1, fsdp=1, tensor=1, min_shard_size=0)
+  objective, batch = _batch(config, tiny_data_dir)
+  _, state, metrics = _step(config, objective, batch, jax.devices()[:1])
+  return config, objective, batch, state, metrics
+
+
+@pytest.mark.parametrize('mesh', sorted(MESHES))
+def test_sharded_step_equals_single_device_step(mesh, ab_dino_single_device):
+  config, objective, batch, one, one_metrics = ab_dino_single_device
+  config = config.copy_and_resolve_references()
+  config.mesh.update(**MESHES[mesh])
+  _, many, many_metrics = _step(config, objective, batch, jax.devices()[:8])
+  np.testing.assert_allclose(one_metrics['loss'], many_metrics['loss'], rtol=1e-5)
+  _close(one.params, many.params)
+  _close(one.target_params, many.target_params)
+  _close(one.opt_state, many.opt_state)
+  _close(one.extras, many.extras)
+
+
+def test_params_optimizer_state_and_target_are_sharded(ab_dino_single_device):
+  config, objective, batch, _, _ = ab_dino_single_device
+  config = config.copy_and_resolve_references()
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  program, _ = _program(config, objective, batch, jax.devices()[:8])
+  state = program.init(jax.random.PRNGKey(0))
+  mlp = state.params['encoder']['block0']['MlpBlock_0']['Dense_0']['kernel']   # (32, 128)
+  assert mlp.sharding.spec == P('fsdp', 'tensor')
+  assert mlp.addressable_shards[0].data.shape == (16, 64)
+  query = state.params['encoder']['block0']['MultiHeadDotProductAttention_0']['query']['kernel']
+  assert query.sharding.spec == P('fsdp', 'tensor', None)             # (width, heads, head_dim)
+  target = state.target_params['encoder']['block0']['MlpBlock_0']['Dense_0']['kernel']
+  assert target.sharding.spec == P('fsdp', 'tensor')
+  adam = state.opt_state[-1].inner_state[0]     # inject_hyperparams(adamw) -> ScaleByAdamState
+  assert adam.mu['encoder']['block0']['MlpBlock_0']['Dense_0']['kernel'].sharding.spec == P(
+      'fsdp', 'tensor')
+  # No rule: the largest divisible dimension goes over fsdp (prototypes: (bottleneck, K)).
+  prototypes = [x for path, x in jax.tree_util.tree_leaves_with_path(state.params)
+                if 'prototypes' in sharding.path_string(path) and x.ndim == 2]
+  assert prototypes and all('fsdp' in tuple(x.sharding.spec) for x in prototypes)
+  # Each device keeps a fraction of the parameters.
+  total = sum(x.size for x in jax.tree.leaves(state.params))
+  per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(state.params))
+  assert per_device < 0.5 * total
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_data_dir):
+  config = tiny_config('supervised_objects').unlock()
+  config.batch_size = 32
+  objective, batch = _batch(config, tiny_data_dir)
+  _, one, one_metrics = _step(config, objective, batch, jax.devices()[:8])
+  config.microbatches = 4       # 4 x 8 images, each split over the 8 devices
+  _, acc, acc_metrics = _step(config, objective, batch, jax.devices()[:8])
+  np.testing.assert_allclose(one_metrics['loss'], acc_metrics['loss'], rtol=1e-5)
+  np.testing.assert_allclose(one_metrics['grad_norm'], acc_metrics['grad_norm'], rtol=1e-4)
+  _close(jax.device_get(one.params), jax.device_get(acc.params), rtol=1e-4, atol=1e-6)
+  assert int(acc.step) == 1
+
+
+def test_accumulation_updates_ema_and_dino_centre_once_per_optimizer_step(tiny_data_dir):
+  config = tiny_config('dino_scenes').unlock()
+  config.target_network.update(rate=0.5, schedule='constant')
+  objective, batch = _batch(config, tiny_data_dir)
+  _, one, _ = _step(config, objective, batch, jax.devices()[:8])
+  config.microbatches = 2
+  before, acc, metrics = _step(config, objective, batch, jax.devices()[:8])
+  before, acc, one = jax.device_get((before, acc, one))
+  # The centre moves once, by the whole batch's teacher mean, as without accumulation.
+  _close(acc.extras['center'], one.extras['center'], rtol=1e-5, atol=1e-7)
+  # EMA with momentum 0.5 applied once: target = (old + new) / 2.
+  expected = jax.tree.map(lambda t, p: 0.5 * t + 0.5 * p, before.target_params, acc.params)
+  _close(acc.target_params, expected, rtol=1e-5, atol=1e-7)
+  assert int(acc.step) == 1 and metrics['ema_momentum'] == 0.5
+
+
+def test_bfloat16_compute_keeps_float32_params_and_optimizer_state(tiny_data_dir):
+  config = tiny_config('ab_dino_scenes').unlock()
+  config.model.dtype = 'bfloat16'
+  objective, batch = _batch(config, tiny_data_dir)
+  _, state, metrics = _step(config, objective, batch, jax.devices()[:8])
+  assert {x.dtype for x in jax.tree.leaves((state.params, state.target_params))} == {
+      jnp.dtype('float32')}
+  assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {jnp.dtype('float32')}
+  assert np.isfinite(metrics['loss'])
+  hlo = aot.lower(config, jax.devices()[:8])[0].as_text()
+  assert re.search(r'dot_general.*bf16', hlo)
+
+
+@pytest.mark.parametrize('policy', ['full', 'dots'])
+def test_remat_policies_give_the_same_step(policy, tiny_data_dir):
+  config = tiny_config('supervised_objects').unlock()
+  objective, batch = _batch(config, tiny_data_dir)
+  _, plain, plain_metrics = _step(config, objective, batch, jax.devices()[:2])
+  config.model.remat = policy
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  _, remat, remat_metrics = _step(config, objective, batch, jax.devices()[:2])
+  np.testing.assert_allclose(plain_metrics['loss'], remat_metrics['loss'], rtol=1e-6)
+  _close(jax.device_get(plain.params), jax.device_get(remat.params), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('mesh,batch_size,microbatches,message', [
+    (dict(data=-1, fsdp=3), 16, 1, 'does not divide the 8 devices'),
+    (dict(data=2, fsdp=2, tensor=1), 16, 1, 'needs 4 devices but 8 are available'),
+    (dict(data=-1, fsdp=-1), 16, 1, 'at most one -1'),
+    (dict(data=8), 12, 1, 'batch_size=12 is not divisible by the 8 data-parallel devices'),
+    (dict(data=4, tensor=2), 16, 8, 'x 8 micro-batches'),
+])
+def test_mesh_and_batch_errors_before_compiling(mesh, batch_size, microbatches, message):
+  config = tiny_config('supervised_objects').unlock()
+  config.mesh.update(**mesh)
+  config.batch_size, config.microbatches = batch_size, microbatches
+  with pytest.raises(configuration.ConfigError, match=message):
+    aot.check(config, jax.devices())
+
+
+def test_unknown_axis_in_rules_is_a_config_error():
+  config = tiny_config('supervised_objects').unlock()
+  config.mesh.rules = ((r'kernel$', ('fsdp', 'model')),)
+  with pytest.raises(configuration.ConfigError, match="unknown mesh axes \\['model'\\]"):
+    configuration.validate(config)
+
+
+def test_partition_spec_rules_and_fallbacks():
+  mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2, rules=(), min_shard_size=8))
+  rules = sharding.DEFAULT_RULES
+  spec = lambda path, shape: sharding.partition_spec(path, shape, mesh, rules, 8)
+  assert spec('opt_state/0/mu/encoder/block1/MlpBlock_0/Dense_1/kernel', (512, 128)) == P(
+      'tensor', 'fsdp')
+  assert spec('params/x/MlpBlock_0/Dense_0/kernel', (128, 3)) == P('fsdp', None)  # 3 % 2 != 0
+  assert spec('params/head/out/kernel', (6, 10)) == P(None, 'fsdp')   # no rank-2 rule: fsdp
+  assert spec('params/head/bias', (4,)) == P()                        # under min_shard_size
+  assert spec('step', ()) == P()
+  assert spec('params/odd', (3, 5, 7)) == P()                         # nothing divisible
+
+
+def test_batch_shapes_match_the_pipeline(tiny_data_dir):
+  config = tiny_config('ab_dino_scenes', **{'data.annotation.local_views.num': 2})
+  _, batch = _batch(config, tiny_data_dir)
+  for name, arrays in batch.items():
+    shapes = pipeline.batch_shapes(config.data[name], train.stream_batch_size(config, name))
+    assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {
+        k: (shape, np.dtype(dtype)) for k, (shape, dtype) in shapes.items()}
+
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_config_lowers_on_a_sharded_mesh_at_toy_size(path):
+  config = configuration.load(path + ':tiny').unlock()
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  lowered, mesh = aot.lower(config, jax.devices()[:8])
+  assert dict(mesh.shape) == {'data': 2, 'fsdp': 2, 'tensor': 2}
+  assert 'sharding' in lowered.as_text()
