@@ -1,0 +1,97 @@
+"""Several JAX processes on localhost (CPU, jax.distributed with a 127.0.0.1 coordinator)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from annoprop_jax import multihost
+from conftest import REPO
+
+WORKER = os.path.join(REPO, 'tests', 'multiprocess_worker.py')
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _env(devices):
+  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+              JAX_PLATFORMS='cpu')
+
+
+@pytest.mark.parametrize('env,expected', [
+    ({}, None),
+    ({'SLURM_NTASKS': '4', 'SLURM_STEP_ID': '0'}, 'slurm'),
+    ({'SLURM_NTASKS': '4'}, None),                     # the batch script itself, not an srun step
+    ({'SLURM_NTASKS': '1', 'SLURM_STEP_ID': '0'}, None),
+    ({'OMPI_COMM_WORLD_SIZE': '2'}, 'openmpi'),
+    ({'TPU_WORKER_HOSTNAMES': 'host-0,host-1'}, 'tpu'),
+    ({'TPU_WORKER_HOSTNAMES': 'host-0'}, None),
+])
+def test_detect_cluster(env, expected):
+  assert multihost.detect_cluster(env) == expected
+
+
+def test_single_process_does_not_start_the_distributed_runtime():
+  assert multihost.initialize('auto', env={}) is None
+  assert multihost.initialize('off', env={'SLURM_NTASKS': '2', 'SLURM_STEP_ID': '0'}) is None
+  with pytest.raises(ValueError, match='needs --num_processes'):
+    multihost.initialize('auto', coordinator_address='127.0.0.1:1234')
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_losses_as_one(tmp_path, tiny_data_dir):
+  port = _free_port()
+  outs = {n: str(tmp_path / f'{n}.json') for n in (1, 2)}
+  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '2', str(port), '2',
+                               tiny_data_dir, outs[2]], cwd=REPO, env=_env(2),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', '4', tiny_data_dir, outs[1]],
+                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=300)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for w in workers:
+    output = w.communicate(timeout=300)[0]
+    assert w.returncode == 0, output[-3000:]
+  one, two = (json.load(open(outs[n])) for n in (1, 2))
+  assert (one['process_count'], two['process_count']) == (1, 2)
+  assert one['device_count'] == two['device_count'] == 4
+  assert two['losses'] == pytest.approx(one['losses'], rel=1e-5)
+  assert one['losses'][2] != one['losses'][0]       # the steps did something
+
+
+@pytest.mark.slow
+def test_two_process_training_stops_together_on_sigterm_and_logs_once(tmp_path, tiny_data_dir):
+  port, workdir = _free_port(), str(tmp_path / 'run')
+  args = ['-m', 'annoprop_jax.main', 'train', '--config=configs/supervised_objects.py:tiny',
+          f'--workdir={workdir}', f'--config.data.data_dir={tiny_data_dir}',
+          '--config.total_steps=100000', '--config.log_every=2',
+          '--config.checkpoint_every=100000', f'--coordinator_address=127.0.0.1:{port}',
+          '--num_processes=2']
+  procs = [subprocess.Popen([sys.executable, *args, f'--process_id={i}'], cwd=REPO,
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 240
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)) and time.time() < deadline:
+    assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)      # only one process is told
+  outputs = [p.communicate(timeout=240)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outputs]
+  stopped = [line for line in outputs[0].splitlines() if line.startswith('Stopped at step')]
+  assert len(stopped) == 1, outputs[0][-2000:]
+  step = int(stopped[0].split()[3].rstrip(';'))
+  assert 'Stopped at step' not in outputs[1]          # process 1 prints nothing of the loop
+  checkpoints = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert str(step) in checkpoints
+  with open(metrics) as f:
+    steps = [json.loads(line)['step'] for line in f]
+  assert steps == sorted(set(steps)) and steps[-1] == step    # one writer, up to the stop step
