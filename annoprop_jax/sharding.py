@@ -31,8 +31,11 @@ BATCH_AXES = ('data', 'fsdp')     # the example axis of every batch is split ove
 
 # Megatron-style tensor parallelism for Flax's attention and our MlpBlock, FSDP on the other
 # dimension. Attention kernels: query/key/value (width, heads, head_dim), out (heads, head_dim,
-# width).
+# width). Lookup tables stay whole: a gather from a table split along its width would hand its
+# layout to batch-split activations (XLA then replicates them).
 DEFAULT_RULES = (
+    (r'box_tokens/tables$', (None, None, None)),
+    (r'token_embedding/embedding$', (None, None)),
     (r'(query|key|value)/kernel$', ('fsdp', 'tensor', None)),
     (r'(query|key|value)/bias$', ('tensor', None)),
     (r'out/kernel$', ('tensor', None, 'fsdp')),
