@@ -213,3 +213,15 @@ def test_every_config_lowers_on_a_sharded_mesh_at_toy_size(path):
   lowered, mesh = aot.lower(config, jax.devices()[:8])
   assert dict(mesh.shape) == {'data': 2, 'fsdp': 2, 'tensor': 2}
   assert 'sharding' in lowered.as_text()
+
+
+def test_compile_report_counts_every_micro_batch():
+  # The demo size (not tiny): activations, not the gradient accumulator, dominate memory.
+  config = configuration.load(os.path.join(REPO, 'configs', 'supervised_objects.py')).unlock()
+  one = aot.compile_report(config, jax.devices()[:8])
+  config.microbatches = 2
+  two = aot.compile_report(config, jax.devices()[:8])
+  assert one.flops_per_step == two.flops_per_step > 0
+  assert one.bytes_per_device > 0 and one.platform == 'cpu'
+  assert two.temp_bytes < one.temp_bytes       # half the activations are live at a time
+  assert 'memory per device' in '\n'.join(one.lines())
