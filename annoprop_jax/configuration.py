@@ -23,6 +23,13 @@ def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(
   cfg = dict(
       dataset=dataset,           # 'scenes' (embedded), a prepared tfds name, or a dataset dir
       split=split,
+      # The dataset's feature that feeds each field ('a/b': feature b of sequence a; '': none).
+      # Defaults fit scenes and `prepare`d datasets; imagenet2012: labels='label', boxes='',
+      # caption=''; coco/2017: caption=''. See annoprop_jax/data/feature_map.py.
+      features=dict(image='image', boxes='objects/bbox', labels='objects/label',
+                    caption='caption'),
+      caption_choice='first',    # of several captions: 'first', or 'random' (new one per epoch)
+      resize=0,                  # scale decoded images so the shorter side is this (0: off)
       views=dict(num=num_views, size=size, scale=scale, ratio=(3 / 4, 4 / 3), flip=flip,
                  colour_jitter=colour_jitter, grayscale=grayscale),
       local_views=dict(num=0, size=16, scale=(0.05, 0.25), ratio=(3 / 4, 4 / 3), flip=flip,
@@ -31,6 +38,8 @@ def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(
       max_caption_bytes=160,
       num_threads=2,             # grain read threads
       prefetch=8,                # grain prefetch buffer (elements)
+      num_workers=0,             # grain worker processes (0: decode in this process); a
+                                 # checkpointed data state resumes only with the same count
   )
   if batch_size is not None:
     cfg['batch_size'] = batch_size
@@ -159,6 +168,11 @@ def validate(config):
     check(views.size % config.model.patch_size == 0,
           f'data.{name}.views.size {views.size} is not divisible by model.patch_size '
           f'{config.model.patch_size}')
+    stream = config.data[name]
+    check(stream.caption_choice in ('first', 'random'),
+          f'data.{name}.caption_choice must be first or random, got {stream.caption_choice!r}')
+    check(stream.resize >= 0 and stream.num_workers >= 0,
+          f'data.{name}.resize and data.{name}.num_workers must be >= 0')
   if config.objective.name.startswith('ab_'):
     try:
       objectives.bootstrap.validate(config.objective, config.data.bootstrap.views.num)

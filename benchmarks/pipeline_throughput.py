@@ -4,8 +4,18 @@
 
 The annotation stream uses the config's views; the bootstrap stream is the AB recipe
 (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
+
+JPEG sources at paper resolution (224 px views), with grain worker processes:
+
+  python benchmarks/pipeline_throughput.py --jpeg=2000 --size=224 --batch_size=32 \
+      --batches=20 --num_workers=0,1,2 --resize=0,256
+
+renders 2,000 scenes upscaled to 480 px JPEGs in COCO layout (benchmarks/jpeg_scenes.py),
+prepares them with ``prepare --format=coco`` and measures JPEG decoding alone, then each
+stream for every worker count and ``resize`` setting.
 """
 import argparse
+import os
 import time
 
 from annoprop_jax import configuration
@@ -20,7 +30,24 @@ def measure(config, stream, batch_size, batches, warmup=5):
   start = time.perf_counter()
   for _ in range(batches):
     next(it)
-  return batches * batch_size / (time.perf_counter() - start)
+  rate = batches * batch_size / (time.perf_counter() - start)
+  if hasattr(it, 'close'):
+    it.close()
+  return rate
+
+
+def measure_decoding(config, dataset, resize, images=300):
+  """JPEG decoding alone, one thread: images per second."""
+  source = pipeline.open_source(config, dataset, 'train')
+  records = [source[i]['image'] for i in range(min(images, len(source)))]
+  start = time.perf_counter()
+  for data in records:
+    pipeline.decode_image(data, resize)
+  return len(records) / (time.perf_counter() - start)
+
+
+def _ints(text):
+  return [int(v) for v in text.split(',')]
 
 
 def main():
@@ -28,19 +55,44 @@ def main():
   parser.add_argument('--config', default='configs/dino_scenes.py')
   parser.add_argument('--batches', type=int, default=50)
   parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--jpeg', type=int, default=0,
+                      help='use a prepared dataset of this many 480 px JPEG scenes')
+  parser.add_argument('--jpeg_dir', default='/tmp/jpeg_scenes')
+  parser.add_argument('--size', type=int, default=0, help='view size (0: the config\'s)')
+  parser.add_argument('--batch_size', type=int, default=0, help='0: the config\'s')
+  parser.add_argument('--num_workers', default='0', help='grain worker processes, e.g. 0,1,2')
+  parser.add_argument('--resize', default='0', help='shorter side after decoding, e.g. 0,256')
+  parser.add_argument('--threads', type=int, default=0, help='grain read threads (0: config)')
   args = parser.parse_args()
   config = configuration.load(args.config)
   if args.data_dir:
     config.data.data_dir = args.data_dir
+  batch_size = args.batch_size or config.batch_size
   annotation = config.data.annotation
+  if args.jpeg:
+    import jpeg_scenes  # pylint: disable=g-import-not-at-top  # benchmarks/jpeg_scenes.py
+    annotation.dataset = jpeg_scenes.make(args.jpeg_dir, args.jpeg)
+    for resize in _ints(args.resize):
+      rate = measure_decoding(config, annotation.dataset, resize)
+      print(f'JPEG decode only, 1 thread, resize {resize}: {rate:7.0f} images/s', flush=True)
+  if args.size:
+    annotation.views.size = args.size
+    annotation.local_views.size = max(8, args.size * 3 // 7)
+  if args.threads:
+    annotation.num_threads = args.threads
   bootstrap = annotation.copy_and_resolve_references()
   bootstrap.views.update(num=4, scale=(0.05, 1.0), colour_jitter=0.0, grayscale=0.0)
-  for name, stream in (('annotation', annotation), ('bootstrap', bootstrap)):
-    rate = measure(config, stream, config.batch_size, args.batches)
-    v = stream.views
-    print(f'{name:10s} stream: {rate:7.0f} images/s  ({rate * v.num:7.0f} views/s; {v.num} views '
-          f'of {v.size}px, scale {tuple(v.scale)}, jitter {v.colour_jitter}, '
-          f'{stream.num_threads} threads, batch {config.batch_size})', flush=True)
+  print(f'{os.cpu_count()} CPU cores', flush=True)
+  for num_workers in _ints(args.num_workers):
+    for resize in _ints(args.resize):
+      for name, stream in (('annotation', annotation), ('bootstrap', bootstrap)):
+        stream.update(num_workers=num_workers, resize=resize)
+        rate = measure(config, stream, batch_size, args.batches)
+        v = stream.views
+        print(f'{name:10s} stream: {rate:7.0f} images/s  ({rate * v.num:7.0f} views/s; {v.num} '
+              f'views of {v.size}px, scale {tuple(v.scale)}, jitter {v.colour_jitter}, '
+              f'{stream.num_threads} threads, {num_workers} workers, resize {resize}, '
+              f'batch {batch_size})', flush=True)
 
 
 if __name__ == '__main__':

@@ -24,9 +24,11 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from annoprop_jax.data import feature_map
 from annoprop_jax.data import scenes
 from annoprop_jax.data import scenes_dataset
 from annoprop_jax.data import views as views_lib
+from annoprop_jax.data import worker_processes
 
 HOST_ONLY_KEYS = ('skipped_records',)
 
@@ -52,8 +54,8 @@ def dataset_directory(config, dataset, prepare_scenes=True):
     if prepare_scenes:
       return scenes_dataset.prepare(scenes_config, data_dir)
     return scenes_config.directory(data_dir)
-  if os.path.exists(os.path.join(dataset, 'dataset_info.json')):
-    return dataset
+  if os.path.exists(os.path.join(os.path.expanduser(dataset), 'dataset_info.json')):
+    return os.path.expanduser(dataset)
   name, _, version = dataset.partition(':')
   root = os.path.join(data_dir, *name.split('/'))
   if version:
@@ -75,39 +77,72 @@ def open_source(config, dataset, split):
   builder = tfds.builder_from_directory(directory)
   if split not in builder.info.splits:
     raise ValueError(f'dataset {dataset!r} has no split {split!r}; it has {sorted(builder.info.splits)}')
-  return builder.as_data_source(split=split, decoders={'image': tfds.decode.SkipDecoding()})
+  # Images stay encoded (the Decoder decodes them); other features as tfds decodes them.
+  skip = {key: tfds.decode.SkipDecoding() for key, feature in builder.info.features.items()
+          if isinstance(feature, tfds.features.Image)}
+  return builder.as_data_source(split=split, decoders=skip)
 
 
-def num_classes(config, dataset):
-  """Number of object classes of a prepared dataset (None if it has no object labels)."""
+def num_classes(config, dataset, labels_feature=None):
+  """Number of classes of the labels feature of a prepared dataset (None if it has none).
+
+  ``labels_feature`` defaults to ``features.labels`` of the annotation stream when that stream
+  reads ``dataset``, else ``objects/label``.
+  """
+  if labels_feature is None:
+    annotation = config.data.get('annotation')
+    mapping = dict(annotation.get('features', {}) or {}) if annotation else {}
+    labels_feature = (mapping.get('labels', 'objects/label')
+                      if annotation and annotation.dataset == dataset else 'objects/label')
+  if not labels_feature:
+    return None
   features = tfds.builder_from_directory(dataset_directory(config, dataset)).info.features
+  return getattr(feature_map.leaf_feature(features, labels_feature), 'num_classes', None)
+
+
+def decode_image(value, resize=0):
+  """RGB uint8 (H, W, 3) of encoded image bytes, scaled so that the shorter side is ``resize``
+  pixels (0: as stored); None when the bytes do not decode."""
   try:
-    return features['objects']['label'].num_classes
-  except (KeyError, AttributeError):
+    with Image.open(io.BytesIO(value)) as img:
+      if resize:
+        scale = resize / min(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img.draft('RGB', size)   # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
+        return np.asarray(img.convert('RGB').resize(size, Image.BILINEAR))
+      return np.asarray(img.convert('RGB'))
+  except Exception:  # pylint: disable=broad-except  # any undecodable image is skipped
     return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Decoder:
-  """Decodes one tfds record and pads its annotations; returns None when it cannot be decoded."""
+  """Decodes one tfds record and pads its annotations; returns None when it cannot be decoded.
+
+  ``features`` maps the fields image, boxes, labels, caption to the record's feature paths
+  (see ``feature_map``); a list of captions gives its first one, or with ``caption_choice=
+  'random'`` a random one (called as a grain random map with ``rng``).
+  """
   max_objects: int
   max_caption_bytes: int
+  features: tuple = feature_map.DEFAULT
+  caption_choice: str = 'first'
+  resize: int = 0
 
-  def __call__(self, record):
-    try:
-      with Image.open(io.BytesIO(record['image'])) as img:
-        image = np.asarray(img.convert('RGB'))
-    except Exception:  # pylint: disable=broad-except  # any undecodable image is skipped
+  def __call__(self, record, rng=None):
+    paths = dict(self.features)
+    image = decode_image(feature_map.lookup(record, paths['image'], b''), self.resize)
+    if image is None:
       return None
-    objects = record.get('objects', {})
-    labels = np.asarray(objects.get('label', []), np.int64).reshape(-1)[:self.max_objects]
-    bbox = np.asarray(objects.get('bbox', []), np.float32).reshape(-1, 4)[:self.max_objects]
+    labels = feature_map.as_labels(feature_map.lookup(record, paths['labels']))
+    labels = labels[:self.max_objects]
+    bbox = feature_map.as_boxes(feature_map.lookup(record, paths['boxes']))[:self.max_objects]
     padded_labels = np.full((self.max_objects,), -1, np.int32)
     padded_labels[:len(labels)] = labels
     padded_boxes = np.zeros((self.max_objects, 4), np.float32)
     padded_boxes[:len(bbox)] = bbox
-    caption = record.get('caption', b'')
-    caption = caption.encode() if isinstance(caption, str) else bytes(caption)
+    caption = feature_map.as_caption(feature_map.lookup(record, paths['caption']),
+                                     self.caption_choice, rng)
     caption = np.frombuffer(caption[:self.max_caption_bytes], np.uint8)
     padded_caption = np.zeros((self.max_caption_bytes,), np.uint8)
     padded_caption[:len(caption)] = caption
@@ -137,10 +172,11 @@ class ViewMaker:
 class _SkipUndecodableIterator(grain.DatasetIterator):
   """Drops None elements, counts them, and remembers the process layout in its state."""
 
-  def __init__(self, parent, process_count):
+  def __init__(self, parent, process_count, num_workers=0):
     super().__init__(parent)
     self._skipped = 0
     self._process_count = process_count
+    self._num_workers = num_workers
 
   def __next__(self):
     while True:
@@ -152,26 +188,24 @@ class _SkipUndecodableIterator(grain.DatasetIterator):
 
   def get_state(self):
     return {'parent': self._parent.get_state(), 'skipped': self._skipped,
-            'process_count': self._process_count}
+            'process_count': self._process_count, 'num_workers': self._num_workers}
 
   def set_state(self, state):
-    if state['process_count'] != self._process_count:
-      raise ValueError(
-          f'this data iterator state was saved with {state["process_count"]} JAX processes and '
-          f'cannot be restored with {self._process_count}; resume with the same process count, '
-          f'or start a new run from these weights with --config.init_from')
+    worker_processes.check_layout(state, self._num_workers, self._process_count)
     self._parent.set_state(state['parent'])
     self._skipped = state['skipped']
 
 
 class _SkipUndecodable(grain.IterDataset):
 
-  def __init__(self, parent, process_count):
+  def __init__(self, parent, process_count, num_workers=0):
     super().__init__(parent)
     self._process_count = process_count
+    self._num_workers = num_workers
 
   def __iter__(self):
-    return _SkipUndecodableIterator(self._parent.__iter__(), self._process_count)
+    return _SkipUndecodableIterator(self._parent.__iter__(), self._process_count,
+                                    self._num_workers)
 
 
 def view_specs(stream_config):
@@ -189,6 +223,9 @@ def _tuples(d):
 def build_stream(source, stream_config, *, global_batch_size, seed, process_index=0,
                  process_count=1):
   """A grain IterDataset of process-local batches for one stream."""
+  decoder = make_decoder(stream_config)
+  feature_map.check(dict(decoder.features), feature_map.source_paths(source),
+                    stream_config.dataset)
   if global_batch_size % process_count:
     raise ValueError(f'batch size {global_batch_size} is not divisible by the {process_count} '
                      f'JAX processes')
@@ -198,13 +235,25 @@ def build_stream(source, stream_config, *, global_batch_size, seed, process_inde
   if len(ds) == 0:
     raise ValueError('this process got no records of the stream')
   ds = ds.seed(seed).shuffle().repeat(None)
-  ds = ds.map(Decoder(stream_config.max_objects, stream_config.max_caption_bytes))
+  ds = ds.map(decoder) if decoder.caption_choice == 'first' else ds.random_map(decoder)
   ds = ds.random_map(ViewMaker(views, local_views))
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=stream_config.num_threads,
                                             prefetch_buffer_size=stream_config.prefetch),
                           allow_nones=True)
-  ds = _SkipUndecodable(ds, process_count)
-  return ds.batch(global_batch_size // process_count, drop_remainder=True)
+  num_workers = stream_config.get('num_workers', 0)
+  ds = _SkipUndecodable(ds, process_count, num_workers)
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  return worker_processes.in_workers(ds, num_workers, process_count)
+
+
+def make_decoder(stream_config):
+  """The Decoder of a stream config (``features``, ``caption_choice``, ``resize``)."""
+  features = stream_config.get('features')
+  return Decoder(stream_config.max_objects, stream_config.max_caption_bytes,
+                 features=(tuple(features.items()) if features is not None
+                           else feature_map.DEFAULT),
+                 caption_choice=stream_config.get('caption_choice', 'first'),
+                 resize=stream_config.get('resize', 0))
 
 
 def batch_shapes(stream_config, batch_size):

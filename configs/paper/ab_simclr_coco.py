@@ -2,7 +2,11 @@
 
 ViT-S/16, 224 px, bf16; 2048 images x 2 views (SimCLR, temperature 0.1) + 1024 images x 4
 views (bootstrap) = 8192 views per step; 800M views; WD 0.04 -> 0.4; EMA 0.004 -> 0 (cosine).
+Both streams read COCO 2017 train, prepared once (see configs/paper/ab_dino_coco.py for the
+catalogue coco/2017 alternative):
 
+  python -m annoprop_jax.main prepare --format=coco --input=/data/coco \
+      --output=~/tensorflow_datasets --name=coco2017
   python -m annoprop_jax.main train --config=configs/paper/ab_simclr_coco.py --workdir=gs://BUCKET/ab_simclr
 """
 from annoprop_jax import configuration
@@ -12,7 +16,7 @@ def get_config(variant=''):
   config = configuration.base_config('ab_simclr')
   configuration.paper_scale(config, annotation_images=2048, annotation_views=2)
   for stream in (config.data.annotation, config.data.bootstrap):
-    stream.update(dataset='coco/2017', split='train', max_objects=100)
+    stream.update(dataset='coco2017', split='train', max_objects=100)
   config.data.annotation.views.update(scale=(0.08, 1.0), colour_jitter=0.4, grayscale=0.2)
   config.objective.update(head_hidden_dim=2048, head_dim=256)
   config.optimizer.update(weight_decay=0.04, weight_decay_end=0.4)

@@ -1,0 +1,78 @@
+"""Grain worker processes for a stream (``data.<stream>.num_workers``).
+
+With N > 0 workers, each process decodes and crops its own slice of the stream into whole
+batches (grain's ``mp_prefetch``) and the batches come back round-robin, so the order is
+deterministic for a given N but differs between worker counts: an iterator state saved with N
+workers cannot be restored with another count (grain 0.2.18 does not detect it), so the count
+is stored in the state and checked. The workers' undecodable-record counters are summed.
+"""
+from absl import flags
+import grain
+import numpy as np
+
+
+def check_layout(state, num_workers, process_count):
+  """Raises ValueError if ``state`` was saved with another worker or JAX process count."""
+  saved_workers = state.get('num_workers', 0)
+  if saved_workers != num_workers:
+    raise ValueError(
+        f'data iterator state saved with {saved_workers} grain worker processes cannot be '
+        f'restored with {num_workers}: resume with data.<stream>.num_workers={saved_workers}')
+  if state['process_count'] != process_count:
+    raise ValueError(
+        f'this data iterator state was saved with {state["process_count"]} JAX processes and '
+        f'cannot be restored with {process_count}; resume with the same process count, '
+        f'or start a new run from these weights with --config.init_from')
+
+
+class _WorkerLayoutIterator(grain.DatasetIterator):
+  """Sums the workers' skip counters and keeps the worker count in the state."""
+
+  def __init__(self, parent, num_workers, process_count):
+    super().__init__(parent)
+    self._num_workers = num_workers
+    self._process_count = process_count
+    self._worker_skipped = [0] * num_workers
+    self._next_worker = 0
+
+  def __next__(self):
+    batch = next(self._parent)
+    # Batches arrive round-robin; each carries its own worker's running count.
+    self._worker_skipped[self._next_worker] = int(np.max(batch['skipped_records']))
+    self._next_worker = (self._next_worker + 1) % self._num_workers
+    batch['skipped_records'] = np.full_like(batch['skipped_records'], sum(self._worker_skipped))
+    return batch
+
+  def get_state(self):
+    return {'parent': self._parent.get_state(), 'num_workers': self._num_workers,
+            'process_count': self._process_count, 'worker_skipped': list(self._worker_skipped),
+            'next_worker': self._next_worker}
+
+  def set_state(self, state):
+    check_layout(state, self._num_workers, self._process_count)
+    self._parent.set_state(state['parent'])
+    self._worker_skipped = list(state['worker_skipped'])
+    self._next_worker = state['next_worker']
+
+
+class _WorkerLayout(grain.IterDataset):
+
+  def __init__(self, parent, num_workers, process_count):
+    super().__init__(parent)
+    self._num_workers = num_workers
+    self._process_count = process_count
+
+  def __iter__(self):
+    return _WorkerLayoutIterator(self._parent.__iter__(), self._num_workers, self._process_count)
+
+
+def in_workers(batches, num_workers, process_count, buffer_size=2):
+  """``batches`` (a grain IterDataset) produced by ``num_workers`` processes (0: unchanged)."""
+  if not num_workers:
+    return batches
+  if not flags.FLAGS.is_parsed():
+    # grain's workers read absl flags (DESIGN.md); outside an absl app use their defaults.
+    flags.FLAGS.mark_as_parsed()
+  ds = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                        per_worker_buffer_size=buffer_size))
+  return _WorkerLayout(ds, num_workers, process_count)

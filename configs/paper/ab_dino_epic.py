@@ -1,0 +1,25 @@
+"""AB_DINO at paper scale on EpicKitchens frames (METHOD.md: EpicKitchens DINO 43.4 -> 47.1).
+
+The recipe of configs/paper/ab_dino_coco.py (ViT-S/16, 224 px, 2048 x 2 DINO views + 1024 x 4
+bootstrap views per step, 800M views) on frames of the EPIC-KITCHENS-100 videos, decoded at
+2 fps (our choice) and scaled to at most 512 px, prepared once (PyAV: pip install -e '.[video]');
+the action CSV adds each frame's nouns as labels and narrations as captions (not used by DINO):
+
+  python -m annoprop_jax.main prepare --format=video --input=/data/EPIC-KITCHENS --fps=2 \
+      --max_image_size=512 --annotations=/data/epic-kitchens-100-annotations/EPIC_100_train.csv \
+      --output=~/tensorflow_datasets --name=epic_kitchens
+  python -m annoprop_jax.main train --config=configs/paper/ab_dino_epic.py --workdir=gs://BUCKET/ab_dino_epic
+"""
+import os
+
+from annoprop_jax import configuration
+
+ab_dino_coco = configuration.config_module(os.path.join(os.path.dirname(__file__),
+                                                        'ab_dino_coco.py'))
+
+
+def get_config(variant=''):
+  config = ab_dino_coco.get_config()
+  for stream in (config.data.annotation, config.data.bootstrap):
+    stream.update(dataset='epic_kitchens', split='train', max_objects=16)
+  return configuration.apply_variant(config, variant)
