@@ -62,18 +62,20 @@ def main():
   config.microbatches = args.microbatches
   config.mesh.update(data=1, fsdp=1, tensor=1)
   report = aot.compile_report(config, jax.devices()[:1])
-  views = sum(config.data[n].views.num * train.stream_batch_size(config, n)
-              for n in objectives.build(config.objective,
-                                        configuration.encoder_config(config)).streams)
-  print(f'{args.config}: {views} views per step, {report.flops_per_step:.3e} FLOPs per step '
-        f'(XLA cost analysis, 1 device), {jax.device_count()} {jax.devices()[0].platform} '
-        f'devices on {os.cpu_count()} cores')
+  streams = objectives.build(config.objective, configuration.encoder_config(config)).streams
+  views = sum(config.data[n].views.num * train.stream_batch_size(config, n) for n in streams)
+  images = sum(train.stream_batch_size(config, n) for n in streams)
+  print(f'{args.config}: {images} images = {views} views per step, '
+        f'{report.flops_per_step:.3e} FLOPs per step (XLA cost analysis), '
+        f'{jax.device_count()} {jax.devices()[0].platform} devices on {os.cpu_count()} cores')
   base = None
   for name, count, mesh in MESHES:
     config.mesh.update(**mesh)
     rate = images_per_sec(config, jax.devices()[:count], args.steps)
     base = base or rate
-    print(f'  {name:>16}: {rate:8.1f} images/s  ({rate / base:.2f}x of 1 device)', flush=True)
+    gflops = rate / images * report.flops_per_step / 1e9
+    print(f'  {name:>16}: {rate:8.1f} images/s  ({rate / base:.2f}x of 1 device), '
+          f'{gflops:.1f} GFLOP/s', flush=True)
 
 
 if __name__ == '__main__':
