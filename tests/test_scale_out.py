@@ -99,10 +99,12 @@ def test_params_optimizer_state_and_target_are_sharded(ab_dino_single_device):
   prototypes = [x for path, x in jax.tree_util.tree_leaves_with_path(state.params)
                 if 'prototypes' in sharding.path_string(path) and x.ndim == 2]
   assert prototypes and all('fsdp' in tuple(x.sharding.spec) for x in prototypes)
-  # Each device keeps a fraction of the parameters.
-  total = sum(x.size for x in jax.tree.leaves(state.params))
-  per_device = sum(x.addressable_shards[0].data.size for x in jax.tree.leaves(state.params))
-  assert per_device < 0.5 * total
+  # Each device holds 1 / (product of its spec's axis sizes) of every array.
+  leaves = jax.tree.leaves(state.params)
+  per_device = sum(x.addressable_shards[0].data.size for x in leaves)
+  assert per_device == sum(x.size // int(np.prod([2 for axis in x.sharding.spec if axis]))
+                           for x in leaves)
+  assert per_device < 0.6 * sum(x.size for x in leaves)
 
 
 def test_gradient_accumulation_equals_one_big_batch(tiny_data_dir):
