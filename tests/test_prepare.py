@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from annoprop_jax.data import prepare
 from annoprop_jax.data.formats import coco as coco_format
 from annoprop_jax.data.formats import video as video_format
-from conftest import REPO
+from conftest import REPO, tiny_config
 
 
 def image_bytes(colour, size=(24, 16), fmt='JPEG'):
@@ -42,6 +42,20 @@ def read(directory, split):
   builder = tfds.builder_from_directory(directory)
   source = builder.as_data_source(split=split, decoders={'image': tfds.decode.SkipDecoding()})
   return {r['source_id'].decode(): r for r in (source[i] for i in range(len(source)))}
+
+
+def first_batch(directory, batch_size):
+  """A batch of the training pipeline's annotation stream over a prepared dataset."""
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_config('clip_scenes', **{'data.annotation.dataset': str(directory)})
+  source = pipeline.open_source(config, str(directory), 'train')
+  stream = pipeline.build_stream(source, config.data.annotation, global_batch_size=batch_size,
+                                 seed=0)
+  return next(iter(stream))
+
+
+def captions_of(batch):
+  return sorted(bytes(c).rstrip(b'\0') for c in batch['caption'])
 
 
 def report(directory):
@@ -190,6 +204,10 @@ def test_webdataset_captions_from_txt_and_json(tmp_path):
   assert train['00000.tar/000']['image'] == red
   skipped = {s['source']: s['reason'] for s in report(directory)['skipped']}
   assert set(skipped) == {'00000.tar/002', '00000.tar/003'} and 'no image' in skipped['00000.tar/002']
+  # The training pipeline reads it: a batch of the 3 images with their first captions.
+  batch = first_batch(directory, 3)
+  assert batch['images'].shape == (3, 1, 16, 16, 3)   # CLIP: one view
+  assert captions_of(batch) == [b'a red square', b'blue', b'green']
 
 
 def test_truncated_tar_keeps_what_it_read(tmp_path):
@@ -253,6 +271,11 @@ def test_video_frames_at_fps_with_csv_annotations(tmp_path):
   assert got[0]['caption'] == [b'pick up cup']
   skipped = report(directory)['skipped']
   assert [s['source'] for s in skipped] == ['P01_02'] and 'before any frame' in skipped[0]['reason']
+  # The training pipeline reads the frames with their box labels (padding -1).
+  batch = first_batch(directory, 4)
+  assert batch['images'].shape == (4, 1, 16, 16, 3)
+  assert captions_of(batch) == [b'cut bread', b'cut bread', b'pick up cup', b'pick up cup']
+  assert sorted(batch['labels'][:, 0].tolist()) == [-1, -1, 0, 0]
 
 
 def test_annotation_times_and_frame_sampling():
