@@ -13,13 +13,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_config(name='dino_scenes', **overrides):
   from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   config = configuration.load(os.path.join(REPO, 'configs', f'{name}.py:tiny'))
+  return override(config, **overrides)
+
+
+def override(node, **overrides):
+  """Sets dotted keys ('a.b.c') of a ConfigDict; returns it."""
   for key, value in overrides.items():
-    node = config
+    parent = node
     *path, leaf = key.split('.')
     for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
+      parent = parent[part]
+    parent[leaf] = value
+  return node
 
 
 @pytest.fixture(scope='session')

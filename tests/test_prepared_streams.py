@@ -9,7 +9,7 @@ from annoprop_jax import configuration
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import prepare
 from annoprop_jax.data import worker_processes
-from conftest import tiny_config
+from conftest import override, tiny_config
 from test_prepare import image_bytes
 from test_prepare import tiny_coco
 from test_prepare import write
@@ -44,15 +44,7 @@ def _stream(stream_config, directory, batch=4, seed=0):
 
 
 def _annotation(**overrides):
-  config = tiny_config('dino_scenes')
-  stream = config.data.annotation
-  for key, value in overrides.items():
-    node = stream
-    *path, leaf = key.split('.')
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return stream
+  return override(tiny_config('dino_scenes').data.annotation, **overrides)
 
 
 def _caption(row):
