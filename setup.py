@@ -19,6 +19,7 @@ setup(
         'pillow>=10',
         'numpy>=1.26',
         'absl-py>=2',
+        'tensorboardX>=2.6',    # TensorBoard event files without TensorFlow
         'importlib_resources',  # tfds imports it when a builder is defined outside __main__
     ],
     extras_require={

@@ -10,6 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from annoprop_jax import objectives
+from annoprop_jax.evaluation import evaluator
 from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import target_network
@@ -85,6 +86,7 @@ def base_config(objective_name):
     # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
     config.data.bootstrap = stream_config(num_views=4, scale=(0.05, 1.0), batch_size=32)
   config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
+  config.evaluation = evaluator.default_config()   # probes on the frozen encoder
   return config
 
 
@@ -155,6 +157,7 @@ def validate(config):
   check(config.model.remat in REMAT_POLICIES,
         f'model.remat must be one of {REMAT_POLICIES}, got {config.model.remat!r}')
   sharding.validate_rules(config.mesh.rules)
+  evaluator.validate(config.evaluation)
   check(config.objective.name in objectives.OBJECTIVES,
         f'objective.name {config.objective.name!r} is unknown; known: {sorted(objectives.OBJECTIVES)}')
   check(config.target_network.schedule in ('constant', 'cosine'),
@@ -210,6 +213,38 @@ def load(path):
   config = module.get_config(variant) if variant else module.get_config()
   config.lock()
   return config
+
+
+def load_run(workdir):
+  """The config a run wrote to ``WORKDIR/config.json``, on its method's schema (so tuples stay
+  tuples and unknown keys are errors), locked."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: is {workdir!r} a training workdir?')
+  with open(path) as f:
+    saved = json.load(f)
+  config = base_config(saved['objective']['name'])
+  _merge(config, saved, '')
+  config.lock()
+  return config
+
+
+def _as_tuples(value):
+  return tuple(map(_as_tuples, value)) if isinstance(value, list) else value
+
+
+def _merge(config, saved, prefix):
+  for key, value in saved.items():
+    if key not in config:
+      raise ConfigError(f'config.json has {prefix}{key}, which this version does not know')
+    if isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _merge(config[key], value, f'{prefix}{key}.')
+    elif isinstance(config[key], tuple) and isinstance(value, list):
+      config[key] = _as_tuples(value)
+    else:
+      config[key] = value
 
 
 def paper_scale(config, annotation_images, annotation_views, bootstrap_images=1024,

@@ -2,6 +2,9 @@
 
 Commands:
   train         train (or resume) in --workdir
+  evaluate      probe the latest (or --step) checkpoint of --workdir; print a table and
+                append it to the run's metrics (--config optional: the run's config.json)
+  export        write the encoder of --workdir's latest (or --step) checkpoint to --output
   compile       lower and compile the train step for the config's mesh; print FLOPs per step
                 and memory per device (``--mesh=data=2,fsdp=4``, ``--num_cpu_devices=8``)
   prepare-data  write the embedded scenes dataset described by the config into data.data_dir
@@ -25,7 +28,7 @@ from annoprop_jax import configuration
 from annoprop_jax import multihost
 from annoprop_jax.data import prepare_cli
 
-COMMANDS = ('train', 'compile', 'prepare-data', 'prepare')
+COMMANDS = ('train', 'evaluate', 'export', 'compile', 'prepare-data', 'prepare')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -37,6 +40,8 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'HOST:PORT of process 0, for launches JAX cannot detect.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
+_STEP = flags.DEFINE_integer('step', None, 'evaluate / export: the checkpoint step (default: '
+                             'the latest).')
 _MESH = flags.DEFINE_string('mesh', None, 'compile: mesh sizes, e.g. data=2,fsdp=4,tensor=1.')
 _NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
                                         'compile: simulate this many CPU devices.')
@@ -103,6 +108,26 @@ def _compile(config, aot):
   print('\n'.join(report.lines()))
 
 
+def _evaluate_or_export(command, config):
+  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import encoder  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  try:
+    if command == 'evaluate':
+      step, results = evaluator.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+      print(evaluator.table(results, step))
+      return
+    if not flags.FLAGS.output:
+      _one_line_error('export needs --output=DIR (a new folder for the encoder)')
+    step, params, target_params = train.load_params(_WORKDIR.value, _STEP.value)
+    chosen = target_params if config.evaluation.params == 'target' else params
+    path = encoder.export(chosen['encoder'], configuration.encoder_config(config),
+                          flags.FLAGS.output)
+    print(f'exported the {config.evaluation.params} encoder of step {step} to {path}')
+  except (FileNotFoundError, ValueError) as e:
+    _one_line_error(str(e))
+
+
 def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     _one_line_error(f'usage: python -m annoprop_jax.main {{{"|".join(COMMANDS)}}} '
@@ -110,10 +135,15 @@ def main(argv):
   if argv[1] == 'prepare':
     prepare_cli.run(_one_line_error)
     return
+  command = argv[1]
   config = _CONFIG.value
+  if config is None and command in ('evaluate', 'export') and _WORKDIR.value:
+    try:
+      config = configuration.load_run(_WORKDIR.value)
+    except (FileNotFoundError, configuration.ConfigError) as e:
+      _one_line_error(str(e))
   if config is None:
     _one_line_error('--config=configs/FILE.py is required')
-  command = argv[1]
   from annoprop_jax import aot  # pylint: disable=g-import-not-at-top
   try:
     if _MESH.value:
@@ -139,7 +169,10 @@ def main(argv):
         break
     return
   if not _WORKDIR.value:
-    _one_line_error('--workdir=DIR is required for train')
+    _one_line_error(f'--workdir=DIR is required for {command}')
+  if command in ('evaluate', 'export'):
+    _evaluate_or_export(command, config)
+    return
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top

@@ -1,4 +1,5 @@
-"""Metrics to ``WORKDIR/metrics.jsonl`` and a progress line with ETA (process 0 only)."""
+"""Metrics to ``WORKDIR/metrics.jsonl``, TensorBoard event files in ``WORKDIR/tensorboard`` and a
+progress line with ETA (process 0 only)."""
 import json
 import math
 import os
@@ -24,21 +25,38 @@ def format_duration(seconds):
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
+NOT_CURVES = ('step', 'data_fingerprint')   # numbers in metrics.jsonl that are not curves
+
+
 class MetricsLogger:
-  """Appends one JSON object per log step and prints ``step/total | loss | img/s | ETA``."""
+  """Appends one JSON object per log step (and per evaluation), mirrors every number to
+  TensorBoard (``tensorboard --logdir WORKDIR/tensorboard``) and prints
+  ``step/total | loss | img/s | ETA``."""
 
   def __init__(self, workdir, total_steps, print_fn=None):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.total_steps = total_steps
     self.print_fn = print_fn or (lambda line: print(line, flush=True))
     self.is_writer = jax.process_index() == 0
+    self._tensorboard = None
+    if self.is_writer:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def _append(self, record, prefix):
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    for key, value in record.items():
+      if (key not in NOT_CURVES and isinstance(value, (int, float))
+          and not isinstance(value, bool)):
+        self._tensorboard.add_scalar(prefix + key, value, record['step'])
+    self._tensorboard.flush()
 
   def write(self, step, metrics, steps_per_sec):
     record = {'step': int(step), **{k: _to_python(v) for k, v in metrics.items()}}
     if not self.is_writer:
       return record
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    self._append(record, 'train/')
     eta = (self.total_steps - step) / steps_per_sec if steps_per_sec > 0 else float('inf')
     self.print_fn(
         f'step {step}/{self.total_steps} ({100 * step / self.total_steps:.0f}%) '
@@ -46,6 +64,17 @@ class MetricsLogger:
         f'{record["images_per_sec"]:.0f} img/s | {steps_per_sec:.2f} steps/s | '
         f'ETA {format_duration(eta)}')
     return record
+
+  def write_evaluation(self, step, results):
+    """``results``: {'<task>_<probe>': score}; stored as 'eval/<task>_<probe>'."""
+    record = {'step': int(step), **{f'eval/{k}': _to_python(v) for k, v in results.items()}}
+    if self.is_writer:
+      self._append(record, '')
+    return record
+
+  def close(self):
+    if self._tensorboard is not None:
+      self._tensorboard.close()
 
 
 def read_metrics(workdir):

@@ -5,6 +5,7 @@ import signal
 import time
 import zlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -21,6 +22,7 @@ from annoprop_jax import state as state_lib
 from annoprop_jax import target_network
 from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
+from annoprop_jax.evaluation import evaluator as evaluator_lib
 
 
 def stream_batch_size(config, name):
@@ -142,17 +144,33 @@ def _host_part(batch):
   return device, host
 
 
-def _load_params(path):
-  """Params and target params of the latest checkpoint under ``path`` (for init_from)."""
+def load_params(path, step=None):
+  """(step, params, target params) of the latest (or the given) checkpoint under ``path``, a
+  workdir or its checkpoints folder (for init_from, evaluate and export)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   directory = os.path.join(path, 'checkpoints') if os.path.isdir(
       os.path.join(path, 'checkpoints')) else path
-  with ocp.CheckpointManager(directory) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'init_from={path!r}: no checkpoint found in {directory}')
-    tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return tree['state']['params'], tree['state']['target_params']
+  with ocp.CheckpointManager(
+      directory, item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{path!r}: no checkpoint found in {directory}')
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'{path!r}: no checkpoint of step {step}; there are {sorted(steps)}')
+    # Onto this process's first device, whatever mesh wrote it; the data-iterator items are not
+    # read (orbax warns about each: quiet for this call).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            manager.item_metadata(step)['state'])
+      tree = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    finally:
+      logging.set_verbosity(verbosity)
+  return step, tree['state']['params'], tree['state']['target_params']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +267,14 @@ def _train(config, workdir, print_fn, on_step):
   else:
     state = program.init(jax.random.PRNGKey(config.seed))
     if config.init_from:
-      params, target_params = _load_params(config.init_from)
+      _, params, target_params = jax.device_get(load_params(config.init_from))
       state = copy_state(state.replace(params=params, target_params=target_params))
       print_fn(f'Initialised params from {config.init_from}')
 
   train_step = program.train_step
+  evaluate = None
+  if config.evaluation.every_steps:
+    evaluate = evaluator_lib.Evaluator(config, mesh, print_fn)
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
   images_per_step = sum(stream_batch_size(config, name) for name in datasets)
   stop = _StopRequest()
@@ -292,15 +313,21 @@ def _train(config, workdir, print_fn, on_step):
         logger.write(step, metrics, steps_per_sec)
       if save_now:
         checkpointer.save(step, state_lib.to_pytree(state), force=True)
+      hook_start = time.perf_counter()
+      if evaluate is not None and (step % config.evaluation.every_steps == 0
+                                   or step == config.total_steps):
+        results = evaluate(evaluate.encoder_params(state.params, state.target_params))
+        logger.write_evaluation(step, results)
+        print_fn(evaluator_lib.table(results, step))
       if on_step is not None:
-        hook_start = time.perf_counter()
         on_step(step, state)
-        timer.last += time.perf_counter() - hook_start
+      timer.last += time.perf_counter() - hook_start    # not part of the training throughput
       if stopping:
         print_fn(f'Stopped at step {step}; rerun the same command to resume.')
         break
   finally:
     checkpointer.close()
+    logger.close()
     stop.restore()
     for it in iterators.values():
       it.close()        # stops grain worker processes, if any

@@ -1,0 +1,1 @@
+"""Frozen-encoder evaluation: probes (linear, attentive, decoder, kNN) on downstream tasks."""

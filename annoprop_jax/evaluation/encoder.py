@@ -1,0 +1,73 @@
+"""The frozen encoder: features of images from a train state or an exported checkpoint.
+
+``export`` writes a params-only checkpoint (the ViT's parameters and its config) that
+``load_encoder`` reads back without the method, optimizer or data state.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from annoprop_jax import sharding
+from annoprop_jax.models import vit
+
+ENCODER_CONFIG = 'encoder_config.json'
+
+
+def features(encoder_config, params, images, mesh, batch_size=256):
+  """(pooled (N, D), patch tokens (N, T, D)) float32 numpy of uint8 ``images`` (N, S, S, 3).
+
+  Batches are split over the mesh's batch axes; the last one is padded and the padding
+  dropped. With several processes every process passes the same images and gets all rows.
+  """
+  model = vit.ViT(**encoder_config)
+  n = len(images)
+  per_step = sharding.data_parallel_size(mesh)
+  batch_size = max(per_step, batch_size // per_step * per_step)
+  batch_sharding = sharding.batch_sharding(mesh)
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x),
+                  in_shardings=(sharding.replicated(mesh), batch_sharding),
+                  out_shardings=sharding.replicated(mesh))
+  params = jax.device_put(params, sharding.replicated(mesh))
+  pooled, tokens = [], []
+  lo_process, n_process = jax.process_index(), jax.process_count()
+  for start in range(0, n, batch_size):
+    batch = images[start:start + batch_size]
+    pad = batch_size - len(batch)
+    if pad:
+      batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
+    rows = batch_size // n_process
+    local = batch[lo_process * rows:(lo_process + 1) * rows]
+    out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local))
+    p, t = jax.device_get(out)
+    pooled.append(p[:batch_size - pad])
+    tokens.append(t[:batch_size - pad])
+  return np.concatenate(pooled).astype(np.float32), np.concatenate(tokens).astype(np.float32)
+
+
+def export(params, encoder_config, directory):
+  """Writes the encoder's params and config to ``directory`` (a new folder)."""
+  directory = os.path.abspath(directory)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, 'params'), params)
+  if jax.process_index() == 0:
+    with open(os.path.join(directory, ENCODER_CONFIG), 'w') as f:
+      json.dump(encoder_config, f, indent=2, sort_keys=True)
+  return directory
+
+
+def load_encoder(directory):
+  """(encoder_config, params) of an ``export``ed encoder; ``vit.ViT(**encoder_config)`` applies
+  them: ``ViT(**config).apply({'params': params}, images)`` -> (pooled, patch tokens)."""
+  directory = os.path.abspath(directory)
+  path = os.path.join(directory, ENCODER_CONFIG)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{directory} is not an exported encoder (no {ENCODER_CONFIG})')
+  with open(path) as f:
+    encoder_config = json.load(f)
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.restore(os.path.join(directory, 'params'))
+  return encoder_config, jax.tree.map(jnp.asarray, params)

@@ -1,0 +1,127 @@
+"""Runs the configured probes on the frozen encoder: during training every
+``evaluation.every_steps`` steps, and standalone (``python -m annoprop_jax.main evaluate``).
+
+Results are ``{'<task>_<probe>': score}``: accuracy for ``objects`` and ``count``, mean average
+precision for ``presence`` (see ``tasks.py``), one number per task and probe.
+"""
+import time
+
+import ml_collections
+
+from annoprop_jax import configuration
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax.evaluation import encoder as encoder_lib
+from annoprop_jax.evaluation import probes
+from annoprop_jax.evaluation import tasks as tasks_lib
+
+PROBES = ('linear', 'knn', 'attentive', 'decoder')
+
+
+def default_config():
+  return ml_collections.ConfigDict(dict(
+      every_steps=0,             # probe during training every N steps and at the end (0: never)
+      params='target',           # which encoder: 'target' (EMA) or 'online'
+      dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
+      tasks=('objects', 'presence', 'count'),
+      probes=PROBES,
+      train_examples=2000,       # the first N images of each task's train split (0: all)
+      test_examples=1000,        # ... and of its test split
+      batch_size=256,            # feature extraction
+      knn_k=20,
+      epochs=30,                 # linear / attentive / decoder probes
+      learning_rates=(1e-3, 3e-3, 1e-2),   # swept on a holdout of the train features
+      weight_decays=(0.0, 1e-4),
+  ))
+
+
+def validate(config):
+  """One-line errors for the ``evaluation`` block."""
+  unknown = [t for t in config.tasks if t not in tasks_lib.TASKS]
+  if unknown:
+    raise configuration.ConfigError(
+        f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks_lib.TASKS)}')
+  unknown = [p for p in config.probes if p not in PROBES]
+  if unknown:
+    raise configuration.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
+  if config.params not in ('target', 'online'):
+    raise configuration.ConfigError(
+        f"evaluation.params must be 'target' or 'online', got {config.params!r}")
+
+
+class Evaluator:
+  """Probes one encoder after another on the same (cached) task images."""
+
+  def __init__(self, config, mesh, print_fn=print):
+    self.config = config
+    self.eval_config = config.evaluation
+    self.encoder_config = configuration.encoder_config(config)
+    self.mesh = mesh
+    self.print_fn = print_fn
+    self._data = {}
+
+  def _task_data(self, name):
+    if name not in self._data:
+      task, ec = tasks_lib.TASKS[name], self.eval_config
+      size = self.encoder_config['image_size']
+      self._data[name] = (
+          tasks_lib.load(self.config, ec.dataset, task, task.train_split, size,
+                         ec.train_examples),
+          tasks_lib.load(self.config, ec.dataset, task, task.test_split, size,
+                         ec.test_examples))
+    return self._data[name]
+
+  def encoder_params(self, params, target_params):
+    return (target_params if self.eval_config.params == 'target' else params)['encoder']
+
+  def __call__(self, encoder_params):
+    ec = self.eval_config
+    probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
+                                      weight_decays=tuple(ec.weight_decays), epochs=ec.epochs)
+    results, total = {}, len(ec.tasks) * len(ec.probes)
+    start = time.perf_counter()
+    for name in ec.tasks:
+      train, test = self._task_data(name)
+      kind = tasks_lib.TASKS[name].kind
+      train_pooled, train_tokens = encoder_lib.features(
+          self.encoder_config, encoder_params, train.images, self.mesh, ec.batch_size)
+      test_pooled, test_tokens = encoder_lib.features(
+          self.encoder_config, encoder_params, test.images, self.mesh, ec.batch_size)
+      for probe in ec.probes:
+        common = dict(kind=kind, num_classes=train.num_classes)
+        if probe == 'knn':
+          score = probes.knn_probe(train_pooled, train.targets, test_pooled, test.targets,
+                                   k=ec.knn_k, **common)
+        elif probe == 'linear':
+          score = probes.linear_probe(train_pooled, train.targets, test_pooled, test.targets,
+                                      config=probe_config, **common)['score']
+        else:
+          fit = probes.attentive_probe if probe == 'attentive' else probes.decoder_probe
+          score = fit(train_tokens, train.targets, test_tokens, test.targets,
+                      config=probe_config, **common)['score']
+        results[f'{name}_{probe}'] = float(score)
+        done = len(results)
+        elapsed = time.perf_counter() - start
+        self.print_fn(f'  eval {done}/{total} {name}_{probe} = {score:.4f} | '
+                      f'ETA {metrics_lib.format_duration(elapsed / done * (total - done))}')
+    return results
+
+
+def table(results, step=None):
+  """A small text table of one evaluation."""
+  header = f'evaluation at step {step}' if step is not None else 'evaluation'
+  width = max(len(k) for k in results)
+  return '\n'.join([header] + [f'  {k:<{width}}  {v:.4f}' for k, v in sorted(results.items())])
+
+
+def evaluate_checkpoint(config, workdir, step=None, print_fn=print):
+  """Probes the checkpoint of ``step`` (default: the latest) in ``workdir``; appends the results
+  to its metrics.jsonl and TensorBoard files and returns (step, results)."""
+  from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  step, params, target_params = train.load_params(workdir, step)
+  evaluator = Evaluator(config, sharding.make_mesh(config.mesh), print_fn)
+  results = evaluator(evaluator.encoder_params(params, target_params))
+  logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn)
+  logger.write_evaluation(step, results)
+  logger.close()
+  return step, results

@@ -1,0 +1,80 @@
+"""Downstream tasks: labelled images read from a prepared dataset, resized whole to the encoder's
+resolution (no crop), with the target each task asks for.
+
+  objects   the class of the one object of the ``objects`` split (accuracy)
+  presence  which of the classes appear in a scene (multi-label: mean average precision)
+  count     how many objects a scene holds (classes 0..max, accuracy; like Clevr count)
+"""
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+from annoprop_jax.data import pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str
+  train_split: str
+  test_split: str
+  target: str          # 'first_label', 'presence' or 'count'
+  kind: str            # 'class' or 'multilabel' (how probes train and score)
+
+
+TASKS = {
+    'objects': Task('objects', 'objects', 'objects_validation', 'first_label', 'class'),
+    'presence': Task('presence', 'train', 'validation', 'presence', 'multilabel'),
+    'count': Task('count', 'train', 'validation', 'count', 'class'),
+}
+
+
+@dataclasses.dataclass
+class LabelledImages:
+  images: np.ndarray       # (N, S, S, 3) uint8
+  targets: np.ndarray      # (N,) int32 for 'class', (N, C) float32 for 'multilabel'
+  num_classes: int
+
+
+def num_targets(task, num_labels, max_objects):
+  """Classes a probe predicts: the label classes, or the counts 0..max_objects."""
+  return max_objects + 1 if task.target == 'count' else num_labels
+
+
+def targets(task, labels, num_labels, max_objects):
+  """Per-example targets from the padded label rows (-1 = no object)."""
+  present = labels >= 0
+  if task.target == 'first_label':
+    if not present[:, 0].all():
+      raise ValueError(f'task {task.name}: some images of the split have no object label')
+    return labels[:, 0].astype(np.int32)
+  if task.target == 'count':
+    return np.minimum(present.sum(axis=1), max_objects).astype(np.int32)
+  if task.target == 'presence':
+    multi_hot = np.zeros((len(labels), num_labels), np.float32)
+    rows, cols = np.nonzero(present)
+    multi_hot[rows, labels[rows, cols]] = 1.0
+    return multi_hot
+  raise ValueError(f'unknown task target {task.target!r}')
+
+
+def load(config, dataset, task, split, size, limit, max_objects=8):
+  """The first ``limit`` images of ``split`` (all when 0), resized to ``size`` px, with targets."""
+  source = pipeline.open_source(config, dataset, split)
+  decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1)
+  count = len(source) if not limit else min(limit, len(source))
+  images, labels = [], []
+  for i in range(count):
+    record = source[i]
+    example = decoder(record)
+    if example is None:
+      continue        # undecodable: skipped, as in training
+    image = Image.fromarray(example['image']).resize((size, size), Image.BILINEAR)
+    images.append(np.asarray(image))
+    labels.append(example['labels'])
+  num_labels = pipeline.num_classes(config, dataset, 'objects/label')
+  if num_labels is None:
+    raise ValueError(f'dataset {dataset!r} has no objects/label feature for task {task.name}')
+  labels = np.stack(labels)
+  return LabelledImages(np.stack(images), targets(task, labels, num_labels, max_objects),
+                        num_targets(task, num_labels, max_objects))

@@ -1,0 +1,119 @@
+"""Evaluation: task targets, frozen features, export/load, probes during training (metrics and
+TensorBoard) and the `evaluate` command on a checkpoint."""
+import glob
+import os
+import struct
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from annoprop_jax import configuration
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import sharding
+from annoprop_jax import train
+from annoprop_jax.evaluation import encoder as encoder_lib
+from annoprop_jax.evaluation import tasks
+from annoprop_jax.models import vit
+from conftest import REPO, tiny_config
+
+
+def test_task_targets_from_padded_labels():
+  labels = np.array([[3, -1, -1], [0, 0, 2], [1, 2, -1]])
+  np.testing.assert_array_equal(
+      tasks.targets(tasks.TASKS['objects'], labels, num_labels=4, max_objects=3), [3, 0, 1])
+  np.testing.assert_array_equal(
+      tasks.targets(tasks.TASKS['count'], labels, num_labels=4, max_objects=3), [1, 3, 2])
+  np.testing.assert_array_equal(
+      tasks.targets(tasks.TASKS['presence'], labels, num_labels=4, max_objects=3),
+      [[0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 1, 0]])
+  assert tasks.num_targets(tasks.TASKS['count'], num_labels=13, max_objects=8) == 9
+  with pytest.raises(ValueError, match='no object label'):
+    tasks.targets(tasks.TASKS['objects'], np.array([[-1, -1]]), 4, 2)
+
+
+def test_features_of_a_padded_sharded_batch_equal_direct_apply():
+  config = dict(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
+  model = vit.ViT(**config)
+  images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+  params = model.init(jax.random.PRNGKey(0), images[:1])['params']
+  mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])
+  pooled, tokens = encoder_lib.features(config, params, images, mesh, batch_size=4)
+  direct_pooled, direct_tokens = model.apply({'params': params}, images)
+  assert pooled.shape == (10, 32) and tokens.shape == (10, 4, 32)
+  np.testing.assert_allclose(pooled, direct_pooled, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(tokens, direct_tokens, rtol=1e-4, atol=1e-5)
+
+
+def _event_tags(directory):
+  """Scalar tags and values of the TensorBoard event files in ``directory`` (TFRecord framing:
+  length, its CRC, the Event proto, its CRC)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags = {}
+  for path in glob.glob(os.path.join(directory, 'events.out.tfevents.*')):
+    with open(path, 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return tags
+
+
+@pytest.mark.slow
+def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config('dino_scenes', **{
+      'data.data_dir': tiny_data_dir, 'total_steps': 8, 'log_every': 4, 'checkpoint_every': 4,
+      'evaluation.every_steps': 4, 'evaluation.train_examples': 48,
+      'evaluation.test_examples': 24, 'evaluation.probes': ('knn', 'linear'),
+      'evaluation.tasks': ('objects', 'presence'), 'evaluation.epochs': 2})
+  lines = []
+  train.train(config, workdir, print_fn=lines.append)
+  evals = [r for r in metrics_lib.read_metrics(workdir) if 'eval/objects_knn' in r]
+  assert [r['step'] for r in evals] == [4, 8]
+  for record in evals:
+    assert set(record) == {'step', 'eval/objects_knn', 'eval/objects_linear',
+                           'eval/presence_knn', 'eval/presence_linear'}
+    assert all(0.0 <= v <= 1.0 for k, v in record.items() if k != 'step')
+  assert any(line.startswith('evaluation at step 8') for line in lines)
+  assert any('ETA' in line and 'eval 4/4' in line for line in lines)
+  # TensorBoard shows the training curves and the probe curves.
+  tags = _event_tags(os.path.join(workdir, 'tensorboard'))
+  assert [step for step, _ in tags['train/loss']] == [4, 8]
+  assert tags['eval/objects_knn'] == [(4, pytest.approx(evals[0]['eval/objects_knn'])),
+                                      (8, pytest.approx(evals[1]['eval/objects_knn']))]
+  assert 'train/data_fingerprint' not in tags
+
+  # The run's config.json reads back as the config it trained with.
+  assert configuration.load_run(workdir).to_dict() == config.to_dict()
+
+  # `evaluate` on the step-4 checkpoint (the run's own config) prints a table, appends metrics.
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu')
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', 'evaluate',
+                           f'--workdir={workdir}', '--step=4'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'evaluation at step 4' in result.stdout
+  table = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()
+           if line.startswith('  ') and len(line.split()) == 2}
+  assert set(table) == {'objects_knn', 'objects_linear', 'presence_knn', 'presence_linear'}
+  # kNN is deterministic: the same checkpoint gives the same score as during training.
+  assert table['objects_knn'] == pytest.approx(evals[0]['eval/objects_knn'], abs=1e-4)
+  assert metrics_lib.read_metrics(workdir)[-1]['step'] == 4
+
+  # export -> load_encoder gives the EMA encoder of the last checkpoint.
+  _, _, target_params = train.load_params(workdir)
+  path = encoder_lib.export(target_params['encoder'], configuration.encoder_config(config),
+                            str(tmp_path / 'encoder'))
+  encoder_config, params = encoder_lib.load_encoder(path)
+  assert encoder_config == configuration.encoder_config(config)
+  jax.tree.map(np.testing.assert_array_equal, params, target_params['encoder'])
+  with pytest.raises(FileNotFoundError, match='not an exported encoder'):
+    encoder_lib.load_encoder(str(tmp_path))
