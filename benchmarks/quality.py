@@ -1,0 +1,200 @@
+"""Learning quality of every method at an equal budget: train on scenes, probe the frozen encoder.
+
+  nice -n 10 python benchmarks/quality.py --views=1000000 [--seeds=3] [--methods=dino,ab_dino]
+  nice -n 10 python benchmarks/quality.py --views=1000000 --methods=ab_dino --gammas=0,0.25,0.5,0.75 \
+      --out=benchmarks/results/gamma.json
+
+Every method trains the same demo ViT for the same number of training views (the paper's
+accounting: every view of both streams counts, so steps = views / views per step) from its
+CPU config in configs/, with `--seed` 0..seeds-1; `random_init` is the untrained encoder. During
+training the `objects` task is probed (linear, kNN) at 4 points for the curve; at the end every
+task and probe of `evaluation` runs on the EMA encoder. Results are appended per run to
+OUT's `runs` file, so an interrupted benchmark resumes where it stopped (a run cut mid-way
+resumes from its checkpoint). Writes:
+
+  OUT                    {method: {task_probe: mean over seeds}}
+  OUT_runs.json          every run: scores, steps, views, wall-clock seconds
+  OUT_curves.png         objects_linear against training views, one line per method (seed 0)
+and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
+"""
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from annoprop_jax import configuration
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import objectives
+from annoprop_jax import sharding
+from annoprop_jax import train
+from annoprop_jax.data import pipeline
+from annoprop_jax.evaluation import evaluator as evaluator_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = {
+    'random_init': 'dino_scenes', 'supervised': 'supervised_objects', 'simclr': 'simclr_scenes',
+    'ab_simclr': 'ab_simclr_scenes', 'dino': 'dino_scenes', 'ab_dino': 'ab_dino_scenes',
+    'clip': 'clip_scenes', 'ab_clip': 'ab_clip_scenes',
+}
+
+
+def views_per_step(config):
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  return sum(train.stream_batch_size(config, n) * (config.data[n].views.num
+                                                    + config.data[n].local_views.num)
+             for n in objective.streams)
+
+
+def method_config(method, seed, args, gamma=None):
+  config = configuration.load(os.path.join(REPO, 'configs', METHODS[method] + '.py')).unlock()
+  config.seed = seed
+  config.data.data_dir = args.data_dir
+  if args.dataset != 'scenes':
+    for name in ('annotation', 'bootstrap'):
+      if name in config.data and config.data[name].split == 'train':
+        config.data[name].dataset = args.dataset
+  if gamma is not None:
+    config.objective.bootstrap.gamma = gamma
+  steps = max(1, args.views // views_per_step(config))
+  config.update(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=steps)
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
+  config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples)
+  return config
+
+
+def run(method, seed, args, gamma=None):
+  """Trains (unless random_init) and probes one (method, seed); returns its record."""
+  config = method_config(method, seed, args, gamma)
+  name = method if gamma is None else f'{method}_gamma{gamma:g}'
+  workdir = os.path.join(args.workdir, name, f'seed{seed}')
+  start = time.perf_counter()
+  if method == 'random_init':
+    objective = objectives.build(config.objective, configuration.encoder_config(config))
+    example = {n: {k: np.zeros((1,) + s[1:], d) for k, (s, d) in
+                   pipeline.batch_shapes(config.data[n], 1).items()} for n in objective.streams}
+    params, _ = objective.init(jax.random.PRNGKey(seed), example)
+    evaluator = evaluator_lib.Evaluator(config, sharding.make_mesh(config.mesh))
+    results, steps = evaluator(params['encoder']), 0
+  else:
+    final = config.evaluation.to_dict()
+    config.evaluation.update(every_steps=max(1, config.total_steps // 4), tasks=('objects',),
+                             probes=('linear', 'knn'))
+    train.train(config, workdir)
+    config.evaluation.update(**final)
+    _, results = evaluator_lib.evaluate_checkpoint(config, workdir)
+    steps = config.total_steps
+  return name, {'method': name, 'seed': seed, 'steps': steps,
+                'views': steps * views_per_step(config),
+                'seconds': round(time.perf_counter() - start, 1), 'scores': results}
+
+
+def aggregate(runs):
+  """{method: {task_probe: mean}}, {method: {task_probe: (mean, spread, n)}}."""
+  by_method = {}
+  for record in runs.values():
+    by_method.setdefault(record['method'], []).append(record['scores'])
+  means, table = {}, {}
+  for method, scores in by_method.items():
+    keys = sorted(scores[0])
+    values = {k: np.array([s[k] for s in scores]) for k in keys}
+    means[method] = {k: float(v.mean()) for k, v in values.items()}
+    table[method] = {k: (float(v.mean()), float(v.max() - v.min()), len(v))
+                     for k, v in values.items()}
+  return means, table
+
+
+def markdown(table, runs):
+  keys = sorted({k for scores in table.values() for k in scores})
+  lines = ['| method | ' + ' | '.join(keys) + ' | steps | wall-clock s |',
+           '|---|' + '---|' * (len(keys) + 2)]
+  for method, scores in table.items():
+    record = next(r for r in runs.values() if r['method'] == method)
+    cells = [f'{m:.3f}' + (f' ±{s / 2:.3f}' if n > 1 else '') for m, s, n in
+             (scores[k] for k in keys)]
+    lines.append(f'| {method} | ' + ' | '.join(cells) +
+                 f' | {record["steps"]} | {record["seconds"]:.0f} |')
+  return '\n'.join(lines)
+
+
+def plot(runs, args, path):
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print('matplotlib is not installed: no plot (pip install matplotlib)')
+    return
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for record in runs.values():
+    if record['seed'] != 0 or not record['steps']:
+      continue
+    workdir = os.path.join(args.workdir, record['method'], 'seed0')
+    points = [(r['step'], r['eval/objects_linear']) for r in metrics_lib.read_metrics(workdir)
+              if 'eval/objects_linear' in r]
+    per_step = record['views'] / record['steps']
+    ax.plot([s * per_step for s, _ in points], [v for _, v in points], marker='o',
+            label=record['method'])
+  random = [r for r in runs.values() if r['method'] == 'random_init']
+  if random:
+    ax.axhline(random[0]['scores']['objects_linear'], color='grey', ls='--', label='random_init')
+  ax.set_xlabel('training views')
+  ax.set_ylabel('objects_linear (probe accuracy)')
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--views', type=int, default=1_000_000, help='training views per method')
+  parser.add_argument('--seeds', type=int, default=3, help='seeds for the AB and base rows')
+  parser.add_argument('--methods', default=','.join(METHODS))
+  parser.add_argument('--gammas', default='', help='e.g. 0,0.25,0.5,0.75 (AB methods only)')
+  parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
+                                                    'quality.json'))
+  parser.add_argument('--workdir', default=os.path.expanduser('~/annoprop_quality'))
+  parser.add_argument('--data_dir', default='~/annoprop_data')
+  parser.add_argument('--dataset', default='scenes',
+                      help='pretraining data of the scene streams (a prepared dataset)')
+  parser.add_argument('--train_examples', type=int, default=2000)
+  parser.add_argument('--test_examples', type=int, default=1000)
+  args = parser.parse_args()
+  methods = args.methods.split(',')
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
+  gammas = [float(g) for g in args.gammas.split(',')] if args.gammas else [None]
+  base = os.path.splitext(args.out)[0]
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  runs = {}
+  if os.path.exists(base + '_runs.json'):
+    with open(base + '_runs.json') as f:
+      runs = json.load(f)
+  plan = [(m, s, g) for m in methods for g in gammas
+          for s in range(1 if m in ('random_init', 'supervised') else args.seeds)]
+  for i, (method, seed, gamma) in enumerate(plan):
+    name = method if gamma is None else f'{method}_gamma{gamma:g}'
+    key = f'{name}/seed{seed}'
+    if key in runs:
+      print(f'[{i + 1}/{len(plan)}] {key}: done already')
+      continue
+    print(f'[{i + 1}/{len(plan)}] {key}: training', flush=True)
+    _, record = run(method, seed, args, gamma)
+    runs[key] = record
+    with open(base + '_runs.json', 'w') as f:
+      json.dump(runs, f, indent=1, sort_keys=True)
+    print(f'[{i + 1}/{len(plan)}] {key}: {record["scores"]} in {record["seconds"]:.0f} s',
+          flush=True)
+  means, table = aggregate(runs)
+  with open(args.out, 'w') as f:
+    json.dump(means, f, indent=1, sort_keys=True)
+  plot(runs, args, base + '_curves.png')
+  print(markdown(table, runs))
+
+
+if __name__ == '__main__':
+  main()
