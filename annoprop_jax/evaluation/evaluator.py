@@ -20,7 +20,8 @@ PROBES = ('linear', 'knn', 'attentive', 'decoder')
 def default_config():
   return ml_collections.ConfigDict(dict(
       every_steps=0,             # probe during training every N steps and at the end (0: never)
-      params='target',           # which encoder: 'target' (EMA) or 'online'
+      params='auto',             # which encoder: 'target' (EMA), 'online', or 'auto': the EMA
+                                 # teacher for DINO and AB_DINO, the online encoder otherwise
       dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
       tasks=('objects', 'presence', 'count'),
       probes=PROBES,
@@ -43,9 +44,16 @@ def validate(config):
   unknown = [p for p in config.probes if p not in PROBES]
   if unknown:
     raise configuration.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
-  if config.params not in ('target', 'online'):
+  if config.params not in ('auto', 'target', 'online'):
     raise configuration.ConfigError(
-        f"evaluation.params must be 'target' or 'online', got {config.params!r}")
+        f"evaluation.params must be 'auto', 'target' or 'online', got {config.params!r}")
+
+
+def which_params(config):
+  """'target' or 'online': the encoder ``config.evaluation.params`` picks for this method."""
+  if config.evaluation.params != 'auto':
+    return config.evaluation.params
+  return 'target' if config.objective.name in ('dino', 'ab_dino') else 'online'
 
 
 class Evaluator:
@@ -71,7 +79,7 @@ class Evaluator:
     return self._data[name]
 
   def encoder_params(self, params, target_params):
-    return (target_params if self.eval_config.params == 'target' else params)['encoder']
+    return (target_params if which_params(self.config) == 'target' else params)['encoder']
 
   def __call__(self, encoder_params):
     ec = self.eval_config
