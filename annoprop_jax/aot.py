@@ -54,8 +54,7 @@ def lower(config, devices=None):
   mesh, objective = check(config, devices)
   shapes = {name: pipeline.batch_shapes(config.data[name], train.stream_batch_size(config, name))
             for name in objective.streams}
-  example = {name: {k: np.zeros((1,) + shape[1:], dtype) for k, (shape, dtype) in s.items()}
-             for name, s in shapes.items()}
+  example = {name: pipeline.zeros_batch(config.data[name]) for name in shapes}
   program = train.build_program(config, mesh, objective, example)
   batch = {name: {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in s.items()}
            for name, s in shapes.items()}

@@ -248,8 +248,7 @@ def _train(config, workdir, print_fn, on_step):
         process_index=jax.process_index(), process_count=jax.process_count())
   iterators = {name: iter(ds) for name, ds in datasets.items()}
   # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
-  example = {name: {k: np.zeros((1,) + shape[1:], dtype) for k, (shape, dtype) in
-                    pipeline.batch_shapes(config.data[name], 1).items()} for name in datasets}
+  example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
   program = build_program(config, mesh, objective, example)
   state_shardings = program.state_shardings
   checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,

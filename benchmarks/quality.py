@@ -73,8 +73,7 @@ def run(method, seed, args, gamma=None):
   start = time.perf_counter()
   if method == 'random_init':
     objective = objectives.build(config.objective, configuration.encoder_config(config))
-    example = {n: {k: np.zeros((1,) + s[1:], d) for k, (s, d) in
-                   pipeline.batch_shapes(config.data[n], 1).items()} for n in objective.streams}
+    example = {n: pipeline.zeros_batch(config.data[n]) for n in objective.streams}
     params, _ = objective.init(jax.random.PRNGKey(seed), example)
     evaluator = evaluator_lib.Evaluator(config, sharding.make_mesh(config.mesh))
     results, steps = evaluator(params['encoder']), 0

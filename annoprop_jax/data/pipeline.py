@@ -275,3 +275,9 @@ def batch_shapes(stream_config, batch_size):
     shapes['local_images'] = ((batch_size, local.num, local.size, local.size, 3), np.uint8)
     shapes['local_boxes'] = ((batch_size, local.num, 4), np.float32)
   return shapes
+
+
+def zeros_batch(stream_config, batch_size=1):
+  """A batch of zeros with ``batch_shapes``: what init needs (shapes only), without data."""
+  return {k: np.zeros(shape, dtype)
+          for k, (shape, dtype) in batch_shapes(stream_config, batch_size).items()}

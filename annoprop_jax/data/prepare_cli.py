@@ -10,7 +10,8 @@ from absl import flags
 _FORMAT = flags.DEFINE_string('format', None, 'prepare: coco, imagefolder, webdataset or video.')
 _INPUT = flags.DEFINE_string('input', None, 'prepare: the source folder.')
 _OUTPUT = flags.DEFINE_string('output', None,
-                              'prepare: the data_dir to write into (OUTPUT/NAME/1.0.0).')
+                              'prepare: the data_dir to write into (OUTPUT/NAME/1.0.0); '
+                              'export: the new folder for the encoder.')
 _NAME = flags.DEFINE_string('name', None, 'prepare: the dataset name (lower case, digits, _).')
 _NUM_WORKERS = flags.DEFINE_integer('num_workers', 0,
                                     'prepare: worker processes (0: one per CPU core).')

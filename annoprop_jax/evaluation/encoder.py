@@ -33,14 +33,14 @@ def features(encoder_config, params, images, mesh, batch_size=256):
                   out_shardings=sharding.replicated(mesh))
   params = jax.device_put(params, sharding.replicated(mesh))
   pooled, tokens = [], []
-  lo_process, n_process = jax.process_index(), jax.process_count()
+  process, processes = jax.process_index(), jax.process_count()
   for start in range(0, n, batch_size):
     batch = images[start:start + batch_size]
     pad = batch_size - len(batch)
     if pad:
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-    rows = batch_size // n_process
-    local = batch[lo_process * rows:(lo_process + 1) * rows]
+    rows = batch_size // processes
+    local = batch[process * rows:(process + 1) * rows]
     out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local))
     p, t = jax.device_get(out)
     pooled.append(p[:batch_size - pad])
