@@ -40,11 +40,7 @@ def check(config, devices):
   configuration.validate(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  for name in objective.streams:
-    sharding.check_batch_size(
-        train.stream_batch_size(config, name), mesh,
-        'batch_size' if name == 'annotation' else f'data.{name}.batch_size',
-        config.microbatches)
+  train.check_batch_sizes(config, mesh, objective.streams)
   return mesh, objective
 
 

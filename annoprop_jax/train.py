@@ -29,6 +29,14 @@ def stream_batch_size(config, name):
   return config.batch_size if name == 'annotation' else config.data[name].batch_size
 
 
+def check_batch_sizes(config, mesh, streams):
+  """ConfigError unless every stream's batch divides over the data axes and micro-batches."""
+  for name in streams:
+    sharding.check_batch_size(stream_batch_size(config, name), mesh,
+                              'batch_size' if name == 'annotation' else f'data.{name}.batch_size',
+                              config.microbatches)
+
+
 def make_train_step(objective, tx, schedules, config, mesh=None):
   """A pure (state, batch) -> (state, metrics) update: one optimizer step plus the EMA update.
 
@@ -231,11 +239,10 @@ def _train(config, workdir, print_fn, on_step):
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   datasets = {}
+  check_batch_sizes(config, mesh, objective.streams)
   for i, name in enumerate(objective.streams):
     stream = config.data[name]
     batch_size = stream_batch_size(config, name)
-    sharding.check_batch_size(batch_size, mesh, 'batch_size' if name == 'annotation'
-                              else f'data.{name}.batch_size', config.microbatches)
     source = pipeline.open_source(config, stream.dataset, stream.split)
     if name == 'annotation' and 'num_classes' in config.objective:
       classes = pipeline.num_classes(config, stream.dataset)
