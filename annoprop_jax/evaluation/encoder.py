@@ -3,6 +3,7 @@
 ``export`` writes a params-only checkpoint (the ViT's parameters and its config) that
 ``load_encoder`` reads back without the method, optimizer or data state.
 """
+import functools
 import json
 import os
 
@@ -23,14 +24,11 @@ def features(encoder_config, params, images, mesh, batch_size=256):
   Batches are split over the mesh's batch axes; the last one is padded and the padding
   dropped. With several processes every process passes the same images and gets all rows.
   """
-  model = vit.ViT(**encoder_config)
   n = len(images)
   per_step = sharding.data_parallel_size(mesh)
   batch_size = max(per_step, batch_size // per_step * per_step)
   batch_sharding = sharding.batch_sharding(mesh)
-  apply = jax.jit(lambda p, x: model.apply({'params': p}, x),
-                  in_shardings=(sharding.replicated(mesh), batch_sharding),
-                  out_shardings=sharding.replicated(mesh))
+  apply = _jitted_apply(tuple(sorted(encoder_config.items())), mesh)
   params = jax.device_put(params, sharding.replicated(mesh))
   pooled, tokens = [], []
   process, processes = jax.process_index(), jax.process_count()
@@ -46,6 +44,16 @@ def features(encoder_config, params, images, mesh, batch_size=256):
     pooled.append(p[:batch_size - pad])
     tokens.append(t[:batch_size - pad])
   return np.concatenate(pooled).astype(np.float32), np.concatenate(tokens).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(encoder_config_items, mesh):
+  """One jitted encoder per (config, mesh): every features() call and evaluation reuses its
+  compilation (all batches are padded to one shape)."""
+  model = vit.ViT(**dict(encoder_config_items))
+  return jax.jit(lambda p, x: model.apply({'params': p}, x),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))
 
 
 def export(params, encoder_config, directory):
