@@ -1,23 +1,31 @@
 """Learning quality of every method at an equal budget: train on scenes, probe the frozen encoder.
 
-  nice -n 10 python benchmarks/quality.py --views=1000000 [--seeds=3] [--methods=dino,ab_dino]
-  nice -n 10 python benchmarks/quality.py --views=1000000 --methods=ab_dino --gammas=0,0.25,0.5,0.75 \
-      --out=benchmarks/results/gamma.json
+  nice -n 10 python benchmarks/quality.py --views=192000 --seeds=3 \
+      --set data.scenes.texture_strength=0.0                # RESULTS.md's table
+  nice -n 10 python benchmarks/quality.py --views=192000 --seeds=1 --methods=ab_simclr \
+      --gammas=0,0.25,0.5,0.75 --set data.scenes.texture_strength=0.0 \
+      --out=benchmarks/results/gamma.json                  # the gamma sweep
+  python benchmarks/quality.py --dataset=~/data/coco --probe_dataset=~/data/imagenette \
+      --probe_tasks=classes --methods=simclr,ab_simclr     # prepared datasets (see `prepare`)
 
 Every method trains the same demo ViT for the same number of training views (the paper's
 accounting: every view of both streams counts, so steps = views / views per step) from its
 CPU config in configs/, with `--seed` 0..seeds-1; `random_init` is the untrained encoder. During
 training the `objects` task is probed (linear, kNN) at 4 points for the curve; at the end every
-task and probe of `evaluation` runs on the EMA encoder. Results are appended per run to
-OUT's `runs` file, so an interrupted benchmark resumes where it stopped (a run cut mid-way
-resumes from its checkpoint). Writes:
+probe runs on the first task (objects) and the linear probe on the others, on the encoder
+`evaluation.params` picks (the EMA teacher for the DINO family). Results are appended per run to
+OUT's `runs` file, so an interrupted benchmark resumes where it stopped (a run stopped by
+SIGTERM resumes from the checkpoint it saved). Runs go seed-major: every method's seed 0 first.
+`random_init` and `supervised` (the references) run seed 0 only. Writes:
 
-  OUT                    {method: {task_probe: mean over seeds}}
+  OUT                    {method: {task_probe: mean over seeds}}, plus the headline aliases
+                         presence_map (presence_linear) and count_acc (count_linear)
   OUT_runs.json          every run: scores, steps, views, wall-clock seconds
-  OUT_curves.png         objects_linear against training views, one line per method (seed 0)
+  OUT_curves.png         <first task>_linear against training views, a line per method (seed 0)
 and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
 """
 import argparse
+import ast
 import json
 import os
 import time
@@ -48,8 +56,36 @@ def views_per_step(config):
              for n in objective.streams)
 
 
+def parse_setting(text):
+  """'data.scenes.texture_strength=0.0' -> ('data.scenes.texture_strength', 0.0)."""
+  key, sep, value = text.partition('=')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'--set wants KEY=VALUE, got {text!r}')
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value         # a bare string
+
+
+def apply_settings(config, settings):
+  """Sets each dotted key of ``settings``; a key the config does not have is a ConfigError."""
+  for key, value in settings:
+    node, (*path, leaf) = config, key.split('.')
+    try:
+      for part in path:
+        node = node[part]
+      if leaf not in node:
+        raise KeyError(leaf)
+    except (KeyError, TypeError):
+      raise configuration.ConfigError(
+          f'--set {key}: no such config key; close: '
+          f'{configuration.nearest_keys(config, key)}') from None
+    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
+
+
 def method_config(method, seed, args, gamma=None):
   config = configuration.load(os.path.join(REPO, 'configs', METHODS[method] + '.py')).unlock()
+  apply_settings(config, args.set)
   config.seed = seed
   config.data.data_dir = args.data_dir
   if args.dataset != 'scenes':
@@ -61,7 +97,8 @@ def method_config(method, seed, args, gamma=None):
   steps = max(1, args.views // views_per_step(config))
   config.update(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=steps)
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
-  config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples)
+  config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples,
+                           dataset=args.probe_dataset, tasks=tuple(args.probe_tasks.split(',')))
   return config
 
 
@@ -71,23 +108,40 @@ def run(method, seed, args, gamma=None):
   name = method if gamma is None else f'{method}_gamma{gamma:g}'
   workdir = os.path.join(args.workdir, name, f'seed{seed}')
   start = time.perf_counter()
+  tasks = config.evaluation.tasks
   if method == 'random_init':
     objective = objectives.build(config.objective, configuration.encoder_config(config))
     example = {n: pipeline.zeros_batch(config.data[n]) for n in objective.streams}
     params, _ = objective.init(jax.random.PRNGKey(seed), example)
-    evaluator = evaluator_lib.Evaluator(config, sharding.make_mesh(config.mesh))
-    results, steps = evaluator(params['encoder']), 0
+    mesh, steps = sharding.make_mesh(config.mesh), 0
+    evaluate = lambda: evaluator_lib.Evaluator(config, mesh)(params['encoder'])
   else:
-    final = config.evaluation.to_dict()
-    config.evaluation.update(every_steps=max(1, config.total_steps // 4), tasks=('objects',),
+    config.evaluation.update(every_steps=max(1, config.total_steps // 4), tasks=tasks[:1],
                              probes=('linear', 'knn'))
     train.train(config, workdir)
-    config.evaluation.update(**final)
-    _, results = evaluator_lib.evaluate_checkpoint(config, workdir)
+    evaluate = lambda: evaluator_lib.evaluate_checkpoint(config, workdir)[1]
     steps = config.total_steps
+  # The first task with every probe, the others (presence, count) with the linear probe only.
+  results = {}
+  for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], ('linear',))):
+    if names:
+      config.evaluation.update(tasks=names, probes=probes)
+      results.update(evaluate())
   return name, {'method': name, 'seed': seed, 'steps': steps,
                 'views': steps * views_per_step(config),
-                'seconds': round(time.perf_counter() - start, 1), 'scores': results}
+                'seconds': round(time.perf_counter() - start, 1), 'scores': with_headline(results)}
+
+
+# The headline numbers (the Markdown table's columns): object class by each probe, presence mAP
+# and count accuracy by the linear probe. quality.json keeps every task_probe besides.
+HEADLINE = {'objects_linear': 'objects_linear', 'objects_attentive': 'objects_attentive',
+            'objects_decoder': 'objects_decoder', 'objects_knn': 'objects_knn',
+            'presence_map': 'presence_linear', 'count_acc': 'count_linear'}
+
+
+def with_headline(scores):
+  """``scores`` plus the headline aliases (presence_map, count_acc) of the probes it has."""
+  return {**scores, **{alias: scores[key] for alias, key in HEADLINE.items() if key in scores}}
 
 
 def aggregate(runs):
@@ -106,7 +160,8 @@ def aggregate(runs):
 
 
 def markdown(table, runs):
-  keys = sorted({k for scores in table.values() for k in scores})
+  present = {k for scores in table.values() for k in scores}
+  keys = [k for k in HEADLINE if k in present] or sorted(present)
   lines = ['| method | ' + ' | '.join(keys) + ' | steps | wall-clock s |',
            '|---|' + '---|' * (len(keys) + 2)]
   for method, scores in table.items():
@@ -126,21 +181,22 @@ def plot(runs, args, path):
   except ImportError:
     print('matplotlib is not installed: no plot (pip install matplotlib)')
     return
+  curve = args.probe_tasks.split(',')[0] + '_linear'
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for record in runs.values():
     if record['seed'] != 0 or not record['steps']:
       continue
     workdir = os.path.join(args.workdir, record['method'], 'seed0')
-    points = [(r['step'], r['eval/objects_linear']) for r in metrics_lib.read_metrics(workdir)
-              if 'eval/objects_linear' in r]
+    points = [(r['step'], r[f'eval/{curve}']) for r in metrics_lib.read_metrics(workdir)
+              if f'eval/{curve}' in r]
     per_step = record['views'] / record['steps']
     ax.plot([s * per_step for s, _ in points], [v for _, v in points], marker='o',
             label=record['method'])
   random = [r for r in runs.values() if r['method'] == 'random_init']
   if random:
-    ax.axhline(random[0]['scores']['objects_linear'], color='grey', ls='--', label='random_init')
+    ax.axhline(random[0]['scores'][curve], color='grey', ls='--', label='random_init')
   ax.set_xlabel('training views')
-  ax.set_ylabel('objects_linear (probe accuracy)')
+  ax.set_ylabel(f'{curve} (probe score)')
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
@@ -159,6 +215,14 @@ def main():
   parser.add_argument('--data_dir', default='~/annoprop_data')
   parser.add_argument('--dataset', default='scenes',
                       help='pretraining data of the scene streams (a prepared dataset)')
+  parser.add_argument('--set', type=parse_setting, action='append', default=[],
+                      metavar='KEY=VALUE', help='a config override for every method, e.g. '
+                      'data.scenes.texture_strength=0.0 (repeatable)')
+  parser.add_argument('--probe_dataset', default='scenes',
+                      help='the prepared dataset the probes read (evaluation.dataset); with an '
+                      'ImageFolder dataset use --probe_tasks=classes')
+  parser.add_argument('--probe_tasks', default='objects,presence,count',
+                      help='evaluation.tasks at the end of training (see evaluation/tasks.py)')
   parser.add_argument('--train_examples', type=int, default=2000)
   parser.add_argument('--test_examples', type=int, default=1000)
   args = parser.parse_args()
@@ -173,8 +237,9 @@ def main():
   if os.path.exists(base + '_runs.json'):
     with open(base + '_runs.json') as f:
       runs = json.load(f)
-  plan = [(m, s, g) for m in methods for g in gammas
-          for s in range(1 if m in ('random_init', 'supervised') else args.seeds)]
+  # Seed-major: every method's seed 0 first, so a cut benchmark still compares every method.
+  plan = [(m, s, g) for s in range(args.seeds) for m in methods for g in gammas
+          if s == 0 or m not in ('random_init', 'supervised')]
   for i, (method, seed, gamma) in enumerate(plan):
     name = method if gamma is None else f'{method}_gamma{gamma:g}'
     key = f'{name}/seed{seed}'

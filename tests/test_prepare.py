@@ -7,14 +7,21 @@ import subprocess
 import sys
 import tarfile
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from annoprop_jax import sharding
+from annoprop_jax.data import pipeline
 from annoprop_jax.data import prepare
 from annoprop_jax.data.formats import coco as coco_format
 from annoprop_jax.data.formats import video as video_format
+from annoprop_jax.evaluation import evaluator as evaluator_lib
+from annoprop_jax.evaluation import tasks
 from conftest import REPO, tiny_config
 
 
@@ -46,7 +53,6 @@ def read(directory, split):
 
 def first_batch(directory, batch_size):
   """A batch of the training pipeline's annotation stream over a prepared dataset."""
-  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config = tiny_config('clip_scenes', **{'data.annotation.dataset': str(directory)})
   source = pipeline.open_source(config, str(directory), 'train')
   stream = pipeline.build_stream(source, config.data.annotation, global_batch_size=batch_size,
@@ -378,3 +384,27 @@ def test_command_line_prepare_and_one_line_errors(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == message, bad.stderr
   missing = run('--format=coco')
   assert missing.returncode == 2 and missing.stderr.startswith('error: prepare needs --input')
+
+
+def test_imagefolder_splits_are_probe_tasks(tmp_path):
+  """The `classes` task reads a prepared ImageFolder's image-level labels, train -> validation;
+  colour decides the class, so a linear probe on even an untrained encoder separates them."""
+  colours = {'red': (230, 20, 20), 'green': (20, 200, 40), 'blue': (30, 40, 230)}
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 12), ('val', 6)):
+    for name, colour in colours.items():
+      for i in range(n):
+        jitter = tuple(int(c) for c in np.clip(np.add(colour, rng.integers(-20, 20, 3)), 0, 255))
+        write(str(tmp_path / 'in' / split / name / f'{i}.png'), image_bytes(jitter, fmt='PNG'))
+  directory = prepare.prepare(options(tmp_path, 'imagefolder', tmp_path / 'in'),
+                              log=lambda s: None)
+  config = tiny_config('supervised_objects', **{
+      'evaluation.dataset': str(directory), 'evaluation.tasks': ('classes',),
+      'evaluation.probes': ('linear', 'knn'), 'evaluation.epochs': 100})
+  test = tasks.load(config, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
+  assert test.num_classes == 3 and sorted(test.targets.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  params, _ = objective.init(jax.random.PRNGKey(0),
+                             {'annotation': pipeline.zeros_batch(config.data.annotation)})
+  evaluator = evaluator_lib.Evaluator(config, sharding.make_mesh(config.mesh), lambda s: None)
+  assert evaluator(params['encoder']) == {'classes_linear': 1.0, 'classes_knn': 1.0}

@@ -4,12 +4,15 @@ resolution (no crop), with the target each task asks for.
   objects   the class of the one object of the ``objects`` split (accuracy)
   presence  which of the classes appear in a scene (multi-label: mean average precision)
   count     how many objects a scene holds (classes 0..max, accuracy; like Clevr count)
+  classes   the image-level class of a prepared ImageFolder-style dataset (``labels`` feature,
+            ``train`` -> ``validation``; accuracy): ImageNet-style probe splits
 """
 import dataclasses
 
 import numpy as np
 from PIL import Image
 
+from annoprop_jax.data import feature_map
 from annoprop_jax.data import pipeline
 
 
@@ -20,12 +23,14 @@ class Task:
   test_split: str
   target: str          # 'first_label', 'presence' or 'count'
   kind: str            # 'class' or 'multilabel' (how probes train and score)
+  labels: str = 'objects/label'   # the dataset feature the targets come from
 
 
 TASKS = {
     'objects': Task('objects', 'objects', 'objects_validation', 'first_label', 'class'),
     'presence': Task('presence', 'train', 'validation', 'presence', 'multilabel'),
     'count': Task('count', 'train', 'validation', 'count', 'class'),
+    'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels'),
 }
 
 
@@ -61,7 +66,9 @@ def targets(task, labels, num_labels, max_objects):
 def load(config, dataset, task, split, size, limit, max_objects=8):
   """The first ``limit`` images of ``split`` (all when 0), resized to ``size`` px, with targets."""
   source = pipeline.open_source(config, dataset, split)
-  decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1)
+  features = dict(feature_map.DEFAULT, labels=task.labels)
+  decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
+                             features=tuple(features.items()))
   count = len(source) if not limit else min(limit, len(source))
   images, labels = [], []
   for i in range(count):
@@ -72,9 +79,10 @@ def load(config, dataset, task, split, size, limit, max_objects=8):
     image = Image.fromarray(example['image']).resize((size, size), Image.BILINEAR)
     images.append(np.asarray(image))
     labels.append(example['labels'])
-  num_labels = pipeline.num_classes(config, dataset, 'objects/label')
+  num_labels = pipeline.num_classes(config, dataset, task.labels)
   if num_labels is None:
-    raise ValueError(f'dataset {dataset!r} has no objects/label feature for task {task.name}')
+    raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
+                     f'{task.name}')
   labels = np.stack(labels)
   return LabelledImages(np.stack(images), targets(task, labels, num_labels, max_objects),
                         num_targets(task, num_labels, max_objects))

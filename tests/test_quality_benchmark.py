@@ -1,0 +1,68 @@
+"""benchmarks/quality.py: equal-views budgets, config overrides, and the table of means and
+spreads it writes (the training itself is what test_evaluation covers)."""
+import argparse
+import importlib.util
+import os
+
+import pytest
+
+from annoprop_jax import configuration
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location(
+    'quality', os.path.join(REPO, 'benchmarks', 'quality.py'))
+quality = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quality)
+
+
+def args(**kwargs):
+  defaults = dict(views=192000, set=[], data_dir='/tmp/d', dataset='scenes',
+                  probe_dataset='scenes', probe_tasks='objects,presence,count',
+                  train_examples=2000, test_examples=1000)
+  return argparse.Namespace(**{**defaults, **kwargs})
+
+
+def test_every_method_gets_the_same_number_of_views():
+  # views per step: supervised 128 x 1; DINO 64 x 2; AB_DINO 32 x 2 + 16 x 4; SimCLR 128 x 2;
+  # CLIP 1 view of its batch; AB variants split their views between the two streams.
+  for method in quality.METHODS:
+    config = quality.method_config(method, seed=1, args=args())
+    per_step = quality.views_per_step(config)
+    assert config.total_steps == 192000 // per_step and config.seed == 1, method
+  assert quality.views_per_step(quality.method_config('ab_dino', 0, args())) == 32 * 2 + 16 * 4
+  assert quality.views_per_step(quality.method_config('simclr', 0, args())) == 128 * 2
+  assert quality.method_config('dino', 0, args()).total_steps == 1500
+
+
+def test_settings_override_every_method_and_unknown_keys_are_errors():
+  settings = [quality.parse_setting('data.scenes.texture_strength=0.0'),
+              quality.parse_setting('data.scenes.object_size=[0.4, 0.6]')]
+  config = quality.method_config('ab_clip', 0, args(set=settings, probe_tasks='classes',
+                                                    probe_dataset='/data/folders'))
+  assert config.data.scenes.texture_strength == 0.0
+  assert config.data.scenes.object_size == (0.4, 0.6)          # a tuple stays a tuple
+  assert config.evaluation.tasks == ('classes',)
+  assert config.evaluation.dataset == '/data/folders'
+  assert quality.parse_setting('evaluation.params=target') == ('evaluation.params', 'target')
+  with pytest.raises(configuration.ConfigError, match='texture_strength'):
+    quality.method_config('dino', 0, args(set=[('data.scenes.texture_strenght', 0.0)]))
+  with pytest.raises(argparse.ArgumentTypeError, match='KEY=VALUE'):
+    quality.parse_setting('data.scenes.texture_strength')
+
+
+def test_means_spreads_and_the_headline_table():
+  def record(method, seed, linear, presence):
+    scores = quality.with_headline({'objects_linear': linear, 'presence_linear': presence})
+    return {'method': method, 'seed': seed, 'steps': 10, 'views': 1280, 'seconds': 5.0,
+            'scores': scores}
+  runs = {'dino/seed0': record('dino', 0, 0.2, 0.5), 'dino/seed1': record('dino', 1, 0.3, 0.7),
+          'dino/seed2': record('dino', 2, 0.7, 0.6), 'random_init/seed0': record(
+              'random_init', 0, 0.1, 0.25)}
+  assert runs['dino/seed0']['scores']['presence_map'] == 0.5
+  means, table = quality.aggregate(runs)
+  assert means['dino']['objects_linear'] == pytest.approx(0.4)
+  assert table['dino']['presence_map'] == pytest.approx((0.6, 0.2, 3))   # mean, max - min, n
+  lines = quality.markdown(table, runs).splitlines()
+  assert lines[0] == '| method | objects_linear | presence_map | steps | wall-clock s |'
+  assert lines[2] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 10 | 5 |'
+  assert lines[3] == '| random_init | 0.100 | 0.250 | 10 | 5 |'
