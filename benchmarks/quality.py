@@ -162,14 +162,16 @@ def aggregate(runs):
 def markdown(table, runs):
   present = {k for scores in table.values() for k in scores}
   keys = [k for k in HEADLINE if k in present] or sorted(present)
-  lines = ['| method | ' + ' | '.join(keys) + ' | steps | wall-clock s |',
-           '|---|' + '---|' * (len(keys) + 2)]
-  for method, scores in table.items():
+  lines = ['| method | ' + ' | '.join(keys) + ' | seeds | steps | wall-clock s |',
+           '|---|' + '---|' * (len(keys) + 3)]
+  order = list(METHODS)
+  for method in sorted(table, key=lambda m: (order.index(m.split('_gamma')[0]), m)):
+    scores = table[method]
     record = next(r for r in runs.values() if r['method'] == method)
     cells = [f'{m:.3f}' + (f' ±{s / 2:.3f}' if n > 1 else '') for m, s, n in
              (scores[k] for k in keys)]
-    lines.append(f'| {method} | ' + ' | '.join(cells) +
-                 f' | {record["steps"]} | {record["seconds"]:.0f} |')
+    lines.append(f'| {method} | ' + ' | '.join(cells) + f' | {scores[keys[0]][2]} '
+                 f'| {record["steps"]} | {record["seconds"]:.0f} |')
   return '\n'.join(lines)
 
 
@@ -223,6 +225,8 @@ def main():
                       'ImageFolder dataset use --probe_tasks=classes')
   parser.add_argument('--probe_tasks', default='objects,presence,count',
                       help='evaluation.tasks at the end of training (see evaluation/tasks.py)')
+  parser.add_argument('--report_only', action='store_true',
+                      help='train nothing: write OUT, the plot and the table from the runs file')
   parser.add_argument('--train_examples', type=int, default=2000)
   parser.add_argument('--test_examples', type=int, default=1000)
   args = parser.parse_args()
@@ -243,8 +247,8 @@ def main():
   for i, (method, seed, gamma) in enumerate(plan):
     name = method if gamma is None else f'{method}_gamma{gamma:g}'
     key = f'{name}/seed{seed}'
-    if key in runs:
-      print(f'[{i + 1}/{len(plan)}] {key}: done already')
+    if key in runs or args.report_only:
+      print(f'[{i + 1}/{len(plan)}] {key}: ' + ('done already' if key in runs else 'not run'))
       continue
     print(f'[{i + 1}/{len(plan)}] {key}: training', flush=True)
     _, record = run(method, seed, args, gamma)

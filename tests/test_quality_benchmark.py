@@ -63,6 +63,6 @@ def test_means_spreads_and_the_headline_table():
   assert means['dino']['objects_linear'] == pytest.approx(0.4)
   assert table['dino']['presence_map'] == pytest.approx((0.6, 0.2, 3))   # mean, max - min, n
   lines = quality.markdown(table, runs).splitlines()
-  assert lines[0] == '| method | objects_linear | presence_map | steps | wall-clock s |'
-  assert lines[2] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 10 | 5 |'
-  assert lines[3] == '| random_init | 0.100 | 0.250 | 10 | 5 |'
+  assert lines[0] == '| method | objects_linear | presence_map | seeds | steps | wall-clock s |'
+  assert lines[2] == '| random_init | 0.100 | 0.250 | 1 | 10 | 5 |'     # in METHODS order
+  assert lines[3] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 3 | 10 | 5 |'
