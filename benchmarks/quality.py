@@ -20,8 +20,9 @@ SIGTERM resumes from the checkpoint it saved). Runs go seed-major: every method'
 
   OUT                    {method: {task_probe: mean over seeds}}, plus the headline aliases
                          presence_map (presence_linear) and count_acc (count_linear)
-  OUT_runs.json          every run: scores, steps, views, wall-clock seconds
-  OUT_curves.png         <first task>_linear against training views, a line per method (seed 0)
+  OUT_runs.json          every run: scores, steps, views, wall-clock seconds, and the curve of
+                         <first task>_linear against training views
+  OUT_curves.png         those curves, a line per method (seed 0)
 and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
 """
 import argparse
@@ -121,6 +122,7 @@ def run(method, seed, args, gamma=None):
     train.train(config, workdir)
     evaluate = lambda: evaluator_lib.evaluate_checkpoint(config, workdir)[1]
     steps = config.total_steps
+  curve = probe_curve(workdir, f'{tasks[0]}_linear', views_per_step(config)) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.
   results = {}
   for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], ('linear',))):
@@ -129,7 +131,14 @@ def run(method, seed, args, gamma=None):
       results.update(evaluate())
   return name, {'method': name, 'seed': seed, 'steps': steps,
                 'views': steps * views_per_step(config),
-                'seconds': round(time.perf_counter() - start, 1), 'scores': with_headline(results)}
+                'seconds': round(time.perf_counter() - start, 1), 'scores': with_headline(results),
+                'curve': curve}
+
+
+def probe_curve(workdir, task_probe, per_step):
+  """[[training views, score], ...] of the probe runs during training (metrics.jsonl)."""
+  return [[r['step'] * per_step, r[f'eval/{task_probe}']]
+          for r in metrics_lib.read_metrics(workdir) if f'eval/{task_probe}' in r]
 
 
 # The headline numbers (the Markdown table's columns): object class by each probe, presence mAP
@@ -159,13 +168,17 @@ def aggregate(runs):
   return means, table
 
 
+def method_order(name):
+  """Sort key: METHODS order, gamma variants after their method."""
+  return list(METHODS).index(name.split('_gamma')[0]), name
+
+
 def markdown(table, runs):
   present = {k for scores in table.values() for k in scores}
   keys = [k for k in HEADLINE if k in present] or sorted(present)
   lines = ['| method | ' + ' | '.join(keys) + ' | seeds | steps | wall-clock s |',
            '|---|' + '---|' * (len(keys) + 3)]
-  order = list(METHODS)
-  for method in sorted(table, key=lambda m: (order.index(m.split('_gamma')[0]), m)):
+  for method in sorted(table, key=method_order):
     scores = table[method]
     record = next(r for r in runs.values() if r['method'] == method)
     cells = [f'{m:.3f}' + (f' ±{s / 2:.3f}' if n > 1 else '') for m, s, n in
@@ -176,6 +189,16 @@ def markdown(table, runs):
 
 
 def plot(runs, args, path):
+  """<first task>_linear against training views, a line per method (seed 0), from the curves
+  the runs file keeps; leaves an existing plot alone when no run has a curve."""
+  curve = args.probe_tasks.split(',')[0] + '_linear'
+  trained = [r for r in runs.values() if r['seed'] == 0 and r['steps']]
+  lines = {r['method']: r['curve'] for r in trained if r.get('curve')}
+  missing = sorted(r['method'] for r in trained if not r.get('curve'))
+  if missing:        # runs recorded before the runs file kept curves
+    print(f'no {curve} curve kept for {missing}: they are not in {path}')
+  if not lines:
+    return
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use('Agg')
@@ -183,22 +206,17 @@ def plot(runs, args, path):
   except ImportError:
     print('matplotlib is not installed: no plot (pip install matplotlib)')
     return
-  curve = args.probe_tasks.split(',')[0] + '_linear'
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for record in runs.values():
-    if record['seed'] != 0 or not record['steps']:
-      continue
-    workdir = os.path.join(args.workdir, record['method'], 'seed0')
-    points = [(r['step'], r[f'eval/{curve}']) for r in metrics_lib.read_metrics(workdir)
-              if f'eval/{curve}' in r]
-    per_step = record['views'] / record['steps']
-    ax.plot([s * per_step for s, _ in points], [v for _, v in points], marker='o',
-            label=record['method'])
+  for method in sorted(lines, key=method_order):
+    views, scores = zip(*lines[method])
+    ax.plot(views, scores, marker='o', label=method)
   random = [r for r in runs.values() if r['method'] == 'random_init']
   if random:
     ax.axhline(random[0]['scores'][curve], color='grey', ls='--', label='random_init')
   ax.set_xlabel('training views')
   ax.set_ylabel(f'{curve} (probe score)')
+  if missing:
+    ax.set_title(f'no curve kept for: {", ".join(missing)}', fontsize=8)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()

@@ -66,3 +66,16 @@ def test_means_spreads_and_the_headline_table():
   assert lines[0] == '| method | objects_linear | presence_map | seeds | steps | wall-clock s |'
   assert lines[2] == '| random_init | 0.100 | 0.250 | 1 | 10 | 5 |'     # in METHODS order
   assert lines[3] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 3 | 10 | 5 |'
+
+
+def test_the_plot_is_drawn_from_the_curves_the_runs_file_keeps(tmp_path, capsys):
+  def record(method, curve):
+    return {'method': method, 'seed': 0, 'steps': 10, 'views': 1280, 'seconds': 5.0,
+            'scores': {'objects_linear': 0.3}, **({'curve': curve} if curve else {})}
+  path = str(tmp_path / 'curves.png')
+  old = {'dino/seed0': record('dino', None)}           # recorded before curves were kept
+  quality.plot(old, args(), path)
+  assert not os.path.exists(path) and "['dino']" in capsys.readouterr().out
+  runs = {**old, 'simclr/seed0': record('simclr', [[640, 0.2], [1280, 0.3]])}
+  quality.plot(runs, args(), path)
+  assert os.path.getsize(path) > 1000
