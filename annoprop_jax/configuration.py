@@ -31,10 +31,11 @@ def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(
                     caption='caption'),
       caption_choice='first',    # of several captions: 'first', or 'random' (new one per epoch)
       resize=0,                  # scale decoded images so the shorter side is this (0: off)
+      # hue_jitter: max hue rotation as a fraction of the colour wheel (0.5: any hue).
       views=dict(num=num_views, size=size, scale=scale, ratio=(3 / 4, 4 / 3), flip=flip,
-                 colour_jitter=colour_jitter, grayscale=grayscale),
+                 colour_jitter=colour_jitter, hue_jitter=0.0, grayscale=grayscale),
       local_views=dict(num=0, size=16, scale=(0.05, 0.25), ratio=(3 / 4, 4 / 3), flip=flip,
-                       colour_jitter=colour_jitter, grayscale=grayscale),
+                       colour_jitter=colour_jitter, hue_jitter=0.0, grayscale=grayscale),
       max_objects=8,             # annotations padded/truncated to this many objects
       max_caption_bytes=160,
       num_threads=2,             # grain read threads

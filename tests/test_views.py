@@ -52,3 +52,25 @@ def test_crop_boxes_respect_scale_and_ratio():
 def test_bad_spec():
   with pytest.raises(ValueError, match='scale'):
     views.ViewSpec(scale=(0.5, 0.2)).validate()
+  with pytest.raises(ValueError, match='hue_jitter'):
+    views.ViewSpec(hue_jitter=0.6).validate()
+
+
+def test_hue_rotation_turns_the_colour_wheel_and_keeps_greys():
+  rgb = np.array([[255, 0, 0], [0, 255, 0], [90, 90, 90]], np.float32)
+  # A third of the wheel: red -> green, green -> blue; grey is the rotation axis.
+  np.testing.assert_allclose(views.rotate_hue(rgb, 1 / 3),
+                             [[0, 255, 0], [0, 0, 255], [90, 90, 90]], atol=1e-3)
+  np.testing.assert_allclose(views.rotate_hue(views.rotate_hue(rgb, 0.1), -0.1), rgb, atol=1e-3)
+
+
+def test_hue_jitter_changes_hues_only_where_it_is_asked_for():
+  red = np.full((32, 32, 3), 100, np.uint8)     # (200, 100, 100): every hue of it is in range
+  red[..., 0] = 200
+  spec = views.ViewSpec(num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, hue_jitter=0.5)
+  out = views.make_views(red, np.random.default_rng(0), spec)['images'].astype(float)
+  assert np.ptp(out[:, 0, 0, 1]) > 50          # the green channel varies between views
+  np.testing.assert_allclose(out.mean(-1), 400 / 3, atol=1)   # the grey level is kept
+  plain = views.make_views(red, np.random.default_rng(0), views.ViewSpec(
+      num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))['images']
+  assert (plain == red).all()

@@ -2,7 +2,7 @@
 
 Each view records its box in the original image (``boxes``), whether it was flipped
 (``flips``), and the move of every ordered pair of views (``moves``, see ``boxes.moves``).
-Colour jitter, when enabled, changes pixels only, never boxes.
+Colour and hue jitter, when enabled, change pixels only, never boxes.
 """
 import dataclasses
 import math
@@ -22,6 +22,7 @@ class ViewSpec:
   ratio: tuple = (3 / 4, 4 / 3)     # aspect ratio (width / height) range, sampled log-uniformly
   flip: bool = True                 # random horizontal flips (mirror the view's frame)
   colour_jitter: float = 0.0        # strength of brightness/contrast/saturation jitter, 0 = off
+  hue_jitter: float = 0.0           # max hue rotation, a fraction of the colour wheel (0-0.5)
   grayscale: float = 0.0            # probability of converting a view to grey
 
   def validate(self, name='views'):
@@ -34,6 +35,9 @@ class ViewSpec:
       raise ValueError(f'{name}.ratio must satisfy 0 < min <= max, got {self.ratio}')
     if self.colour_jitter < 0 or not 0 <= self.grayscale <= 1:
       raise ValueError(f'{name}: colour_jitter must be >= 0 and grayscale in [0, 1]')
+    if not 0 <= self.hue_jitter <= 0.5:
+      raise ValueError(f'{name}.hue_jitter must be in [0, 0.5] (of the colour wheel), '
+                       f'got {self.hue_jitter}')
 
 
 def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):
@@ -58,18 +62,34 @@ def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):
   return np.array([y0 / height, x0 / width, (y0 + h) / height, (x0 + w) / width], np.float32)
 
 
-def _jitter(pixels, rng, strength, grayscale):
-  """Brightness, contrast, saturation jitter in a random order, then optional grey (float32 0-255)."""
-  if strength > 0:
-    for op in rng.permutation(3):
-      factor = rng.uniform(max(0.0, 1 - strength), 1 + strength)
-      if op == 0:
-        pixels = pixels * factor
-      elif op == 1:
-        pixels = (pixels - pixels.mean()) * factor + pixels.mean()
-      else:
-        grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
-        pixels = (pixels - grey[..., None]) * factor + grey[..., None]
+def rotate_hue(pixels, turns):
+  """Rotates every colour about the grey axis by ``turns`` of the colour wheel (1/3: red ->
+  green -> blue); greys stay put. ``pixels`` (..., 3) float32."""
+  angle = 2 * math.pi * turns
+  k = np.full(3, 1 / math.sqrt(3), np.float32)
+  cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
+  rotation = (math.cos(angle) * np.eye(3, dtype=np.float32) + math.sin(angle) * cross
+              + (1 - math.cos(angle)) * np.outer(k, k))
+  return pixels @ rotation.T
+
+
+def _jitter(pixels, rng, strength, hue, grayscale):
+  """Brightness, contrast, saturation and (when ``hue`` > 0) hue jitter in a random order, then
+  optional grey (float32 0-255). Without hue jitter the random draws are those of the three
+  other ops alone, so the views of earlier runs are reproduced exactly."""
+  ops = ((0, 1, 2) if strength > 0 else ()) + ((3,) if hue > 0 else ())
+  for op in (np.array(ops)[rng.permutation(len(ops))] if ops else ()):
+    if op == 3:
+      pixels = rotate_hue(pixels, rng.uniform(-hue, hue))
+      continue
+    factor = rng.uniform(max(0.0, 1 - strength), 1 + strength)
+    if op == 0:
+      pixels = pixels * factor
+    elif op == 1:
+      pixels = (pixels - pixels.mean()) * factor + pixels.mean()
+    else:
+      grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+      pixels = (pixels - grey[..., None]) * factor + grey[..., None]
   if grayscale > 0 and rng.uniform() < grayscale:
     grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
     pixels = np.repeat(grey[..., None], 3, axis=-1)
@@ -94,8 +114,9 @@ def make_views(image, rng, spec):
     flip = bool(spec.flip and rng.uniform() < 0.5)
     if flip:
       pixels = pixels[:, ::-1]
-    if spec.colour_jitter > 0 or spec.grayscale > 0:
-      pixels = _jitter(pixels.astype(np.float32), rng, spec.colour_jitter, spec.grayscale)
+    if spec.colour_jitter > 0 or spec.hue_jitter > 0 or spec.grayscale > 0:
+      pixels = _jitter(pixels.astype(np.float32), rng, spec.colour_jitter, spec.hue_jitter,
+                       spec.grayscale)
       pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     views.append(np.ascontiguousarray(pixels))
     view_boxes.append(box)
