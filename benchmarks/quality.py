@@ -122,7 +122,8 @@ def run(method, seed, args, gamma=None):
     train.train(config, workdir)
     evaluate = lambda: evaluator_lib.evaluate_checkpoint(config, workdir)[1]
     steps = config.total_steps
-  curve = probe_curve(workdir, f'{tasks[0]}_linear', views_per_step(config)) if steps else []
+  per_step = views_per_step(config)
+  curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.
   results = {}
   for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], ('linear',))):
@@ -130,7 +131,7 @@ def run(method, seed, args, gamma=None):
       config.evaluation.update(tasks=names, probes=probes)
       results.update(evaluate())
   return name, {'method': name, 'seed': seed, 'steps': steps,
-                'views': steps * views_per_step(config),
+                'views': steps * per_step,
                 'seconds': round(time.perf_counter() - start, 1), 'scores': with_headline(results),
                 'curve': curve}
 

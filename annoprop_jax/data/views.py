@@ -62,6 +62,9 @@ def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):
   return np.array([y0 / height, x0 / width, (y0 + h) / height, (x0 + w) / width], np.float32)
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # RGB -> grey (ITU-R BT.601)
+
+
 def rotate_hue(pixels, turns):
   """Rotates every colour about the grey axis by ``turns`` of the colour wheel (1/3: red ->
   green -> blue); greys stay put. ``pixels`` (..., 3) float32."""
@@ -78,7 +81,7 @@ def _jitter(pixels, rng, strength, hue, grayscale):
   optional grey (float32 0-255). Without hue jitter the random draws are those of the three
   other ops alone, so the views of earlier runs are reproduced exactly."""
   ops = ((0, 1, 2) if strength > 0 else ()) + ((3,) if hue > 0 else ())
-  for op in (np.array(ops)[rng.permutation(len(ops))] if ops else ()):
+  for op in (rng.permutation(ops) if ops else ()):
     if op == 3:
       pixels = rotate_hue(pixels, rng.uniform(-hue, hue))
       continue
@@ -88,10 +91,10 @@ def _jitter(pixels, rng, strength, hue, grayscale):
     elif op == 1:
       pixels = (pixels - pixels.mean()) * factor + pixels.mean()
     else:
-      grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+      grey = pixels @ _LUMA
       pixels = (pixels - grey[..., None]) * factor + grey[..., None]
   if grayscale > 0 and rng.uniform() < grayscale:
-    grey = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = pixels @ _LUMA
     pixels = np.repeat(grey[..., None], 3, axis=-1)
   return pixels
 
