@@ -13,10 +13,14 @@ def recipe(objective='dino'):
   config.total_steps = 2000
   config.log_every = 50
   config.checkpoint_every = 500
+  # Hue jitter 0.5 (any hue) takes away the palette-colour shortcut of the scenes; with it, 256
+  # prototypes and a sharper teacher (0.04) keep the teacher from going flat (entropy 6.85 of
+  # 6.93 with 1024 and 0.07). objects_linear at 192k views: 0.116 -> 0.161 (random init 0.107).
   config.data.annotation.views.update(num=2, size=32, scale=(0.3, 1.0), colour_jitter=0.4,
-                                      grayscale=0.2)
-  config.objective.update(num_prototypes=1024, head_hidden_dim=512, head_bottleneck_dim=128,
-                          warmup_teacher_temperature_steps=300, freeze_prototypes_steps=100)
+                                      hue_jitter=0.5, grayscale=0.2)
+  # (The teacher warm-up starts at 0.04 too, so there is none.)
+  config.objective.update(num_prototypes=256, teacher_temperature=0.04, head_hidden_dim=512,
+                          head_bottleneck_dim=128, freeze_prototypes_steps=100)
   config.optimizer.update(learning_rate=1e-3, warmup_steps=200, weight_decay=0.04,
                           weight_decay_end=0.4, grad_clip_norm=1.0)
   config.target_network.update(rate=0.004, schedule='cosine')

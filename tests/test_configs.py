@@ -36,3 +36,15 @@ def test_unknown_key_in_a_config_is_an_error():
   config = configuration.load(os.path.join(REPO, 'configs', 'ab_dino_scenes.py'))
   with pytest.raises(AttributeError):
     config.objective.bootstrap.gama = 0.5
+
+
+@pytest.mark.parametrize('base,ab', [('simclr_scenes', 'ab_simclr_scenes'),
+                                     ('dino_scenes', 'ab_dino_scenes'),
+                                     ('clip_scenes', 'ab_clip_scenes')])
+def test_ab_configs_keep_the_base_augmentations_and_none_on_bootstrap_views(base, ab):
+  """METHOD.md: annotation data uses the base method's augmentations, bootstrap views none."""
+  base_config = configuration.load(os.path.join(REPO, 'configs', base + '.py'))
+  ab_config = configuration.load(os.path.join(REPO, 'configs', ab + '.py'))
+  assert ab_config.data.annotation.views == base_config.data.annotation.views
+  bootstrap = ab_config.data.bootstrap.views
+  assert (bootstrap.colour_jitter, bootstrap.hue_jitter, bootstrap.grayscale) == (0, 0, 0)
