@@ -119,9 +119,11 @@ def run(method, seed, args, gamma=None):
   else:
     config.evaluation.update(every_steps=max(1, config.total_steps // 4), tasks=tasks[:1],
                              probes=('linear', 'knn'))
-    train.train(config, workdir)
+    steps = int(train.train(config, workdir).step)
+    if steps < config.total_steps:    # stopped by a signal: record nothing, resume next time
+      raise SystemExit(f'{name}/seed{seed} stopped at step {steps} of {config.total_steps}; '
+                       'rerun the same command to resume it from its checkpoint')
     evaluate = lambda: evaluator_lib.evaluate_checkpoint(config, workdir)[1]
-    steps = config.total_steps
   per_step = views_per_step(config)
   curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.

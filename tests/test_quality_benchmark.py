@@ -79,3 +79,15 @@ def test_the_plot_is_drawn_from_the_curves_the_runs_file_keeps(tmp_path, capsys)
   runs = {**old, 'simclr/seed0': record('simclr', [[640, 0.2], [1280, 0.3]])}
   quality.plot(runs, args(), path)
   assert os.path.getsize(path) > 1000
+
+
+def test_a_run_stopped_by_a_signal_is_not_recorded(monkeypatch, tmp_path):
+  """train.train returns early on SIGTERM; the benchmark must exit, not probe and record it."""
+  stopped_at = argparse.Namespace(step=1126)          # the TrainState's step after a SIGTERM
+  monkeypatch.setattr(quality.train, 'train', lambda config, workdir: stopped_at)
+  probed = []
+  monkeypatch.setattr(quality.evaluator_lib, 'evaluate_checkpoint',
+                      lambda *a: probed.append(a) or (None, {}))
+  with pytest.raises(SystemExit, match='supervised/seed0 stopped at step 1126 of 1500'):
+    quality.run('supervised', 0, args(workdir=str(tmp_path)))
+  assert not probed
