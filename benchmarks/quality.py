@@ -22,7 +22,7 @@ SIGTERM resumes from the checkpoint it saved). Runs go seed-major: every method'
                          presence_map (presence_linear) and count_acc (count_linear)
   OUT_runs.json          every run: scores, steps, views, wall-clock seconds, and the curve of
                          <first task>_linear against training views
-  OUT_curves.png         those curves, a line per method (seed 0)
+  OUT_curves.png         those curves, a line per method (its lowest seed with a curve)
 and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
 """
 import argparse
@@ -192,12 +192,15 @@ def markdown(table, runs):
 
 
 def plot(runs, args, path):
-  """<first task>_linear against training views, a line per method (seed 0), from the curves
-  the runs file keeps; leaves an existing plot alone when no run has a curve."""
+  """<first task>_linear against training views, a line per method (its lowest seed that kept
+  a curve), from the curves the runs file keeps; leaves an existing plot alone when no run has
+  a curve."""
   curve = args.probe_tasks.split(',')[0] + '_linear'
-  trained = [r for r in runs.values() if r['seed'] == 0 and r['steps']]
-  lines = {r['method']: r['curve'] for r in trained if r.get('curve')}
-  missing = sorted(r['method'] for r in trained if not r.get('curve'))
+  lines = {}                                       # method -> (seed, curve)
+  for r in sorted(runs.values(), key=lambda r: -r['seed']):
+    if r['steps'] and r.get('curve'):
+      lines[r['method']] = (r['seed'], r['curve'])
+  missing = sorted({r['method'] for r in runs.values() if r['steps']} - set(lines))
   if missing:        # runs recorded before the runs file kept curves
     print(f'no {curve} curve kept for {missing}: they are not in {path}')
   if not lines:
@@ -211,8 +214,9 @@ def plot(runs, args, path):
     return
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for method in sorted(lines, key=method_order):
-    views, scores = zip(*lines[method])
-    ax.plot(views, scores, marker='o', label=method)
+    seed, points = lines[method]
+    views, scores = zip(*points)
+    ax.plot(views, scores, marker='o', label=method + (f' (seed {seed})' if seed else ''))
   random = [r for r in runs.values() if r['method'] == 'random_init']
   if random:
     ax.axhline(random[0]['scores'][curve], color='grey', ls='--', label='random_init')

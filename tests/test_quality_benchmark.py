@@ -79,6 +79,11 @@ def test_the_plot_is_drawn_from_the_curves_the_runs_file_keeps(tmp_path, capsys)
   runs = {**old, 'simclr/seed0': record('simclr', [[640, 0.2], [1280, 0.3]])}
   quality.plot(runs, args(), path)
   assert os.path.getsize(path) > 1000
+  assert "['dino']" in capsys.readouterr().out
+  # A method whose seed 0 kept no curve is drawn from its next seed that did.
+  runs['dino/seed1'] = {**record('dino', [[640, 0.1], [1280, 0.15]]), 'seed': 1}
+  quality.plot(runs, args(), str(tmp_path / 'all.png'))
+  assert 'no objects_linear curve' not in capsys.readouterr().out
 
 
 def test_a_run_stopped_by_a_signal_is_not_recorded(monkeypatch, tmp_path):
