@@ -18,7 +18,7 @@ def recipe(objective='dino'):
   # 6.93 with 1024 and 0.07). objects_linear at 192k views: 0.116 -> 0.161 (random init 0.107).
   config.data.annotation.views.update(num=2, size=32, scale=(0.3, 1.0), colour_jitter=0.4,
                                       hue_jitter=0.5, grayscale=0.2)
-  # (The teacher warm-up starts at 0.04 too, so there is none.)
+  # No teacher warm-up (its default start, 0.04, is already the final temperature).
   config.objective.update(num_prototypes=256, teacher_temperature=0.04, head_hidden_dim=512,
                           head_bottleneck_dim=128, freeze_prototypes_steps=100)
   config.optimizer.update(learning_rate=1e-3, warmup_steps=200, weight_decay=0.04,
