@@ -113,10 +113,19 @@ def test_no_gradient_reaches_the_target_network(name, tiny_data_dir):
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(online['ab_head'])) > 0
 
 
+def _jitted_apply(net):
+  """net.apply(params, *inputs, method=method), compiled once per method and input shape.
+
+  Only each module call is compiled; the references below still loop pair by pair in Python.
+  """
+  return jax.jit(lambda p, method, *a: net.apply({'params': p}, *a, method=method),
+                 static_argnums=1)
+
+
 def _naive_ab_loss(objective, params, target, batch, p_fn, log_q_fn, gamma):
   """AB loss pair by pair: y_ij = (1 - gamma) p_j + gamma max_k Q_t(x_j, a_jk), CE with Q_AB."""
   net = objective.net
-  call = lambda p, method, *a: net.apply({'params': p}, *a, method=method)
+  call = _jitted_apply(net)
   boot = batch['bootstrap']
   b, v = boot['images'].shape[:2]
   total = 0.0
@@ -142,9 +151,9 @@ def _naive_ab_loss(objective, params, target, batch, p_fn, log_q_fn, gamma):
 def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
   _, objective, batch, params, target, extras = _objective_and_batch(
       'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  loss, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
-                                      jnp.int32(0))
-  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  loss, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
+                                               jax.random.PRNGKey(0), jnp.int32(0))
+  call = _jitted_apply(objective.net)
   expected = _naive_ab_loss(
       objective, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled)),
@@ -159,9 +168,9 @@ def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
       'ab_dino_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
   extras = {'center': 0.1 * jnp.sin(jnp.arange(config.objective.num_prototypes, dtype=float))}
   step = 1000                                            # past warm-up: tau_t = 0.07
-  _, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
-                                   jnp.int32(step))
-  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  _, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
+                                            jax.random.PRNGKey(0), jnp.int32(step))
+  call = _jitted_apply(objective.net)
   tau_s, tau_t = config.objective.student_temperature, config.objective.teacher_temperature
   expected = _naive_ab_loss(
       objective, params, target, batch,
@@ -176,9 +185,9 @@ def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
 def test_ab_simclr_loss_equals_a_naive_reference(tiny_data_dir):
   config, objective, batch, params, target, extras = _objective_and_batch(
       'ab_simclr_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  _, (metrics, _) = objective.loss(params, target, extras, batch, jax.random.PRNGKey(0),
-                                   jnp.int32(0))
-  call = lambda p, method, x: objective.net.apply({'params': p}, x, method=method)
+  _, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
+                                            jax.random.PRNGKey(0), jnp.int32(0))
+  call = _jitted_apply(objective.net)
   ann = batch['annotation']['images'].reshape(-1, *batch['annotation']['images'].shape[2:])
   pooled_ann = {id(params): call(params, bootstrap.BootstrapNet.encode, ann)[0],
                 id(target): call(target, bootstrap.BootstrapNet.encode, ann)[0]}
