@@ -122,10 +122,11 @@ def _jitted_apply(net):
                  static_argnums=1)
 
 
-def _naive_ab_loss(objective, params, target, batch, p_fn, log_q_fn, gamma):
-  """AB loss pair by pair: y_ij = (1 - gamma) p_j + gamma max_k Q_t(x_j, a_jk), CE with Q_AB."""
-  net = objective.net
-  call = _jitted_apply(net)
+def _naive_ab_loss(call, params, target, batch, p_fn, log_q_fn, gamma):
+  """AB loss pair by pair: y_ij = (1 - gamma) p_j + gamma max_k Q_t(x_j, a_jk), CE with Q_AB.
+
+  `call` is the test's `_jitted_apply(objective.net)`, shared so each method compiles once.
+  """
   boot = batch['bootstrap']
   b, v = boot['images'].shape[:2]
   total = 0.0
@@ -155,7 +156,7 @@ def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
                                                jax.random.PRNGKey(0), jnp.int32(0))
   call = _jitted_apply(objective.net)
   expected = _naive_ab_loss(
-      objective, params, target, batch,
+      call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled)),
       log_q_fn=lambda p, phi, _: jax.nn.log_softmax(call(p, bootstrap.BootstrapNet.ab, phi)),
       gamma=0.5)
@@ -173,7 +174,7 @@ def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
   call = _jitted_apply(objective.net)
   tau_s, tau_t = config.objective.student_temperature, config.objective.teacher_temperature
   expected = _naive_ab_loss(
-      objective, params, target, batch,
+      call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(
           (call(target, bootstrap.BootstrapNet.base, pooled) - extras['center']) / tau_t),
       log_q_fn=lambda p, phi, _: jax.nn.log_softmax(
@@ -200,7 +201,7 @@ def test_ab_simclr_loss_equals_a_naive_reference(tiny_data_dir):
     return jax.nn.log_softmax(scale * psi_ab(p) @ query)
 
   expected = _naive_ab_loss(
-      objective, params, target, batch,
+      call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(
           psi_base_t @ call(target, bootstrap.BootstrapNet.base, pooled) / tau),
       log_q_fn=log_q, gamma=0.5)
