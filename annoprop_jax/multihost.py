@@ -1,7 +1,7 @@
 """Joining the processes of one job (TPU pod hosts, SLURM tasks) into one JAX runtime.
 
-Every process runs the same command; each sees its local devices, reads its own shard of the
-data, and the global batch is assembled from the process-local parts
+Every process runs the same command; each sees its local devices, reads its own rows of every
+global batch, and the global batch is assembled from the process-local parts
 (``sharding.global_batch``). Only process 0 writes metrics and the progress line; checkpoints
 are written by all processes together (Orbax).
 """

@@ -38,13 +38,35 @@ def test_batch_shapes_and_moves(tiny_data_dir):
     assert caption.startswith('a ') and 'background' in caption
 
 
-def test_same_seed_same_batches_and_epochs_reshuffle(tiny_data_dir):
+def test_same_seed_same_batches(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
   a, b = iter(_stream(config)), iter(_stream(config))
   for _ in range(3):
     x, y = next(a), next(b)
     np.testing.assert_array_equal(x['images'], y['images'])
     np.testing.assert_array_equal(x['boxes'], y['boxes'])
+
+
+def _records(batch):
+  return [_record_key(*parts) for parts in zip(batch['caption'], batch['labels'],
+                                               batch['object_boxes'])]
+
+
+def _split_records(config, source):
+  decode = pipeline.Decoder(config.data.annotation.max_objects,
+                            config.data.annotation.max_caption_bytes)
+  return collections.Counter(_record_key(r['caption'], r['labels'], r['object_boxes'])
+                             for r in (decode(source[i]) for i in range(len(source))))
+
+
+def test_every_epoch_reads_each_record_once_in_a_new_order(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
+  it = iter(_stream(config, batch=8, source=source))
+  epochs = [sum((_records(next(it)) for _ in range(4)), []) for _ in range(3)]
+  everything = _split_records(config, source)
+  assert all(collections.Counter(epoch) == everything for epoch in epochs)
+  assert len({tuple(epoch) for epoch in epochs}) == 3       # three different orders
 
 
 def test_iterator_state_resumes_exactly(tiny_data_dir):
@@ -65,23 +87,20 @@ def _record_key(caption, labels, object_boxes):
   return bytes(caption) + np.asarray(labels).tobytes() + np.asarray(object_boxes).tobytes()
 
 
-def test_process_shards_are_disjoint_and_cover_the_split(tiny_data_dir):
+def test_processes_read_their_rows_of_the_one_process_batches(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
   source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
-  decode = pipeline.Decoder(config.data.annotation.max_objects,
-                            config.data.annotation.max_caption_bytes)
-  everything = collections.Counter(
-      _record_key(r['caption'], r['labels'], r['object_boxes'])
-      for r in (decode(source[i]) for i in range(len(source))))
-  shards = []
-  for index in range(2):
-    it = iter(_stream(config, process_index=index, process_count=2, batch=32, source=source))
-    batch = next(it)                      # 16 per process: one epoch of this process's shard
-    shards.append(collections.Counter(
-        _record_key(*parts) for parts in zip(batch['caption'], batch['labels'],
-                                             batch['object_boxes'])))
-  assert sum(shards[0].values()) == sum(shards[1].values()) == 16
-  assert shards[0] + shards[1] == everything       # together exactly the split, no overlap
+  one = iter(_stream(config, batch=16, source=source))
+  parts = [iter(_stream(config, process_index=i, process_count=2, batch=16, source=source))
+           for i in range(2)]
+  seen = []
+  for _ in range(2):                       # one epoch of global batches of 16
+    want, got = next(one), [next(p) for p in parts]
+    assert [g['images'].shape[0] for g in got] == [8, 8]
+    for key in ('images', 'boxes', 'moves', 'labels', 'caption'):   # same records, same views
+      np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key], key)
+    seen += _records(got[0]) + _records(got[1])
+  assert collections.Counter(seen) == _split_records(config, source)   # disjoint, all of it
 
 
 def test_state_from_another_process_count_is_refused(tiny_data_dir):

@@ -1,8 +1,9 @@
 """Grain input pipelines for the two named streams: ``annotation`` and ``bootstrap``.
 
-Each stream: tfds array_record data source -> grain MapDataset -> this process's shard ->
-shuffle (a new order every epoch) -> decode -> pad variable-length annotations to fixed shapes ->
-multi-view crops with boxes and moves -> skip and count undecodable records -> batch.
+Each stream: tfds array_record data source -> grain MapDataset -> shuffle (a new order every
+epoch) -> decode -> pad variable-length annotations to fixed shapes -> multi-view crops with
+boxes and moves -> this process's rows of each global batch -> skip and count undecodable
+records -> batch. Every step of a global order is lazy, so each process decodes only its rows.
 A stream yields dicts of numpy arrays holding this process's part of the global batch:
 
   images        (B, V, S, S, 3) uint8   views (``views`` config)
@@ -208,6 +209,28 @@ class _SkipUndecodable(grain.IterDataset):
                                     self._num_workers)
 
 
+class _ProcessRows(grain.MapDataset):
+  """Process ``index``'s rows of every global batch of the global element order.
+
+  Local element ``i`` is global element ``(i // rows * count + index) * rows + i % rows``, so
+  the global batch that ``count`` processes assemble (``rows`` each, in process order) is the
+  batch one process reads, and the same record gets the same views whatever the process count.
+  """
+
+  def __init__(self, parent, index, count, rows):
+    super().__init__(parent)
+    self._index, self._count, self._rows = index, count, rows
+
+  def __len__(self):
+    return len(self._parent)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return self.slice(i)
+    return self._parent[(i // self._rows * self._count + self._index) * self._rows
+                        + i % self._rows]
+
+
 def view_specs(stream_config):
   views = views_lib.ViewSpec(**_tuples(stream_config.views.to_dict()))
   local = views_lib.ViewSpec(**_tuples(stream_config.local_views.to_dict()))
@@ -231,12 +254,13 @@ def build_stream(source, stream_config, *, global_batch_size, seed, process_inde
                      f'JAX processes')
   views, local_views = view_specs(stream_config)
   ds = grain.MapDataset.source(source)
-  ds = ds[process_index::process_count]
   if len(ds) == 0:
-    raise ValueError('this process got no records of the stream')
+    raise ValueError(f'dataset {stream_config.dataset!r} has no records in this split')
   ds = ds.seed(seed).shuffle().repeat(None)
   ds = ds.map(decoder) if decoder.caption_choice == 'first' else ds.random_map(decoder)
   ds = ds.random_map(ViewMaker(views, local_views))
+  # Lazy: this process decodes only its rows, with the views the global order gives them.
+  ds = _ProcessRows(ds, process_index, process_count, global_batch_size // process_count)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=stream_config.num_threads,
                                             prefetch_buffer_size=stream_config.prefetch),
                           allow_nones=True)
