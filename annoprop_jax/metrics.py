@@ -25,7 +25,9 @@ def format_duration(seconds):
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-NOT_CURVES = ('step', 'data_fingerprint')   # numbers in metrics.jsonl that are not curves
+def is_curve(key):
+  """Whether a number in metrics.jsonl is a curve (not the step or a data fingerprint)."""
+  return key != 'step' and not key.endswith('data_fingerprint')
 
 
 class MetricsLogger:
@@ -47,7 +49,7 @@ class MetricsLogger:
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
     for key, value in record.items():
-      if (key not in NOT_CURVES and isinstance(value, (int, float))
+      if (is_curve(key) and isinstance(value, (int, float))
           and not isinstance(value, bool)):
         self._tensorboard.add_scalar(prefix + key, value, record['step'])
     self._tensorboard.flush()

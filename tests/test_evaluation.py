@@ -88,7 +88,7 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   assert [step for step, _ in tags['train/loss']] == [4, 8]
   assert tags['eval/objects_knn'] == [(4, pytest.approx(evals[0]['eval/objects_knn'])),
                                       (8, pytest.approx(evals[1]['eval/objects_knn']))]
-  assert 'train/data_fingerprint' not in tags
+  assert 'train/annotation_data_fingerprint' not in tags
 
   # The run's config.json reads back as the config it trained with.
   assert configuration.load_run(workdir).to_dict() == config.to_dict()
