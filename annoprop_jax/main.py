@@ -24,9 +24,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from annoprop_jax import configuration
-from annoprop_jax import multihost
 from annoprop_jax.data import prepare_cli
+# The training stack (jax, flax, orbax, tfds) is imported only by the commands that need it,
+# so `prepare` and a usage error start in a fraction of a second.
 
 COMMANDS = ('train', 'evaluate', 'export', 'compile', 'prepare-data', 'prepare')
 
@@ -54,6 +54,7 @@ def _one_line_error(message):
 
 def _explain_flag_error(error, argv):
   """Turns a config override error into one line naming the nearest valid keys."""
+  from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   config = None
   try:
     config = _load_config_only(argv)
@@ -81,6 +82,7 @@ def _has_key(config, dotted):
 
 def _load_config_only(argv):
   """Loads the --config file alone (no overrides)."""
+  from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
   if path is None:
     return None
@@ -98,6 +100,7 @@ def parse_flags(argv):
 
 def _compile(config, aot):
   import jax  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   if _NUM_CPU_DEVICES.value:
     jax.config.update('jax_platforms', 'cpu')
     jax.config.update('jax_num_cpu_devices', _NUM_CPU_DEVICES.value)
@@ -109,6 +112,7 @@ def _compile(config, aot):
 
 
 def _evaluate_or_export(command, config):
+  from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import encoder  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
@@ -137,6 +141,10 @@ def main(argv):
     prepare_cli.run(_one_line_error)
     return
   command = argv[1]
+  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import configuration
+  from annoprop_jax import multihost
+  # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
   if config is None and command in ('evaluate', 'export') and _WORKDIR.value:
     try:
