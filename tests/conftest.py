@@ -1,9 +1,21 @@
-"""8 simulated CPU devices for every test, a tiny scenes dataset shared by the session."""
+"""8 simulated CPU devices for every test, a tiny scenes dataset shared by the session, one
+compilation cache for the session, and the update comparison the state tests use."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache per test session, made by the first process that loads this
+# file and inherited by the xdist workers and every subprocess the tests start: the CLI tests
+# compile the same tiny programs many times (an AB_DINO run: 18 s cold, 7 s warm, same losses).
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='annoprop_test_jax_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -35,3 +47,35 @@ def tiny_data_dir(tmp_path_factory):
   config = tiny_config(**{'data.data_dir': data_dir})
   pipeline.dataset_directory(config, 'scenes')
   return data_dir
+
+
+def leaves(tree):
+  """{'a/b/0': numpy array} of a pytree."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
+  return {sharding.path_string(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(jax.device_get(tree))}
+
+
+def assert_same_update(before, want, got, rtol=1e-3, name='state'):
+  """``got`` made the update ``want`` made from ``before``, up to ``rtol`` of that update.
+
+  The tree must have moved (its largest |want - before| above 1e-6), and the difference
+  ||got - want|| over the whole tree must be at most ``rtol`` x the update ||want - before||
+  (2-norms over all leaves). Whole-tree norms, not per-element tolerances: a leaf whose true
+  gradient is zero (an attention key bias) gets Adam updates made of rounding noise, which
+  differ between two correct runs by as much as they are large. Returns the update's norm.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  before, want, got = leaves(before), leaves(want), leaves(got)
+  assert before.keys() == want.keys() == got.keys(), name
+  diff = lambda a, b, k: a[k].astype(np.float64) - b[k]
+  largest = max(float(np.max(np.abs(diff(want, before, k)), initial=0)) for k in want)
+  assert largest > 1e-6, f'{name}: nothing moved (largest update {largest:.2e})'
+  update = np.sqrt(sum(np.sum(diff(want, before, k) ** 2) for k in want))
+  error = np.sqrt(sum(np.sum(diff(got, want, k) ** 2) for k in want))
+  worst = max(want, key=lambda k: np.sum(diff(got, want, k) ** 2))
+  assert error <= rtol * update, (f'{name}: differs by {error:.3g}, more than {rtol:g} of its '
+                                  f'update {update:.3g} (most in {worst})')
+  return update

@@ -3,13 +3,15 @@
   python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES DATA_DIR OUT
 
 Joins a ``jax.distributed`` run on 127.0.0.1:PORT (when NUM_PROCESSES > 1) with DEVICES local
-CPU devices, builds the same global AB_Sup batches (two streams) in every process (the pipeline
-read as one process), feeds this process's rows of them, takes 3 train steps and writes the
-losses to OUT (process 0).
+CPU devices, reads this process's rows of both AB_Sup streams through the pipeline as training
+does (``process_index``/``process_count``), takes 3 train steps with a learning rate from the
+first step, and writes (process 0) OUT.json with the losses and a checksum of every global
+batch (gathered from all processes), and OUT.npz with the parameters before and after.
 """
 import json
 import os
 import sys
+import zlib
 
 
 def main():
@@ -22,34 +24,48 @@ def main():
   if num_processes > 1:
     multihost.initialize('auto', f'127.0.0.1:{port}', num_processes, process_id)
   # pylint: disable=g-import-not-at-top
+  from flax import traverse_util
+  from jax.experimental import multihost_utils
+  import numpy as np
   from annoprop_jax import configuration, objectives, sharding, train
   from annoprop_jax.data import pipeline
 
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = configuration.load(os.path.join(repo, 'configs', 'ab_sup_scenes.py:tiny'))
+  config = configuration.load(os.path.join(repo, 'configs', 'ab_sup_scenes.py:tiny')).unlock()
   config.data.data_dir = data_dir
+  config.optimizer.warmup_steps = 0       # every one of the 3 steps updates the params
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   mesh = sharding.make_mesh(config.mesh)
-  batches = {}
+  iterators = {}
   for i, name in enumerate(objective.streams):
-    size = train.stream_batch_size(config, name)
     source = pipeline.open_source(config, config.data[name].dataset, config.data[name].split)
-    it = iter(pipeline.build_stream(source, config.data[name], global_batch_size=size, seed=i))
-    rows = slice(process_id * size // num_processes, (process_id + 1) * size // num_processes)
-    batches[name] = [{k: v[rows] for k, v in next(it).items()
-                      if k not in pipeline.HOST_ONLY_KEYS} for _ in range(3)]
+    iterators[name] = iter(pipeline.build_stream(
+        source, config.data[name], global_batch_size=train.stream_batch_size(config, name),
+        seed=i, process_index=jax.process_index(), process_count=jax.process_count()))
   program = train.build_program(config, mesh, objective,
-                                {name: b[0] for name, b in batches.items()})
+                                {name: pipeline.zeros_batch(config.data[name])
+                                 for name in objective.streams})
   state = program.init(jax.random.PRNGKey(0))
-  losses = []
-  for step in range(3):
-    local = {name: b[step] for name, b in batches.items()}
-    state, metrics = program.train_step(state, sharding.global_batch(local, mesh))
+  gather = lambda tree: jax.device_get(multihost_utils.process_allgather(tree, tiled=True))
+  before = gather(state.params)
+  losses, checksums = [], []
+  for _ in range(3):
+    local = {name: {k: v for k, v in next(it).items() if k not in pipeline.HOST_ONLY_KEYS}
+             for name, it in iterators.items()}
+    batch = sharding.global_batch(local, mesh)
+    whole = gather(batch)       # the global batch, as every process assembled it
+    checksums.append({f'{name}/{key}': zlib.crc32(np.ascontiguousarray(value))
+                      for name, arrays in whole.items() for key, value in arrays.items()})
+    state, metrics = program.train_step(state, batch)
     losses.append(float(metrics['loss']))
+  after = gather(state.params)
   if jax.process_index() == 0:
-    with open(out, 'w') as f:
-      json.dump({'losses': losses, 'process_count': jax.process_count(),
-                 'device_count': jax.device_count()}, f)
+    with open(out + '.json', 'w') as f:
+      json.dump({'losses': losses, 'checksums': checksums,
+                 'process_count': jax.process_count(), 'device_count': jax.device_count()}, f)
+    flat = {f'{when}/{k}': v for when, tree in (('before', before), ('after', after))
+            for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
+    np.savez(out + '.npz', **flat)
 
 
 if __name__ == '__main__':

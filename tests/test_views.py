@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from annoprop_jax.data import boxes
 from annoprop_jax.data import views
 
 
@@ -31,13 +30,31 @@ def test_views_record_where_their_pixels_came_from():
       assert abs(px[r, c, 1] / 4 - src_x) < 1.5
 
 
-def test_moves_follow_boxes_and_flips():
-  out = views.make_views(_coordinate_image(), np.random.default_rng(1),
-                         views.ViewSpec(num=3, size=8, flip=True))
-  np.testing.assert_allclose(out['moves'], boxes.moves(out['boxes'], out['flips']), atol=1e-6)
-  for i in range(3):
-    expected = [0, 0, 1, 1]
-    np.testing.assert_allclose(out['moves'][i, i], expected, atol=1e-6)
+def test_moves_put_the_target_view_where_its_pixels_are_in_the_source_view():
+  # The coordinate image tells each view pixel's source position; the move i -> j must place
+  # view j's pixels at the same positions in view i's (possibly mirrored) frame.
+  image = _coordinate_image(64)
+  spec = views.ViewSpec(num=3, size=32, scale=(0.2, 0.7), flip=True)
+  for seed in range(8):
+    out = views.make_views(image, np.random.default_rng(seed), spec)
+    for i in range(3):
+      for j in range(3):
+        y0, x0, y1, x1 = out['moves'][i, j]
+        r, c = 16, 3             # a pixel of view j's array
+        # Where it lies across the move's box: a flip of j or of i's frame reverses x.
+        cj = 31 - c if out['flips'][j] != out['flips'][i] else c
+        # Its position in view i's frame, as the move says, in view i's pixel units.
+        fy = y0 + (r + 0.5) / 32 * (y1 - y0)
+        fx = x0 + (cj + 0.5) / 32 * (x1 - x0)
+        ri, ci = fy * 32 - 0.5, fx * 32 - 0.5
+        if not (0 <= ri <= 31 and 0 <= ci <= 31):
+          continue               # outside view i
+        want = out['images'][j][r, c, :2].astype(float)
+        got = out['images'][i][int(round(ri)), int(round(ci)), :2].astype(float)
+        # One source pixel is 4 grey levels; rounding to view i's grid moves < 1.5 source pixels.
+        assert np.all(np.abs(got - want) <= 4 * 2), (seed, i, j, got, want)
+    for i in range(3):
+      np.testing.assert_allclose(out['moves'][i, i], [0, 0, 1, 1], atol=1e-6)
 
 
 def test_crop_boxes_respect_scale_and_ratio():
