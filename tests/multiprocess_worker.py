@@ -17,7 +17,8 @@ import zlib
 def main():
   process_id, num_processes, port, devices = map(int, sys.argv[1:5])
   data_dir, out = sys.argv[5:7]
-  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  os.environ['XLA_FLAGS'] = (f'--xla_backend_optimization_level=0 '    # conftest.xla_flags
+                             f'--xla_force_host_platform_device_count={devices}')
   os.environ['JAX_PLATFORMS'] = 'cpu'
   import jax  # pylint: disable=g-import-not-at-top
   from annoprop_jax import multihost  # pylint: disable=g-import-not-at-top

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 
 pytestmark = pytest.mark.slow
 
 
 def _run(args, data_dir, devices=2, timeout=600):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
              JAX_PLATFORMS='cpu')
   return subprocess.run(
       [sys.executable, '-m', 'annoprop_jax.main', *args, f'--config.data.data_dir={data_dir}'],

@@ -1,4 +1,5 @@
-"""Preemption, bit-exact resume, another mesh, damaged checkpoints, NaN and lock guards (slow)."""
+"""Preemption, bit-exact resume, another mesh, init_from, damaged checkpoints, NaN and lock
+guards (slow)."""
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, assert_same_update
+from conftest import REPO, assert_same_update, xla_flags
 
 pytestmark = pytest.mark.slow
 CONFIG = 'configs/simclr_scenes.py:tiny'
@@ -28,7 +29,7 @@ def _cmd(workdir, data_dir, *extra, config=CONFIG):
 
 def _env(devices):
   # Unbuffered: what a killed run printed is still read.
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  return dict(os.environ, XLA_FLAGS=xla_flags(devices),
               JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
 
 
@@ -134,8 +135,9 @@ def test_ab_dino_resumes_bit_exactly_after_sigterm_then_sigkill(tmp_path, tiny_d
   _assert_same_tree(_params(workdir, 40), _params(reference, 40))
 
 
-def test_restore_on_another_mesh(tmp_path, tiny_data_dir):
-  """Written on 8 devices, resumed on 4: the next steps equal the 8-device run's."""
+def test_restore_on_another_mesh_and_init_from(tmp_path, tiny_data_dir):
+  """Written on 8 devices, resumed on 4: the next steps equal the 8-device run's. And a new
+  run initialised from that run's params."""
   reference = str(tmp_path / 'reference')
   # A constant learning rate after warm-up: the steps after the restore update by ~1e-3.
   args = ['--config.total_steps=12', '--config.checkpoint_every=10',
@@ -159,6 +161,25 @@ def test_restore_on_another_mesh(tmp_path, tiny_data_dir):
                                                        (reference, 12)))
   for part in ('params', 'target_params', 'opt_state'):
     assert_same_update(restored[part], theirs[part], ours[part], 1e-2, part)
+
+  # init_from: a new run starts from the reference's latest params (and target network).
+  # With a zero learning rate its one step leaves the params unchanged.
+  new_run = str(tmp_path / 'new')
+  result = _run(new_run, tiny_data_dir, '--config.total_steps=1',
+                f'--config.init_from={reference}', '--config.optimizer.learning_rate=0.0',
+                '--config.optimizer.warmup_steps=0', '--config.optimizer.min_learning_rate=0.0')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Initialised params from {reference}' in result.stdout
+  new = _params(new_run, 1)
+  _assert_same_tree(new['params'], theirs['params'])
+  # The target network came along too and took its one EMA step (momentum 0.996) toward them.
+  for key, target in _leaves(theirs['target_params']):
+    np.testing.assert_allclose(dict(_leaves(new['target_params']))[key],
+                               0.996 * target + 0.004 * dict(_leaves(theirs['params']))[key],
+                               rtol=1e-5, atol=1e-8, err_msg=key)
+  assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(
+      _leaves(theirs['target_params']), _leaves(theirs['params'])))
+  assert int(new['step']) == 1
 
 
 def test_damaged_latest_checkpoint_falls_back_loudly(tmp_path, tiny_data_dir):
@@ -207,27 +228,3 @@ def test_second_run_on_a_locked_workdir_refuses(tmp_path, tiny_data_dir):
   assert result.returncode == 2
   assert f'workdir is in use by pid {os.getpid()}' in result.stderr
   assert not (workdir / 'checkpoints').exists()
-
-
-def test_init_from_starts_a_new_run_from_another_runs_params(tmp_path, tiny_data_dir):
-  source = str(tmp_path / 'source')
-  assert _run(source, tiny_data_dir, '--config.total_steps=4',
-              '--config.checkpoint_every=4').returncode == 0
-  # With a zero learning rate one step leaves the initialised params unchanged (a fresh init
-  # differs from the source's trained params: 2 of its 4 steps had a learning rate).
-  workdir = str(tmp_path / 'new')
-  result = _run(workdir, tiny_data_dir, '--config.total_steps=1', f'--config.init_from={source}',
-                '--config.optimizer.learning_rate=0.0', '--config.optimizer.warmup_steps=0',
-                '--config.optimizer.min_learning_rate=0.0')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f'Initialised params from {source}' in result.stdout
-  new, old = _params(workdir, 1), _params(source, 4)
-  _assert_same_tree(new['params'], old['params'])
-  # The target network came along too and took its one EMA step (momentum 0.996) toward them.
-  for key, target in _leaves(old['target_params']):
-    np.testing.assert_allclose(dict(_leaves(new['target_params']))[key],
-                               0.996 * target + 0.004 * dict(_leaves(old['params']))[key],
-                               rtol=1e-5, atol=1e-8, err_msg=key)
-  assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(
-      _leaves(old['target_params']), _leaves(old['params'])))
-  assert int(new['step']) == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from annoprop_jax import multihost
-from conftest import REPO, assert_same_update
+from conftest import REPO, assert_same_update, xla_flags
 
 WORKER = os.path.join(REPO, 'tests', 'multiprocess_worker.py')
 
@@ -23,7 +23,7 @@ def _free_port():
 
 
 def _env(devices):
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  return dict(os.environ, XLA_FLAGS=xla_flags(devices),
               JAX_PLATFORMS='cpu')
 
 

@@ -67,6 +67,7 @@ def _adam_moments(state):
   return {'mu': adam.mu, 'nu': adam.nu}
 
 
+@pytest.mark.slow
 def test_sharded_steps_equal_single_device_steps(tiny_data_dir):
   """AB_DINO (encoder, decoder, prototypes, centre): 2 steps on one device, then on each mesh."""
   config = _moving(tiny_config('ab_dino_scenes').unlock())
