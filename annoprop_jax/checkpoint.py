@@ -5,6 +5,7 @@ of arrays (``state.to_pytree``), so it restores with or without a target.
 """
 import os
 
+from absl import logging
 import grain
 import jax
 import orbax.checkpoint as ocp
@@ -82,3 +83,31 @@ def abstract_tree(tree, shardings):
   """ShapeDtypeStructs with shardings: the restore target."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
+
+
+def load_params(path, step=None):
+  """(step, params, target params) of the latest (or the given) checkpoint under ``path``, a
+  workdir or its checkpoints folder (for init_from, evaluate and export)."""
+  directory = os.path.join(path, 'checkpoints') if os.path.isdir(
+      os.path.join(path, 'checkpoints')) else path
+  with ocp.CheckpointManager(
+      directory, item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{path!r}: no checkpoint found in {directory}')
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'{path!r}: no checkpoint of step {step}; there are {sorted(steps)}')
+    # Onto this process's first device, whatever mesh wrote it; the data-iterator items are not
+    # read (orbax warns about each: quiet for this call).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            manager.item_metadata(step)['state'])
+      tree = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target)))
+    finally:
+      logging.set_verbosity(verbosity)
+  return step, tree['state']['params'], tree['state']['target_params']

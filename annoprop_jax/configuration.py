@@ -9,6 +9,7 @@ import difflib
 import ml_collections
 from ml_collections import config_dict
 
+from annoprop_jax import errors
 from annoprop_jax import objectives
 from annoprop_jax.evaluation import evaluator
 from annoprop_jax import optimizer
@@ -122,8 +123,7 @@ def apply_variant(config, variant):
   return config
 
 
-class ConfigError(ValueError):
-  pass
+ConfigError = errors.ConfigError   # the one error class, re-exported for config users
 
 
 def nearest_keys(config, key):

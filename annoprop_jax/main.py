@@ -113,17 +113,18 @@ def _compile(config, aot):
 
 def _evaluate_or_export(command, config):
   from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
-  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import encoder  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   try:
     if command == 'evaluate':
-      step, results = evaluator.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+      step, results = evaluator.evaluate_checkpoint(
+          config, configuration.encoder_config(config), _WORKDIR.value, _STEP.value)
       print(evaluator.table(results, step))
       return
     if not flags.FLAGS.output:
       _one_line_error('export needs --output=DIR (a new folder for the encoder)')
-    step, params, target_params = train.load_params(_WORKDIR.value, _STEP.value)
+    step, params, target_params = checkpoint.load_params(_WORKDIR.value, _STEP.value)
     which = evaluator.which_params(config)
     chosen = target_params if which == 'target' else params
     path = encoder.export(chosen['encoder'], configuration.encoder_config(config),

@@ -24,7 +24,7 @@ import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 
-from annoprop_jax import configuration   # which imports this module: ConfigError is used lazily
+from annoprop_jax import errors
 
 AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')     # the example axis of every batch is split over both
@@ -53,16 +53,16 @@ def mesh_shape(mesh_config, num_devices):
   """(data, fsdp, tensor) sizes with the one -1 resolved; ConfigError if they do not fit."""
   sizes = [mesh_config[a] for a in AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise configuration.ConfigError(
+    raise errors.ConfigError(
         f'mesh sizes must be positive, with at most one -1; got {dict(zip(AXES, sizes))}')
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise configuration.ConfigError(
+      raise errors.ConfigError(
           f'mesh {dict(zip(AXES, sizes))} does not divide the {num_devices} devices')
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise configuration.ConfigError(
+    raise errors.ConfigError(
         f'mesh {dict(zip(AXES, sizes))} needs {int(np.prod(sizes))} devices but {num_devices} '
         f'are available; make the sizes multiply to {num_devices} or leave one at -1')
   return tuple(sizes)
@@ -92,7 +92,7 @@ def check_batch_size(batch_size, mesh, name='batch_size', microbatches=1):
   n = data_parallel_size(mesh)
   if batch_size % (n * microbatches):
     extra = f' x {microbatches} micro-batches' if microbatches > 1 else ''
-    raise configuration.ConfigError(
+    raise errors.ConfigError(
         f'{name}={batch_size} is not divisible by the {n} data-parallel devices '
         f'(mesh data x fsdp){extra}')
 
@@ -147,14 +147,14 @@ def tree_shardings(tree, mesh, mesh_config):
 def validate_rules(rules):
   for rule in rules:
     if len(rule) != 2:
-      raise configuration.ConfigError(
+      raise errors.ConfigError(
           f'mesh.rules entries are (regex, spec) pairs; got {rule!r}')
     pattern, spec = rule
     try:
       re.compile(pattern)
     except re.error as e:
-      raise configuration.ConfigError(f'mesh.rules: bad regex {pattern!r}: {e}') from None
+      raise errors.ConfigError(f'mesh.rules: bad regex {pattern!r}: {e}') from None
     bad = [a for a in spec if a is not None and a not in AXES]
     if bad:
-      raise configuration.ConfigError(
+      raise errors.ConfigError(
           f'mesh.rules: {pattern!r} names unknown mesh axes {bad}; the axes are {AXES} or None')

@@ -5,7 +5,6 @@ import signal
 import time
 import zlib
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -149,35 +148,6 @@ def _host_part(batch):
   return device, host
 
 
-def load_params(path, step=None):
-  """(step, params, target params) of the latest (or the given) checkpoint under ``path``, a
-  workdir or its checkpoints folder (for init_from, evaluate and export)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(path, 'checkpoints') if os.path.isdir(
-      os.path.join(path, 'checkpoints')) else path
-  with ocp.CheckpointManager(
-      directory, item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
-    steps = manager.all_steps()
-    if not steps:
-      raise FileNotFoundError(f'{path!r}: no checkpoint found in {directory}')
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f'{path!r}: no checkpoint of step {step}; there are {sorted(steps)}')
-    # Onto this process's first device, whatever mesh wrote it; the data-iterator items are not
-    # read (orbax warns about each: quiet for this call).
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
-    try:
-      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                            manager.item_metadata(step)['state'])
-      tree = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target)))
-    finally:
-      logging.set_verbosity(verbosity)
-  return step, tree['state']['params'], tree['state']['target_params']
-
-
 @dataclasses.dataclass(frozen=True)
 class Program:
   """What runs on the devices: sharded init and the jitted train step, with their layouts."""
@@ -270,14 +240,15 @@ def _train(config, workdir, print_fn, on_step):
   else:
     state = program.init(jax.random.PRNGKey(config.seed))
     if config.init_from:
-      _, params, target_params = jax.device_get(load_params(config.init_from))
+      _, params, target_params = jax.device_get(checkpoint.load_params(config.init_from))
       state = copy_state(state.replace(params=params, target_params=target_params))
       print_fn(f'Initialised params from {config.init_from}')
 
   train_step = program.train_step
   evaluate = None
   if config.evaluation.every_steps:
-    evaluate = evaluator_lib.Evaluator(config, mesh, print_fn)
+    evaluate = evaluator_lib.Evaluator(config, configuration.encoder_config(config), mesh,
+                                       print_fn)
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
   images_per_step = sum(stream_batch_size(config, name) for name in datasets)
   stop = _StopRequest()

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from annoprop_jax import checkpoint
 from annoprop_jax import configuration
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import sharding
@@ -17,7 +18,7 @@ from annoprop_jax import train
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import tasks
 from annoprop_jax.models import vit
-from conftest import REPO, tiny_config
+from conftest import REPO, tiny_config, xla_flags
 
 
 def test_task_targets_from_padded_labels():
@@ -94,7 +95,7 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   assert configuration.load_run(workdir).to_dict() == config.to_dict()
 
   # `evaluate` on the step-4 checkpoint (the run's own config) prints a table, appends metrics.
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2),
              JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', 'evaluate',
                            f'--workdir={workdir}', '--step=4'], cwd=REPO, env=env,
@@ -109,7 +110,7 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   assert metrics_lib.read_metrics(workdir)[-1]['step'] == 4
 
   # export -> load_encoder gives the EMA encoder of the last checkpoint.
-  _, _, target_params = train.load_params(workdir)
+  _, _, target_params = checkpoint.load_params(workdir)
   path = encoder_lib.export(target_params['encoder'], configuration.encoder_config(config),
                             str(tmp_path / 'encoder'))
   encoder_config, params = encoder_lib.load_encoder(path)

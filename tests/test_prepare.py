@@ -406,5 +406,6 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   params, _ = objective.init(jax.random.PRNGKey(0),
                              {'annotation': pipeline.zeros_batch(config.data.annotation)})
-  evaluator = evaluator_lib.Evaluator(config, sharding.make_mesh(config.mesh), lambda s: None)
+  evaluator = evaluator_lib.Evaluator(config, configuration.encoder_config(config),
+                                      sharding.make_mesh(config.mesh), lambda s: None)
   assert evaluator(params['encoder']) == {'classes_linear': 1.0, 'classes_knn': 1.0}

@@ -14,6 +14,8 @@ boxes='', caption=''``.
 """
 import numpy as np
 
+from annoprop_jax import errors
+
 ROLES = ('image', 'boxes', 'labels', 'caption')
 DEFAULT = (('image', 'image'), ('boxes', 'objects/bbox'), ('labels', 'objects/label'),
            ('caption', 'caption'))
@@ -83,13 +85,12 @@ def source_paths(source):
 def check(mapping, available, dataset):
   """Raises ConfigError (one line naming the dataset's features) for a role mapped to a
   feature that ``dataset`` does not have, or for an unknown role."""
-  from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   for role, path in mapping.items():
     if role not in ROLES:
-      raise configuration.ConfigError(f'features.{role}: unknown field; the fields are '
+      raise errors.ConfigError(f'features.{role}: unknown field; the fields are '
                                       f'{", ".join(ROLES)}')
     if path and available is not None and path not in available:
-      raise configuration.ConfigError(
+      raise errors.ConfigError(
           f'features.{role}={path!r}: dataset {dataset!r} has no such feature; its features: '
           f'{", ".join(available)}')
 

@@ -44,6 +44,12 @@ from tensorflow_datasets.core import example_serializer
 
 from annoprop_jax.data import formats
 from annoprop_jax.data.formats import PrepareError
+from annoprop_jax.data.formats import coco
+from annoprop_jax.data.formats import imagefolder
+from annoprop_jax.data.formats import video
+from annoprop_jax.data.formats import webdataset
+
+FORMATS = {'coco': coco, 'imagefolder': imagefolder, 'video': video, 'webdataset': webdataset}
 
 VERSION = '1.0.0'
 PROGRESS_DIR = 'prepare_progress'
@@ -65,8 +71,8 @@ class Options:
   annotations: str = ''         # video: the annotation CSV (see formats/video.py)
 
   def validate(self):
-    if self.format not in formats.FORMATS:
-      raise PrepareError(f'unknown --format={self.format!r}; known: {", ".join(formats.FORMATS)}')
+    if self.format not in FORMATS:
+      raise PrepareError(f'unknown --format={self.format!r}; known: {", ".join(FORMATS)}')
     if not os.path.isdir(self.input):
       raise PrepareError(f'--input={self.input!r} is not a folder')
     if not re.fullmatch(r'[a-z][a-z0-9_]*', self.name):
@@ -156,7 +162,7 @@ def _one_line(text):
 
 def write_shard(job):
   """Writes one shard (a worker's unit of work); returns its manifest."""
-  fmt = formats.get(job.options.format)
+  fmt = FORMATS[job.options.format]
   feats = features(job.class_names, job.video)
   serializer = _serializer(job.class_names, job.video)
   tmp = f'{job.path}.tmp{os.getpid()}'
@@ -270,7 +276,7 @@ def prepare(options, log=_print, stop_after_shards=None, progress_interval=5.0):
   interruption: the run stops after writing that many shards and returns None.
   """
   options.validate()
-  plan = formats.get(options.format).plan(options)
+  plan = FORMATS[options.format].plan(options)
   directory = options.directory()
   os.makedirs(os.path.join(directory, PROGRESS_DIR), exist_ok=True)
   _check_plan(directory, options, plan)

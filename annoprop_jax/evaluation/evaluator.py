@@ -8,7 +8,8 @@ import time
 
 import ml_collections
 
-from annoprop_jax import configuration
+from annoprop_jax import checkpoint
+from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import probes
@@ -39,13 +40,13 @@ def validate(config):
   """One-line errors for the ``evaluation`` block."""
   unknown = [t for t in config.tasks if t not in tasks_lib.TASKS]
   if unknown:
-    raise configuration.ConfigError(
+    raise errors.ConfigError(
         f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks_lib.TASKS)}')
   unknown = [p for p in config.probes if p not in PROBES]
   if unknown:
-    raise configuration.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
+    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
   if config.params not in ('auto', 'target', 'online'):
-    raise configuration.ConfigError(
+    raise errors.ConfigError(
         f"evaluation.params must be 'auto', 'target' or 'online', got {config.params!r}")
 
 
@@ -59,10 +60,10 @@ def which_params(config):
 class Evaluator:
   """Probes one encoder after another on the same (cached) task images."""
 
-  def __init__(self, config, mesh, print_fn=print):
+  def __init__(self, config, encoder_config, mesh, print_fn=print):
     self.config = config
     self.eval_config = config.evaluation
-    self.encoder_config = configuration.encoder_config(config)
+    self.encoder_config = encoder_config          # ViT keyword arguments, with image_size
     self.mesh = mesh
     self.print_fn = print_fn
     self._data = {}
@@ -121,13 +122,12 @@ def table(results, step=None):
   return '\n'.join([header] + [f'  {k:<{width}}  {v:.4f}' for k, v in sorted(results.items())])
 
 
-def evaluate_checkpoint(config, workdir, step=None, print_fn=print):
+def evaluate_checkpoint(config, encoder_config, workdir, step=None, print_fn=print):
   """Probes the checkpoint of ``step`` (default: the latest) in ``workdir``; appends the results
   to its metrics.jsonl and TensorBoard files and returns (step, results)."""
   from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
-  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
-  step, params, target_params = train.load_params(workdir, step)
-  evaluator = Evaluator(config, sharding.make_mesh(config.mesh), print_fn)
+  step, params, target_params = checkpoint.load_params(workdir, step)
+  evaluator = Evaluator(config, encoder_config, sharding.make_mesh(config.mesh), print_fn)
   results = evaluator(evaluator.encoder_params(params, target_params))
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn)
   logger.write_evaluation(step, results)

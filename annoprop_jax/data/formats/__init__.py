@@ -140,18 +140,3 @@ def make_example(image, source_id, boxes=(), box_labels=(), descriptions=(), lab
       'labels': list(labels),
       'caption': list(captions),
   }
-
-
-def get(name):
-  """The format module called ``name``."""
-  from annoprop_jax.data.formats import coco  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.data.formats import imagefolder  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.data.formats import video  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.data.formats import webdataset  # pylint: disable=g-import-not-at-top
-  modules = {'coco': coco, 'imagefolder': imagefolder, 'webdataset': webdataset, 'video': video}
-  if name not in modules:
-    raise PrepareError(f'unknown --format={name!r}; known: {", ".join(sorted(modules))}')
-  return modules[name]
-
-
-FORMATS = ('coco', 'imagefolder', 'video', 'webdataset')

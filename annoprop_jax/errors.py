@@ -1,0 +1,5 @@
+"""The errors a user's input can cause, in a leaf module that every layer may import."""
+
+
+class ConfigError(ValueError):
+  """A config value (file, command line or config.json) that cannot work; one clear line."""
