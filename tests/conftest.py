@@ -89,8 +89,8 @@ def assert_same_update(before, want, got, rtol=1e-3, name='state'):
   largest = max(float(np.max(np.abs(diff(want, before, k)), initial=0)) for k in want)
   assert largest > 1e-6, f'{name}: nothing moved (largest update {largest:.2e})'
   update = np.sqrt(sum(np.sum(diff(want, before, k) ** 2) for k in want))
-  error = np.sqrt(sum(np.sum(diff(got, want, k) ** 2) for k in want))
-  worst = max(want, key=lambda k: np.sum(diff(got, want, k) ** 2))
+  errors = {k: np.sum(diff(got, want, k) ** 2) for k in want}
+  error, worst = np.sqrt(sum(errors.values())), max(errors, key=errors.get)
   assert error <= rtol * update, (f'{name}: differs by {error:.3g}, more than {rtol:g} of its '
                                   f'update {update:.3g} (most in {worst})')
   return update

@@ -1,9 +1,9 @@
 """One process of a multi-process CPU run (started by test_multihost.py, not collected).
 
-  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES DATA_DIR OUT
+  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT
 
-Joins a ``jax.distributed`` run on 127.0.0.1:PORT (when NUM_PROCESSES > 1) with DEVICES local
-CPU devices, reads this process's rows of both AB_Sup streams through the pipeline as training
+Joins a ``jax.distributed`` run on 127.0.0.1:PORT (when NUM_PROCESSES > 1) with the local CPU
+devices that the caller's XLA_FLAGS give it (``conftest.xla_flags``), reads this process's rows of both AB_Sup streams through the pipeline as training
 does (``process_index``/``process_count``), takes 3 train steps with a learning rate from the
 first step, and writes (process 0) OUT.json with the losses and a checksum of every global
 batch (gathered from all processes), and OUT.npz with the parameters before and after.
@@ -15,11 +15,8 @@ import zlib
 
 
 def main():
-  process_id, num_processes, port, devices = map(int, sys.argv[1:5])
-  data_dir, out = sys.argv[5:7]
-  os.environ['XLA_FLAGS'] = (f'--xla_backend_optimization_level=0 '    # conftest.xla_flags
-                             f'--xla_force_host_platform_device_count={devices}')
-  os.environ['JAX_PLATFORMS'] = 'cpu'
+  process_id, num_processes, port = map(int, sys.argv[1:4])
+  data_dir, out = sys.argv[4:6]
   import jax  # pylint: disable=g-import-not-at-top
   from annoprop_jax import multihost  # pylint: disable=g-import-not-at-top
   if num_processes > 1:

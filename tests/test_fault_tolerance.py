@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, assert_same_update, xla_flags
+from conftest import REPO, assert_same_update, leaves, xla_flags
 
 pytestmark = pytest.mark.slow
 CONFIG = 'configs/simclr_scenes.py:tiny'
@@ -51,19 +51,10 @@ def _params(workdir, step):
 
 
 def _assert_same_tree(a, b):
-  flat_a = dict(_leaves(a))
-  flat_b = dict(_leaves(b))
+  flat_a, flat_b = leaves(a), leaves(b)
   assert flat_a.keys() == flat_b.keys()
   for key in flat_a:
     np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
-
-
-def _leaves(tree, prefix=''):
-  if isinstance(tree, dict):
-    for k, v in tree.items():
-      yield from _leaves(v, f'{prefix}/{k}')
-  else:
-    yield prefix, np.asarray(tree)
 
 
 def _wait_for(predicate, process, timeout=300):
@@ -87,8 +78,8 @@ def _reference_run(tmp_path, data_dir):
   # target, both Adam moments and the centre (a resume that lost any of them cannot pass).
   early, final = _params(workdir, 10), _params(workdir, 40)
   for part in ('params', 'target_params', 'opt_state', 'extras'):
-    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(
-        _leaves(early[part]), _leaves(final[part]))), part
+    before, after = leaves(early[part]), leaves(final[part])
+    assert any(not np.array_equal(before[k], after[k]) for k in before), part
   return workdir
 
 
@@ -173,12 +164,12 @@ def test_restore_on_another_mesh_and_init_from(tmp_path, tiny_data_dir):
   new = _params(new_run, 1)
   _assert_same_tree(new['params'], theirs['params'])
   # The target network came along too and took its one EMA step (momentum 0.996) toward them.
-  for key, target in _leaves(theirs['target_params']):
-    np.testing.assert_allclose(dict(_leaves(new['target_params']))[key],
-                               0.996 * target + 0.004 * dict(_leaves(theirs['params']))[key],
+  old_target, old_params = leaves(theirs['target_params']), leaves(theirs['params'])
+  new_target = leaves(new['target_params'])
+  for key, target in old_target.items():
+    np.testing.assert_allclose(new_target[key], 0.996 * target + 0.004 * old_params[key],
                                rtol=1e-5, atol=1e-8, err_msg=key)
-  assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(
-      _leaves(theirs['target_params']), _leaves(theirs['params'])))
+  assert any(not np.array_equal(old_target[k], old_params[k]) for k in old_target)
   assert int(new['step']) == 1
 
 

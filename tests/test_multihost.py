@@ -52,11 +52,11 @@ def test_two_processes_read_the_same_global_batches_and_make_the_same_updates(
     tmp_path, tiny_data_dir):
   port = _free_port()
   outs = {n: str(tmp_path / f'{n}') for n in (1, 2)}
-  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '2', str(port), '2',
-                               tiny_data_dir, outs[2]], cwd=REPO, env=_env(2),
+  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '2', str(port), tiny_data_dir,
+                               outs[2]], cwd=REPO, env=_env(2),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
-  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', '4', tiny_data_dir, outs[1]],
+  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', tiny_data_dir, outs[1]],
                           cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr[-3000:]
   for w in workers:

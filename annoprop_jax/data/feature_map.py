@@ -88,7 +88,7 @@ def check(mapping, available, dataset):
   for role, path in mapping.items():
     if role not in ROLES:
       raise errors.ConfigError(f'features.{role}: unknown field; the fields are '
-                                      f'{", ".join(ROLES)}')
+                               f'{", ".join(ROLES)}')
     if path and available is not None and path not in available:
       raise errors.ConfigError(
           f'features.{role}={path!r}: dataset {dataset!r} has no such feature; its features: '
