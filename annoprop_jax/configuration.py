@@ -84,7 +84,7 @@ def base_config(objective_name):
       scenes=scenes_config(),
       annotation=stream_config(),
   )
-  if objective_name.startswith('ab_'):
+  if objectives.is_bootstrapped(objective_name):
     # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
     config.data.bootstrap = stream_config(num_views=4, scale=(0.05, 1.0), batch_size=32)
   config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
@@ -111,15 +111,9 @@ def apply_variant(config, variant):
       config.data[stream].views.size = 16
       config.data[stream].local_views.size = 8
       config.data[stream].num_threads = 1
-  if config.objective.name in ('dino', 'ab_dino'):
-    config.objective.update(num_prototypes=64, head_hidden_dim=64, head_bottleneck_dim=32)
-  if config.objective.name in ('simclr', 'ab_simclr'):
-    config.objective.update(head_hidden_dim=64, head_dim=32)
-  if 'bootstrap' in config.objective:
-    config.objective.bootstrap.decoder.update(width=32, depth=1, num_heads=2)
+  objectives.tiny(config.objective)
+  if 'bootstrap' in config.data:
     config.data.bootstrap.batch_size = 8
-  if config.objective.name in ('clip', 'ab_clip'):
-    config.objective.update(embed_dim=32, text_width=32, text_depth=1, text_num_heads=2)
   return config
 
 
@@ -159,8 +153,7 @@ def validate(config):
         f'model.remat must be one of {REMAT_POLICIES}, got {config.model.remat!r}')
   sharding.validate_rules(config.mesh.rules)
   evaluator.validate(config.evaluation)
-  check(config.objective.name in objectives.OBJECTIVES,
-        f'objective.name {config.objective.name!r} is unknown; known: {sorted(objectives.OBJECTIVES)}')
+  objectives.base_method(config.objective.name)      # a known objective
   check(config.target_network.schedule in ('constant', 'cosine'),
         f'target_network.schedule must be constant or cosine, got {config.target_network.schedule!r}')
   check(0 <= config.target_network.rate <= 1,
@@ -177,17 +170,7 @@ def validate(config):
           f'data.{name}.caption_choice must be first or random, got {stream.caption_choice!r}')
     check(stream.resize >= 0 and stream.num_workers >= 0,
           f'data.{name}.resize and data.{name}.num_workers must be >= 0')
-  if config.objective.name.startswith('ab_'):
-    try:
-      objectives.bootstrap.validate(config.objective, config.data.bootstrap.views.num)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-  if config.objective.name in ('simclr', 'ab_simclr'):
-    check(config.data.annotation.views.num == 2,
-          f'simclr needs data.annotation.views.num=2, got {config.data.annotation.views.num}')
-  if config.objective.name in ('dino', 'ab_dino'):
-    check(config.data.annotation.views.num >= 2,
-          'dino needs at least 2 global views (data.annotation.views.num >= 2)')
+  objectives.validate(config)
   return config
 
 

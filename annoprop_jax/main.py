@@ -114,18 +114,23 @@ def _compile(config, aot):
 def _evaluate_or_export(command, config):
   from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import objectives  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import encoder  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  which = objectives.probe_params(config.objective, config.evaluation.params)
   try:
     if command == 'evaluate':
-      step, results = evaluator.evaluate_checkpoint(
-          config, configuration.encoder_config(config), _WORKDIR.value, _STEP.value)
+      probes = evaluator.Evaluator(config.evaluation, config.data,
+                                   configuration.encoder_config(config),
+                                   sharding.make_mesh(config.mesh))
+      step, results = evaluator.evaluate_checkpoint(probes, _WORKDIR.value, which,
+                                                    config.total_steps, _STEP.value)
       print(evaluator.table(results, step))
       return
     if not flags.FLAGS.output:
       _one_line_error('export needs --output=DIR (a new folder for the encoder)')
     step, params, target_params = checkpoint.load_params(_WORKDIR.value, _STEP.value)
-    which = evaluator.which_params(config)
     chosen = target_params if which == 'target' else params
     path = encoder.export(chosen['encoder'], configuration.encoder_config(config),
                           flags.FLAGS.output)
@@ -175,7 +180,7 @@ def main(argv):
     from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     for name in ('annotation', 'bootstrap'):
       if name in config.data and config.data[name].dataset == 'scenes':
-        print(pipeline.dataset_directory(config, 'scenes'))
+        print(pipeline.dataset_directory(config.data, 'scenes'))
         break
     return
   if not _WORKDIR.value:

@@ -210,9 +210,9 @@ def _train(config, workdir, print_fn, on_step):
   for i, name in enumerate(objective.streams):
     stream = config.data[name]
     batch_size = stream_batch_size(config, name)
-    source = pipeline.open_source(config, stream.dataset, stream.split)
+    source = pipeline.open_source(config.data, stream.dataset, stream.split)
     if name == 'annotation' and 'num_classes' in config.objective:
-      classes = pipeline.num_classes(config, stream.dataset)
+      classes = pipeline.num_classes(config.data, stream.dataset)
       if classes is not None and classes != config.objective.num_classes:
         raise configuration.ConfigError(
             f'objective.num_classes={config.objective.num_classes} but dataset '
@@ -247,8 +247,9 @@ def _train(config, workdir, print_fn, on_step):
   train_step = program.train_step
   evaluate = None
   if config.evaluation.every_steps:
-    evaluate = evaluator_lib.Evaluator(config, configuration.encoder_config(config), mesh,
-                                       print_fn)
+    evaluate = evaluator_lib.Evaluator(config.evaluation, config.data,
+                                       configuration.encoder_config(config), mesh, print_fn)
+  probed = objectives.probe_params(config.objective, config.evaluation.params)
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
   images_per_step = sum(stream_batch_size(config, name) for name in datasets)
   stop = _StopRequest()
@@ -290,7 +291,8 @@ def _train(config, workdir, print_fn, on_step):
       hook_start = time.perf_counter()
       if evaluate is not None and (step % config.evaluation.every_steps == 0
                                    or step == config.total_steps):
-        results = evaluate(evaluate.encoder_params(state.params, state.target_params))
+        results = evaluate((state.target_params if probed == 'target' else state.params)[
+            'encoder'])
         logger.write_evaluation(step, results)
         print_fn(evaluator_lib.table(results, step))
       if on_step is not None:

@@ -23,7 +23,7 @@ from annoprop_jax.data import pipeline
 
 
 def measure(config, stream, batch_size, batches, warmup=5):
-  source = pipeline.open_source(config, stream.dataset, stream.split)
+  source = pipeline.open_source(config.data, stream.dataset, stream.split)
   it = iter(pipeline.build_stream(source, stream, global_batch_size=batch_size, seed=0))
   for _ in range(warmup):
     next(it)
@@ -38,7 +38,7 @@ def measure(config, stream, batch_size, batches, warmup=5):
 
 def measure_decoding(config, dataset, resize, images=300):
   """JPEG decoding alone, one thread: images per second."""
-  source = pipeline.open_source(config, dataset, 'train')
+  source = pipeline.open_source(config.data, dataset, 'train')
   records = [source[i]['image'] for i in range(min(images, len(source)))]
   start = time.perf_counter()
   for data in records:

@@ -110,13 +110,15 @@ def run(method, seed, args, gamma=None):
   workdir = os.path.join(args.workdir, name, f'seed{seed}')
   start = time.perf_counter()
   tasks = config.evaluation.tasks
+  new_evaluator = lambda: evaluator_lib.Evaluator(config.evaluation, config.data,
+                                                  configuration.encoder_config(config),
+                                                  sharding.make_mesh(config.mesh))
   if method == 'random_init':
     objective = objectives.build(config.objective, configuration.encoder_config(config))
     example = {n: pipeline.zeros_batch(config.data[n]) for n in objective.streams}
     params, _ = objective.init(jax.random.PRNGKey(seed), example)
-    mesh, steps = sharding.make_mesh(config.mesh), 0
-    evaluate = lambda: evaluator_lib.Evaluator(config, configuration.encoder_config(config),
-                                               mesh)(params['encoder'])
+    steps = 0
+    evaluate = lambda: new_evaluator()(params['encoder'])
   else:
     config.evaluation.update(every_steps=max(1, config.total_steps // 4), tasks=tasks[:1],
                              probes=('linear', 'knn'))
@@ -124,8 +126,9 @@ def run(method, seed, args, gamma=None):
     if steps < config.total_steps:    # stopped by a signal: record nothing, resume next time
       raise SystemExit(f'{name}/seed{seed} stopped at step {steps} of {config.total_steps}; '
                        'rerun the same command to resume it from its checkpoint')
-    evaluate = lambda: evaluator_lib.evaluate_checkpoint(
-        config, configuration.encoder_config(config), workdir)[1]
+    which = objectives.probe_params(config.objective, config.evaluation.params)
+    evaluate = lambda: evaluator_lib.evaluate_checkpoint(new_evaluator(), workdir, which,
+                                                         config.total_steps)[1]
   per_step = views_per_step(config)
   curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.

@@ -22,7 +22,7 @@ from annoprop_jax.data import pipeline
 def whole_images(config, split, size):
   """All images of ``split`` resized to ``size`` (uint8) and their first labels."""
   decode = pipeline.Decoder(max_objects=1, max_caption_bytes=1)
-  source = pipeline.open_source(config, 'scenes', split)
+  source = pipeline.open_source(config.data, 'scenes', split)
   images, labels = [], []
   from PIL import Image  # pylint: disable=g-import-not-at-top
   for i in range(len(source)):

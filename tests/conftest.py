@@ -60,7 +60,7 @@ def tiny_data_dir(tmp_path_factory):
   from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp('data'))
   config = tiny_config(**{'data.data_dir': data_dir})
-  pipeline.dataset_directory(config, 'scenes')
+  pipeline.dataset_directory(config.data, 'scenes')
   return data_dir
 
 

@@ -36,7 +36,7 @@ def main():
   mesh = sharding.make_mesh(config.mesh)
   iterators = {}
   for i, name in enumerate(objective.streams):
-    source = pipeline.open_source(config, config.data[name].dataset, config.data[name].split)
+    source = pipeline.open_source(config.data, config.data[name].dataset, config.data[name].split)
     iterators[name] = iter(pipeline.build_stream(
         source, config.data[name], global_batch_size=train.stream_batch_size(config, name),
         seed=i, process_index=jax.process_index(), process_count=jax.process_count()))

@@ -7,6 +7,7 @@ import pytest
 from annoprop_jax import configuration
 from annoprop_jax import objectives
 from annoprop_jax.models import decoder as decoder_lib
+from annoprop_jax.models import network
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.data import pipeline
 from conftest import tiny_config
@@ -92,7 +93,7 @@ def _objective_and_batch(name, data_dir, **overrides):
   for i, stream in enumerate(('annotation', 'bootstrap')):
     cfg = config.data[stream]
     size = config.batch_size if stream == 'annotation' else cfg.batch_size
-    source = pipeline.open_source(config, cfg.dataset, cfg.split)
+    source = pipeline.open_source(config.data, cfg.dataset, cfg.split)
     b = next(iter(pipeline.build_stream(source, cfg, global_batch_size=size, seed=i)))
     batch[stream] = {k: v for k, v in b.items() if k not in pipeline.HOST_ONLY_KEYS}
   params, extras = objective.init(jax.random.PRNGKey(0), batch)
@@ -131,9 +132,9 @@ def _naive_ab_loss(call, params, target, batch, p_fn, log_q_fn, gamma):
   b, v = boot['images'].shape[:2]
   total = 0.0
   for n in range(b):
-    _, tokens_o = call(params, bootstrap.BootstrapNet.encode, boot['images'][n])
-    pooled_t, tokens_t = call(target, bootstrap.BootstrapNet.encode, boot['images'][n])
-    decode = lambda p, tok, i, j: call(p, bootstrap.BootstrapNet.decode, tok[i:i + 1],
+    _, tokens_o = call(params, network.Network.encode, boot['images'][n])
+    pooled_t, tokens_t = call(target, network.Network.encode, boot['images'][n])
+    decode = lambda p, tok, i, j: call(p, network.Network.decode, tok[i:i + 1],
                                        boot['moves'][n, i, j][None, None])[0, 0]
     image_loss = 0.0
     for i in range(v):
@@ -157,8 +158,8 @@ def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
   call = _jitted_apply(objective.net)
   expected = _naive_ab_loss(
       call, params, target, batch,
-      p_fn=lambda pooled: jax.nn.softmax(call(target, bootstrap.BootstrapNet.base, pooled)),
-      log_q_fn=lambda p, phi, _: jax.nn.log_softmax(call(p, bootstrap.BootstrapNet.ab, phi)),
+      p_fn=lambda pooled: jax.nn.softmax(call(target, network.Network.base, pooled)),
+      log_q_fn=lambda p, phi, _: jax.nn.log_softmax(call(p, network.Network.ab, phi)),
       gamma=0.5)
   assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
   assert float(loss) == pytest.approx(float(metrics['base_loss']) + expected, rel=1e-4)
@@ -176,9 +177,9 @@ def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
   expected = _naive_ab_loss(
       call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(
-          (call(target, bootstrap.BootstrapNet.base, pooled) - extras['center']) / tau_t),
+          (call(target, network.Network.base, pooled) - extras['center']) / tau_t),
       log_q_fn=lambda p, phi, _: jax.nn.log_softmax(
-          call(p, bootstrap.BootstrapNet.ab, phi) / tau_s),
+          call(p, network.Network.ab, phi) / tau_s),
       gamma=0.5)
   assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
 
@@ -190,20 +191,20 @@ def test_ab_simclr_loss_equals_a_naive_reference(tiny_data_dir):
                                             jax.random.PRNGKey(0), jnp.int32(0))
   call = _jitted_apply(objective.net)
   ann = batch['annotation']['images'].reshape(-1, *batch['annotation']['images'].shape[2:])
-  pooled_ann = {id(params): call(params, bootstrap.BootstrapNet.encode, ann)[0],
-                id(target): call(target, bootstrap.BootstrapNet.encode, ann)[0]}
-  psi_base_t = call(target, bootstrap.BootstrapNet.base, pooled_ann[id(target)])
-  psi_ab = lambda p: call(p, bootstrap.BootstrapNet.ab_candidates, pooled_ann[id(p)])
+  pooled_ann = {id(params): call(params, network.Network.encode, ann)[0],
+                id(target): call(target, network.Network.encode, ann)[0]}
+  psi_base_t = call(target, network.Network.base, pooled_ann[id(target)])
+  psi_ab = lambda p: call(p, network.Network.ab_candidates, pooled_ann[id(p)])
   tau = config.objective.temperature
 
   def log_q(p, phi, _):
-    query, scale = call(p, bootstrap.BootstrapNet.ab, phi)
+    query, scale = call(p, network.Network.ab, phi)
     return jax.nn.log_softmax(scale * psi_ab(p) @ query)
 
   expected = _naive_ab_loss(
       call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(
-          psi_base_t @ call(target, bootstrap.BootstrapNet.base, pooled) / tau),
+          psi_base_t @ call(target, network.Network.base, pooled) / tau),
       log_q_fn=log_q, gamma=0.5)
   assert float(metrics['ab_loss']) == pytest.approx(expected, rel=1e-4)
 

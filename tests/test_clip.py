@@ -12,6 +12,7 @@ from annoprop_jax import objectives
 from annoprop_jax import optimizer
 from annoprop_jax import train
 from annoprop_jax.data import tokenizer
+from annoprop_jax.models import network
 from annoprop_jax.models import text
 from annoprop_jax.objectives import clip
 from conftest import tiny_config
@@ -136,28 +137,39 @@ def _objective_and_batch():
 def test_clip_params_embeddings_and_loss_agree():
   config, objective, batch = _objective_and_batch()
   params, extras = objective.init(jax.random.PRNGKey(0), batch)
-  assert set(params) == {'encoder', 'image_projection', 'text', 'text_projection', 'logit_scale'}
-  assert params['logit_scale'].dtype == jnp.float32
-  assert float(params['logit_scale']) == pytest.approx(math.log(1 / 0.07), rel=1e-6)
+  assert set(params) == {'encoder', 'head', 'annotation_encoder'}
+  assert set(params['annotation_encoder']) == {'text', 'projection', 'logit_scale'}
+  scale_param = params['annotation_encoder']['logit_scale']
+  assert scale_param.dtype == jnp.float32
+  assert float(scale_param) == pytest.approx(math.log(1 / 0.07), rel=1e-6)
   mask = optimizer.decay_mask(params)
-  assert not mask['logit_scale'] and not mask['text']['pos_embedding']
-  assert mask['text_projection']['kernel']
+  assert not mask['annotation_encoder']['logit_scale']
+  assert not mask['annotation_encoder']['text']['pos_embedding']
+  assert mask['annotation_encoder']['projection']['projection']['kernel']
 
-  data = batch['annotation']
-  image_emb = objective.image_embeddings(params, data['images'][:, 0])
-  text_emb = objective.caption_embeddings(params, data['caption'])
+  data, net = batch['annotation'], objective.net
+
+  def embeddings(params):
+    pooled, _ = network.apply(net, params, network.Network.encode, data['images'][:, 0])
+    image = network.apply(net, params, network.Network.base, pooled)
+    text_emb, _, scale = network.apply(net, params, network.Network.embed_annotations,
+                                       objective.method.tokens(data['caption']))
+    return image, text_emb, scale
+
+  image_emb, text_emb, scale = embeddings(params)
   assert image_emb.shape == text_emb.shape == (4, config.objective.embed_dim)
   np.testing.assert_allclose(np.linalg.norm(image_emb, axis=-1), 1.0, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(text_emb, axis=-1), 1.0, rtol=1e-5)
-  expected, _ = clip.clip_loss(image_emb, text_emb, objective.logit_scale(params))
+  expected, _ = clip.clip_loss(image_emb, text_emb, scale)
   loss, (metrics, new_extras) = objective.loss(params, params, extras, batch, None, 0)
   assert float(loss) == pytest.approx(float(expected), rel=1e-5)
   assert float(metrics['clip_logit_scale']) == pytest.approx(1 / 0.07, rel=1e-5)
   assert new_extras == extras
 
   # Above the clamp the scale reads 100 and the loss uses it.
-  params = dict(params, logit_scale=jnp.float32(10.0))
-  assert float(objective.logit_scale(params)) == pytest.approx(100.0)
+  params = {**params, 'annotation_encoder': {**params['annotation_encoder'],
+                                             'logit_scale': jnp.float32(10.0)}}
+  assert float(embeddings(params)[2]) == pytest.approx(100.0)
   _, (metrics, _) = objective.loss(params, params, extras, batch, None, 0)
   assert float(metrics['clip_logit_scale']) == pytest.approx(100.0)
 

@@ -74,7 +74,7 @@ def test_dino_loss_with_local_views_skips_only_same_view_pairs():
 
 
 def test_teacher_temperature_warmup():
-  cfg = dino.default_config()
+  cfg = dino.DINO.default_config()
   cfg.update(warmup_teacher_temperature=0.04, teacher_temperature=0.07,
              warmup_teacher_temperature_steps=30)
   assert float(dino.teacher_temperature(cfg, 0)) == pytest.approx(0.04)

@@ -13,7 +13,7 @@ from conftest import tiny_config
 
 def _stream(config, split='train', process_index=0, process_count=1, batch=8, source=None):
   stream = config.data.annotation
-  source = source if source is not None else pipeline.open_source(config, 'scenes', split)
+  source = source if source is not None else pipeline.open_source(config.data, 'scenes', split)
   return pipeline.build_stream(source, stream, global_batch_size=batch, seed=3,
                                process_index=process_index, process_count=process_count)
 
@@ -61,7 +61,7 @@ def _split_records(config, source):
 
 def test_every_epoch_reads_each_record_once_in_a_new_order(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
-  source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
+  source = pipeline.open_source(config.data, 'scenes', 'objects_validation')   # 32 records
   it = iter(_stream(config, batch=8, source=source))
   epochs = [sum((_records(next(it)) for _ in range(4)), []) for _ in range(3)]
   everything = _split_records(config, source)
@@ -89,7 +89,7 @@ def _record_key(caption, labels, object_boxes):
 
 def test_processes_read_their_rows_of_the_one_process_batches(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
-  source = pipeline.open_source(config, 'scenes', 'objects_validation')   # 32 records
+  source = pipeline.open_source(config.data, 'scenes', 'objects_validation')   # 32 records
   one = iter(_stream(config, batch=16, source=source))
   parts = [iter(_stream(config, process_index=i, process_count=2, batch=16, source=source))
            for i in range(2)]
@@ -129,7 +129,7 @@ class _SourceWithCorruptRecords:
 
 def test_undecodable_records_are_skipped_and_counted(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
-  source = _SourceWithCorruptRecords(pipeline.open_source(config, 'scenes', 'objects_validation'))
+  source = _SourceWithCorruptRecords(pipeline.open_source(config.data, 'scenes', 'objects_validation'))
   it = iter(_stream(config, batch=8, source=source))
   batches = [next(it) for _ in range(6)]                 # 48 good records = 2 epochs of 24
   assert all(b['images'].shape[0] == 8 for b in batches)
@@ -154,4 +154,4 @@ def test_decoder_pads_and_truncates():
 def test_missing_dataset_says_how_to_build_it(tmp_path):
   config = tiny_config('dino_scenes', **{'data.data_dir': str(tmp_path)})
   with pytest.raises(FileNotFoundError, match='not prepared.*tfds build'):
-    pipeline.dataset_directory(config, 'coco/2017')
+    pipeline.dataset_directory(config.data, 'coco/2017')

@@ -54,7 +54,7 @@ def read(directory, split):
 def first_batch(directory, batch_size):
   """A batch of the training pipeline's annotation stream over a prepared dataset."""
   config = tiny_config('clip_scenes', **{'data.annotation.dataset': str(directory)})
-  source = pipeline.open_source(config, str(directory), 'train')
+  source = pipeline.open_source(config.data, str(directory), 'train')
   stream = pipeline.build_stream(source, config.data.annotation, global_batch_size=batch_size,
                                  seed=0)
   return next(iter(stream))
@@ -401,11 +401,12 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
   config = tiny_config('supervised_objects', **{
       'evaluation.dataset': str(directory), 'evaluation.tasks': ('classes',),
       'evaluation.probes': ('linear', 'knn'), 'evaluation.epochs': 100})
-  test = tasks.load(config, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
+  test = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
   assert test.num_classes == 3 and sorted(test.targets.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   params, _ = objective.init(jax.random.PRNGKey(0),
                              {'annotation': pipeline.zeros_batch(config.data.annotation)})
-  evaluator = evaluator_lib.Evaluator(config, configuration.encoder_config(config),
+  evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
+                                      configuration.encoder_config(config),
                                       sharding.make_mesh(config.mesh), lambda s: None)
   assert evaluator(params['encoder']) == {'classes_linear': 1.0, 'classes_knn': 1.0}

@@ -39,7 +39,7 @@ def folder_dir(tmp_path_factory):
 
 def _stream(stream_config, directory, batch=4, seed=0):
   config = tiny_config('dino_scenes')
-  source = pipeline.open_source(config, directory, 'train')
+  source = pipeline.open_source(config.data, directory, 'train')
   return pipeline.build_stream(source, stream_config, global_batch_size=batch, seed=seed)
 
 
@@ -92,8 +92,8 @@ def test_image_level_labels_and_class_count(folder_dir):
   config = tiny_config('supervised_objects')
   config.data.annotation.update(dataset=folder_dir)
   config.data.annotation.features.labels = 'labels'
-  assert pipeline.num_classes(config, folder_dir) == 3
-  assert pipeline.num_classes(config, folder_dir, labels_feature='') is None
+  assert pipeline.num_classes(config.data, folder_dir) == 3
+  assert pipeline.num_classes(config.data, folder_dir, labels_feature='') is None
   stream = _annotation(**{'dataset': folder_dir, 'features.labels': 'labels'})
   batch = next(iter(_stream(stream, folder_dir, batch=12)))
   assert sorted(batch['labels'][:, 0]) == [0] * 4 + [1] * 4 + [2] * 4
@@ -139,13 +139,13 @@ def test_catalogue_imagenet2012_with_its_scalar_label(tmp_path):
   config = tiny_config('supervised_objects', **{'data.data_dir': str(tmp_path)})
   stream = config.data.annotation
   stream.update(dataset='imagenet2012', split='train')
-  source = pipeline.open_source(config, 'imagenet2012', 'train')
+  source = pipeline.open_source(config.data, 'imagenet2012', 'train')
   with pytest.raises(configuration.ConfigError,
                      match="features.boxes='objects/bbox': dataset 'imagenet2012' has no such "
                            "feature; its features: file_name, image, label$"):
     pipeline.build_stream(source, stream, global_batch_size=6, seed=0)
   stream.features.update(labels='label', boxes='', caption='')
-  assert pipeline.num_classes(config, 'imagenet2012') == 3
+  assert pipeline.num_classes(config.data, 'imagenet2012') == 3
   batch = next(iter(pipeline.build_stream(source, stream, global_batch_size=6, seed=0)))
   assert sorted(batch['labels'][:, 0]) == [0, 0, 1, 1, 2, 2]
   assert (batch['labels'][:, 1:] == -1).all() and not batch['caption'].any()

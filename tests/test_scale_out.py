@@ -30,7 +30,7 @@ def _batch(config, data_dir):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = {}
   for i, name in enumerate(objective.streams):
-    source = pipeline.open_source(config, config.data[name].dataset, config.data[name].split)
+    source = pipeline.open_source(config.data, config.data[name].dataset, config.data[name].split)
     stream = pipeline.build_stream(source, config.data[name], seed=i,
                                    global_batch_size=train.stream_batch_size(config, name))
     batch[name] = {k: v for k, v in next(iter(stream)).items()

@@ -38,8 +38,8 @@ def test_prepare_reuses_a_complete_dataset(tmp_path):
 
 def test_records_match_the_renderer(tiny_data_dir):
   config = tiny_config(**{'data.data_dir': tiny_data_dir})
-  scenes_config = pipeline.scenes_config_from(config)
-  source = pipeline.open_source(config, 'scenes', 'objects')
+  scenes_config = pipeline.scenes_config_from(config.data)
+  source = pipeline.open_source(config.data, 'scenes', 'objects')
   decode = pipeline.Decoder(max_objects=8, max_caption_bytes=160)
   rendered = [scenes.render_single_object(scenes_config.spec, scenes_config.seed * 16 + 2, i)
               for i in range(scenes_config.sizes[2][1])]

@@ -34,9 +34,9 @@ from annoprop_jax.data import worker_processes
 HOST_ONLY_KEYS = ('skipped_records',)
 
 
-def scenes_config_from(config):
+def scenes_config_from(data_config):
   """The ScenesConfig described by the ``data.scenes`` config block."""
-  s = config.data.scenes
+  s = data_config.scenes
   spec = scenes.SceneSpec(
       resolution=s.resolution, min_objects=s.min_objects, max_objects=s.max_objects,
       object_size=tuple(s.object_size), single_object_size=tuple(s.single_object_size),
@@ -47,11 +47,11 @@ def scenes_config_from(config):
   return scenes_dataset.ScenesConfig(spec=spec, seed=s.seed, sizes=sizes)
 
 
-def dataset_directory(config, dataset, prepare_scenes=True):
+def dataset_directory(data_config, dataset, prepare_scenes=True):
   """Directory of a prepared tfds dataset: the embedded scenes, a tfds name, or a path."""
-  data_dir = os.path.expanduser(config.data.data_dir)
+  data_dir = os.path.expanduser(data_config.data_dir)
   if dataset == 'scenes':
-    scenes_config = scenes_config_from(config)
+    scenes_config = scenes_config_from(data_config)
     if prepare_scenes:
       return scenes_dataset.prepare(scenes_config, data_dir)
     return scenes_config.directory(data_dir)
@@ -73,8 +73,9 @@ def dataset_directory(config, dataset, prepare_scenes=True):
   return root
 
 
-def open_source(config, dataset, split):
-  directory = dataset_directory(config, dataset)
+def open_source(data_config, dataset, split):
+  """The records of ``split`` of ``dataset`` (see ``dataset_directory``), images undecoded."""
+  directory = dataset_directory(data_config, dataset)
   builder = tfds.builder_from_directory(directory)
   if split not in builder.info.splits:
     raise ValueError(f'dataset {dataset!r} has no split {split!r}; it has {sorted(builder.info.splits)}')
@@ -84,20 +85,20 @@ def open_source(config, dataset, split):
   return builder.as_data_source(split=split, decoders=skip)
 
 
-def num_classes(config, dataset, labels_feature=None):
+def num_classes(data_config, dataset, labels_feature=None):
   """Number of classes of the labels feature of a prepared dataset (None if it has none).
 
   ``labels_feature`` defaults to ``features.labels`` of the annotation stream when that stream
   reads ``dataset``, else ``objects/label``.
   """
   if labels_feature is None:
-    annotation = config.data.get('annotation')
+    annotation = data_config.get('annotation')
     mapping = dict(annotation.get('features', {}) or {}) if annotation else {}
     labels_feature = (mapping.get('labels', 'objects/label')
                       if annotation and annotation.dataset == dataset else 'objects/label')
   if not labels_feature:
     return None
-  features = tfds.builder_from_directory(dataset_directory(config, dataset)).info.features
+  features = tfds.builder_from_directory(dataset_directory(data_config, dataset)).info.features
   return getattr(feature_map.leaf_feature(features, labels_feature), 'num_classes', None)
 
 

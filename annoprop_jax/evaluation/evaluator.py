@@ -50,19 +50,12 @@ def validate(config):
         f"evaluation.params must be 'auto', 'target' or 'online', got {config.params!r}")
 
 
-def which_params(config):
-  """'target' or 'online': the encoder ``config.evaluation.params`` picks for this method."""
-  if config.evaluation.params != 'auto':
-    return config.evaluation.params
-  return 'target' if config.objective.name in ('dino', 'ab_dino') else 'online'
-
-
 class Evaluator:
   """Probes one encoder after another on the same (cached) task images."""
 
-  def __init__(self, config, encoder_config, mesh, print_fn=print):
-    self.config = config
-    self.eval_config = config.evaluation
+  def __init__(self, eval_config, data_config, encoder_config, mesh, print_fn=print):
+    self.eval_config = eval_config                # the ``evaluation`` block
+    self.data_config = data_config                # the ``data`` block (data_dir, scenes)
     self.encoder_config = encoder_config          # ViT keyword arguments, with image_size
     self.mesh = mesh
     self.print_fn = print_fn
@@ -73,14 +66,11 @@ class Evaluator:
       task, ec = tasks_lib.TASKS[name], self.eval_config
       size = self.encoder_config['image_size']
       self._data[name] = (
-          tasks_lib.load(self.config, ec.dataset, task, task.train_split, size,
+          tasks_lib.load(self.data_config, ec.dataset, task, task.train_split, size,
                          ec.train_examples),
-          tasks_lib.load(self.config, ec.dataset, task, task.test_split, size,
+          tasks_lib.load(self.data_config, ec.dataset, task, task.test_split, size,
                          ec.test_examples))
     return self._data[name]
-
-  def encoder_params(self, params, target_params):
-    return (target_params if which_params(self.config) == 'target' else params)['encoder']
 
   def __call__(self, encoder_params):
     ec = self.eval_config
@@ -122,14 +112,14 @@ def table(results, step=None):
   return '\n'.join([header] + [f'  {k:<{width}}  {v:.4f}' for k, v in sorted(results.items())])
 
 
-def evaluate_checkpoint(config, encoder_config, workdir, step=None, print_fn=print):
-  """Probes the checkpoint of ``step`` (default: the latest) in ``workdir``; appends the results
-  to its metrics.jsonl and TensorBoard files and returns (step, results)."""
-  from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
+def evaluate_checkpoint(evaluator, workdir, which_params, total_steps, step=None,
+                        print_fn=print):
+  """Probes the ``which_params`` ('online' or 'target') encoder of the checkpoint of ``step``
+  (default: the latest) in ``workdir``; appends the results to its metrics.jsonl and
+  TensorBoard files and returns (step, results)."""
   step, params, target_params = checkpoint.load_params(workdir, step)
-  evaluator = Evaluator(config, encoder_config, sharding.make_mesh(config.mesh), print_fn)
-  results = evaluator(evaluator.encoder_params(params, target_params))
-  logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn)
+  results = evaluator((target_params if which_params == 'target' else params)['encoder'])
+  logger = metrics_lib.MetricsLogger(workdir, total_steps, print_fn)
   logger.write_evaluation(step, results)
   logger.close()
   return step, results

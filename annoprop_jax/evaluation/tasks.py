@@ -63,9 +63,9 @@ def targets(task, labels, num_labels, max_objects):
   raise ValueError(f'unknown task target {task.target!r}')
 
 
-def load(config, dataset, task, split, size, limit, max_objects=8):
+def load(data_config, dataset, task, split, size, limit, max_objects=8):
   """The first ``limit`` images of ``split`` (all when 0), resized to ``size`` px, with targets."""
-  source = pipeline.open_source(config, dataset, split)
+  source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
                              features=tuple(features.items()))
@@ -79,7 +79,7 @@ def load(config, dataset, task, split, size, limit, max_objects=8):
     image = Image.fromarray(example['image']).resize((size, size), Image.BILINEAR)
     images.append(np.asarray(image))
     labels.append(example['labels'])
-  num_labels = pipeline.num_classes(config, dataset, task.labels)
+  num_labels = pipeline.num_classes(data_config, dataset, task.labels)
   if num_labels is None:
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
                      f'{task.name}')

@@ -1,4 +1,4 @@
-"""Heads on top of the encoder: projection (SimCLR), prototypes (DINO), classifier."""
+"""Heads on the encoder's pooled vector and on phi_AB: projections, prototypes, queries."""
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -47,3 +47,25 @@ class PrototypeHead(nn.Module):
     prototypes = self.param('prototypes', nn.initializers.normal(0.02),
                             (self.bottleneck_dim, self.num_prototypes), jnp.float32)
     return z @ l2_normalize(prototypes, axis=0)
+
+
+class Projection(nn.Module):
+  """A linear map without bias, then L2 normalisation (CLIP's joint-space projections)."""
+  dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    return l2_normalize(nn.Dense(self.dim, use_bias=False, name='projection')(x))
+
+
+class ScaledQueryHead(nn.Module):
+  """phi_AB -> L2-normalised query and its learned logit scale (fp32, clamped <= max_scale)."""
+  dim: int
+  init_scale: float = 10.0
+  max_scale: float = 100.0
+
+  @nn.compact
+  def __call__(self, phi):
+    query = l2_normalize(nn.Dense(self.dim, name='projection')(phi))
+    log_scale = self.param('logit_scale', lambda _: jnp.log(jnp.float32(self.init_scale)))
+    return query, jnp.minimum(jnp.exp(log_scale), self.max_scale)

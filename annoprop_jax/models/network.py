@@ -1,14 +1,79 @@
-"""A ViT encoder with one head on its pooled output: params ``{'encoder': ..., 'head': ...}``."""
+"""The one network of every objective, in one parameter tree.
+
+    encoder              ViT: images -> (pooled vector, patch tokens)
+    head                 the method's head on the pooled vector (projection, prototypes, classes)
+    annotation_encoder   annotations that are not images (CLIP's captions) -> (psi(l), their
+                         features, logit scale); optional
+    decoder              the box-conditioned annotation decoder: phi_AB(x, a)      } annotation
+    ab_head              the method's head on phi_AB                               } bootstrapping
+    ab_candidate_head    candidate features -> psi_AB(l), for contrastive methods  } only
+
+The candidate features are the annotation encoder's, or the pooled images when the candidates
+are views (SimCLR).
+
+A plain method has ``{'encoder', 'head'}`` (plus its ``annotation_encoder``); the same method
+with annotation bootstrapping adds the decoder and the AB heads, and nothing else changes.
+"""
+from typing import Optional
+
 import flax.linen as nn
 
+from annoprop_jax.models import decoder as decoder_lib
 from annoprop_jax.models import vit
 
 
-class EncoderWithHead(nn.Module):
-  encoder: dict          # ViT keyword arguments
-  head: nn.Module        # applied to the pooled vector
+class Network(nn.Module):
+  encoder_kwargs: dict                   # ViT keyword arguments
+  head: nn.Module
+  annotation_encoder: Optional[nn.Module] = None
+  decoder_kwargs: Optional[dict] = None  # AnnotationDecoder keyword arguments (AB only)
+  ab_head: Optional[nn.Module] = None
+  ab_candidate_head: Optional[nn.Module] = None
 
-  @nn.compact
-  def __call__(self, images):
-    pooled, _ = vit.ViT(**self.encoder, name='encoder')(images)
+  def setup(self):
+    self.encoder = vit.ViT(**self.encoder_kwargs)
+    if self.decoder_kwargs is not None:
+      self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
+
+  def encode(self, images):
+    return self.encoder(images)
+
+  def base(self, pooled):
     return self.head(pooled)
+
+  def embed_annotations(self, annotations):
+    return self.annotation_encoder(annotations)
+
+  def decode(self, patch_tokens, moves):
+    return self.decoder(patch_tokens, moves)
+
+  def ab(self, phi):
+    return self.ab_head(phi)
+
+  def ab_candidates(self, features):
+    return self.ab_candidate_head(features)
+
+  def __call__(self, images, moves=None, annotations=None):
+    """Touches every submodule (for init)."""
+    pooled, tokens = self.encode(images)
+    outputs, features = [self.base(pooled)], pooled
+    if self.annotation_encoder is not None:
+      outputs.append(self.embed_annotations(annotations))
+      features = outputs[-1][1]
+    if self.decoder_kwargs is not None:
+      outputs.append(self.ab(self.decode(tokens, moves)))
+    if self.ab_candidate_head is not None:
+      outputs.append(self.ab_candidates(features))
+    return outputs
+
+
+def apply(net, params, method, *inputs):
+  """``net.method(*inputs)`` under ``params``."""
+  return net.apply({'params': params}, *inputs, method=method)
+
+
+def encode_views(net, params, images):
+  """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
+  b, v = images.shape[:2]
+  pooled, tokens = apply(net, params, Network.encode, images.reshape(b * v, *images.shape[2:]))
+  return pooled.reshape(b, v, -1), tokens

@@ -1,46 +1,67 @@
-"""One module per method; each exposes ``default_config()`` and an objective class with pure
-``init(rng, batch) -> (params, extras)`` and
-``loss(params, target_params, extras, batch, rng, step) -> (loss, (metrics, extras))``.
-The AB variants (``ab_*``) wrap a base method's config with a ``bootstrap`` block."""
-import functools
-
-from annoprop_jax.objectives import ab_variants
+"""The objectives: each base method once (``method.Method``), plain or with annotation
+bootstrapping. ``METHODS`` is the registry; a method ``NAME`` gives the objective ``NAME`` and
+its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``), which adds the
+``objective.bootstrap`` block (``bootstrap.default_config``) to the method's config.
+"""
+from annoprop_jax import errors
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.objectives import clip
 from annoprop_jax.objectives import dino
+from annoprop_jax.objectives import method as method_lib
 from annoprop_jax.objectives import simclr
 from annoprop_jax.objectives import supervised
 
-OBJECTIVES = {
-    'simclr': (simclr.default_config, simclr.SimCLR),
-    'dino': (dino.default_config, dino.DINO),
-    'supervised': (supervised.default_config, supervised.Supervised),
-    'clip': (clip.default_config, clip.CLIP),
+METHODS = {
+    'simclr': simclr.SimCLR,
+    'dino': dino.DINO,
+    'supervised': supervised.Supervised,
+    'clip': clip.CLIP,
 }
-AB_BASES = {'ab_simclr': 'simclr', 'ab_dino': 'dino', 'ab_sup': 'supervised', 'ab_clip': 'clip'}
+AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()}   # 'ab_dino' -> 'dino'
+NAMES = tuple(METHODS) + tuple(AB_VARIANTS)
 
 
-def _ab_default_config(name):
-  config = OBJECTIVES[AB_BASES[name]][0]()
-  config.name = name
-  config.bootstrap = bootstrap.default_config()
-  return config
+def base_method(name):
+  """The ``Method`` class of an objective name (the base method of an AB variant)."""
+  if name not in NAMES:
+    raise errors.ConfigError(f'objective.name {name!r} is unknown; known: {sorted(NAMES)}')
+  return METHODS[AB_VARIANTS.get(name, name)]
 
 
-def _ab_objective(config, encoder_config):
-  return bootstrap.AnnotationBootstrapping(config, encoder_config,
-                                           ab_variants.VARIANTS[config.name](config))
-
-
-for _name in AB_BASES:
-  OBJECTIVES[_name] = (functools.partial(_ab_default_config, _name), _ab_objective)
+def is_bootstrapped(name):
+  return name in AB_VARIANTS
 
 
 def default_config(name):
-  if name not in OBJECTIVES:
-    raise ValueError(f'unknown objective {name!r}; known: {sorted(OBJECTIVES)}')
-  return OBJECTIVES[name][0]()
+  config = base_method(name).default_config()
+  if is_bootstrapped(name):
+    config.name = name
+    config.bootstrap = bootstrap.default_config()
+  return config
+
+
+def tiny(objective_config):
+  """Shrinks an ``objective`` block for the ``:tiny`` config variant."""
+  base_method(objective_config.name).tiny(objective_config)
+  if is_bootstrapped(objective_config.name):
+    objective_config.bootstrap.decoder.update(width=32, depth=1, num_heads=2)
+
+
+def validate(config):
+  """The method's checks of the experiment ``config`` (errors.ConfigError)."""
+  base_method(config.objective.name).validate(config)
+  if is_bootstrapped(config.objective.name):
+    bootstrap.validate(config)
+
+
+def probe_params(objective_config, choice='auto'):
+  """'target' or 'online': the encoder that ``evaluation.params`` = ``choice`` picks."""
+  return base_method(objective_config.name).probe_params if choice == 'auto' else choice
 
 
 def build(objective_config, encoder_config):
-  return OBJECTIVES[objective_config.name][1](objective_config, encoder_config)
+  """The objective of ``objective_config`` on a ViT of ``encoder_config``."""
+  method = base_method(objective_config.name)(objective_config)
+  if is_bootstrapped(objective_config.name):
+    return bootstrap.AnnotationBootstrapping(method, encoder_config)
+  return method_lib.PlainObjective(method, encoder_config)

@@ -13,15 +13,17 @@ Total loss = base loss (annotation batch, online parameters) + weight * AB loss.
 All pairs of all views are computed in one packed decoder call per source view (T = V targets,
 the diagonal included and masked out unless configured), so every view costs one encoder pass.
 """
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from annoprop_jax.data import boxes as boxes_lib
+from annoprop_jax import errors
 from annoprop_jax.models import decoder as decoder_lib
-from annoprop_jax.models import vit
+from annoprop_jax.models import network as network_lib
+from annoprop_jax.objectives import method as method_lib
+
+Network = network_lib.Network
 
 IOU_BINS = ('0', '0-0.2', '0.2-0.5', '0.5-0.8', '>0.8')
 
@@ -85,10 +87,6 @@ def ab_loss(log_q, y, pairs):
   return (jnp.sum(ce * pairs, axis=(1, 2)) / pairs.sum()).mean()
 
 
-def entropy(p):
-  return -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)), axis=-1)
-
-
 def pairwise_iou(view_boxes):
   """(B, V, 4) -> (B, V, V) IoU of every pair of views, in jnp."""
   a, b = view_boxes[:, :, None], view_boxes[:, None, :]
@@ -117,130 +115,82 @@ def diagnostics(log_q, y, pairs, view_boxes, moves, box_config):
   return out
 
 
-class BootstrapNet(nn.Module):
-  """Encoder, base head, annotation decoder and AB heads in one parameter tree.
-
-  ``head`` and ``ab_head`` act on the pooled vector and on phi_AB; ``ab_candidate_head``
-  (contrastive variants) embeds candidate annotations for the AB head.
-  """
-  vit_kwargs: dict
-  decoder_kwargs: dict
-  head: nn.Module
-  ab_head: nn.Module
-  ab_candidate_head: nn.Module = None
-
-  def setup(self):
-    self.encoder = vit.ViT(**self.vit_kwargs)
-    self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
-
-  def encode(self, images):
-    return self.encoder(images)
-
-  def base(self, pooled):
-    return self.head(pooled)
-
-  def decode(self, patch_tokens, moves):
-    return self.decoder(patch_tokens, moves)
-
-  def ab(self, phi):
-    return self.ab_head(phi)
-
-  def ab_candidates(self, pooled):
-    return self.ab_candidate_head(pooled)
-
-  def __call__(self, images, moves, candidates=None):
-    """Touches every submodule (for init); ``candidates`` defaults to the pooled images."""
-    pooled, tokens = self.encode(images)
-    outputs = [self.base(pooled), self.ab(self.decode(tokens, moves))]
-    if self.ab_candidate_head is not None:
-      outputs.append(self.ab_candidates(pooled if candidates is None else candidates))
-    return outputs
-
-
 def all_pair_moves(moves):
   """(B, V, V, 4) moves -> (B * V, V, 4): for each source view, the moves to all V views."""
   b, v = moves.shape[:2]
   return moves.reshape(b * v, v, 4)
 
 
-def encode_views(net, params, images):
-  """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
-  b, v = images.shape[:2]
-  pooled, tokens = net.apply({'params': params}, images.reshape(b * v, *images.shape[2:]),
-                             method=BootstrapNet.encode)
-  return pooled.reshape(b, v, -1), tokens
-
-
 def decode_pairs(net, params, tokens, moves):
   """phi_AB for every ordered pair: (B, V, V, W)."""
   b, v = moves.shape[:2]
-  phi = net.apply({'params': params}, tokens, all_pair_moves(moves), method=BootstrapNet.decode)
+  phi = network_lib.apply(net, params, Network.decode, tokens, all_pair_moves(moves))
   return phi.reshape(b, v, v, -1)
 
 
 class AnnotationBootstrapping:
-  """AB on top of a base method given by a ``variant`` (see ``ab_variants``)."""
+  """A base ``method`` (``method.Method``) with annotation bootstrapping: base loss on the
+  annotation stream plus ``weight`` x the AB loss on the bootstrap stream."""
   streams = ('annotation', 'bootstrap')
 
-  def __init__(self, config, encoder_config, variant):
-    self.config = config
-    self.variant = variant
-    ab = config.bootstrap
-    self.net = BootstrapNet(
-        vit_kwargs=encoder_config,
+  def __init__(self, method, encoder_config):
+    self.method = method
+    ab = method.config.bootstrap
+    self.config = ab
+    self.net = Network(
+        encoder_kwargs=encoder_config,
         decoder_kwargs=dict(**ab.decoder.to_dict(), **ab.box.to_dict(),
                             dtype=encoder_config.get('dtype', 'float32')),
-        **variant.modules())
+        **method.modules(encoder_config, bootstrap=True))
 
   def init(self, rng, batch):
-    boot = batch['bootstrap']
-    candidates = self.variant.candidate_example(batch['annotation'])
+    boot, annotation = batch['bootstrap'], batch['annotation']
     params = self.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0],
-                           candidates)['params']
-    return params, self.variant.init_extras()
+                           **self.method.init_inputs(annotation))['params']
+    return params, self.method.init_state()
 
-  def loss(self, params, target_params, extras, batch, rng, step):
+  def loss(self, params, target_params, state, batch, rng, step):
     del rng
-    cfg = self.config.bootstrap
+    cfg, method, net = self.config, self.method, self.net
     ann, boot = batch['annotation'], batch['bootstrap']
-    net, variant = self.net, self.variant
-    # Base loss and candidate annotations, both from the annotation batch.
-    base_loss, metrics, new_extras, cands = variant.base(net, params, target_params, extras,
-                                                         ann, step)
+    # Base loss and the candidate annotations, both from the annotation batch.
+    base = method.base_loss(net, params, target_params, state, ann, step, bootstrap=True)
     # Online: encoder on the bootstrap views, decoder on all pairs, Q_AB over candidates.
     v = boot['images'].shape[1]
     pairs, nexts = pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
                               cfg.next_include_source)
-    _, tokens = encode_views(net, params, boot['images'])
-    log_q = variant.ab_log_probs(net, params, decode_pairs(net, params, tokens, boot['moves']),
-                                 cands['online'])
+    _, tokens = network_lib.encode_views(net, params, boot['images'])
+    log_q = method.ab_log_probs(net, params, decode_pairs(net, params, tokens, boot['moves']),
+                                base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
-    target_pooled, target_tokens = encode_views(net, target_params, boot['images'])
-    p_next = variant.target_probs(net, target_params, target_pooled, cands['target'], extras,
-                                  step)
+    target_pooled, target_tokens = network_lib.encode_views(net, target_params, boot['images'])
+    p_next = method.target_probs(net, target_params, target_pooled, base.target_candidates,
+                                 state, step)
     q_next = None
     if cfg.gamma:
-      q_next = jnp.exp(variant.ab_log_probs(
+      q_next = jnp.exp(method.ab_log_probs(
           net, target_params, decode_pairs(net, target_params, target_tokens, boot['moves']),
-          cands['target'], target=True))
+          base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     loss_ab = ab_loss(log_q, y, pairs)
     pair_mean = lambda x: (x * pairs).sum() / (pairs.sum() * x.shape[0])
-    metrics = dict(metrics, base_loss=base_loss, ab_loss=loss_ab,
-                   target_entropy=pair_mean(entropy(y)),
-                   ab_prediction_entropy=pair_mean(entropy(jnp.exp(log_q))),
+    metrics = dict(base.metrics, base_loss=base.loss, ab_loss=loss_ab,
+                   target_entropy=pair_mean(method_lib.entropy(y)),
+                   ab_prediction_entropy=pair_mean(method_lib.entropy(jnp.exp(log_q))),
                    **diagnostics(log_q, y, pairs, boot['boxes'], boot['moves'], cfg.box))
-    return base_loss + cfg.weight * loss_ab, (metrics, new_extras)
+    return base.loss + cfg.weight * loss_ab, (metrics, base.state)
 
 
-def validate(config, num_bootstrap_views):
-  ab = config.bootstrap
+def validate(config):
+  """One-line errors for ``objective.bootstrap`` of the experiment ``config``."""
+  ab, num_views = config.objective.bootstrap, config.data.bootstrap.views.num
   if ab.aggregate not in ('max', 'expectation'):
-    raise ValueError(f'objective.bootstrap.aggregate must be max or expectation, got {ab.aggregate!r}')
+    raise errors.ConfigError(
+        f'objective.bootstrap.aggregate must be max or expectation, got {ab.aggregate!r}')
   if not 0 <= ab.gamma <= 1:
-    raise ValueError(f'objective.bootstrap.gamma must be in [0, 1], got {ab.gamma}')
-  _, nexts = pair_masks(num_bootstrap_views, ab.include_diagonal, ab.next_include_identity,
+    raise errors.ConfigError(f'objective.bootstrap.gamma must be in [0, 1], got {ab.gamma}')
+  _, nexts = pair_masks(num_views, ab.include_diagonal, ab.next_include_identity,
                         ab.next_include_source)
-  if ab.gamma and not nexts.any(axis=2)[~np.eye(num_bootstrap_views, dtype=bool)].all():
-    raise ValueError('with these next-move options some pairs have no next move; use more '
-                     'bootstrap views or include the identity or source move')
+  if ab.gamma and not nexts.any(axis=2)[~np.eye(num_views, dtype=bool)].all():
+    raise errors.ConfigError('with these next-move options some pairs have no next move; use '
+                             'more bootstrap views or include the identity or source move')

@@ -4,10 +4,13 @@ p(l_i|x) = softmax_i(t * phi(x) . psi(l_i)) over the batch's captions (METHOD.md
 ViT encoder + a linear image projection, psi the text tower + a linear text projection, both
 L2-normalised in the joint space, and t = exp(logit_scale) a learned fp32 scale clamped to
 <= max_logit_scale. Online parameters only; one view per annotation image (view 0 is used).
-
-Params: ``{'encoder', 'image_projection', 'text', 'text_projection', 'logit_scale'}``.
 Captions that repeat within a batch (common on the scenes dataset) count as negatives of each
 other, as in CLIP.
+
+Params: ``{'encoder', 'head': {'projection'}, 'annotation_encoder': {'text', 'projection',
+'logit_scale'}}``. With annotation bootstrapping the candidates are the batch's captions:
+p(l | x) is the target network's image->text softmax, and Q_AB scores psi_AB(l), a second
+projection of the same text features (``ab_candidate_head``).
 """
 import math
 
@@ -16,24 +19,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
 from annoprop_jax.data import tokenizer
 from annoprop_jax.models import heads
+from annoprop_jax.models import network as network_lib
 from annoprop_jax.models import text
-from annoprop_jax.models import vit
+from annoprop_jax.objectives import method
 
-
-def default_config():
-  return ml_collections.ConfigDict(dict(
-      name='clip',
-      embed_dim=128,                         # joint image-text space
-      text_width=128,
-      text_depth=2,
-      text_num_heads=4,
-      text_mlp_ratio=4.0,
-      text_max_len=162,                      # >= data.annotation.max_caption_bytes + 2
-      init_logit_scale=math.log(1 / 0.07),   # CLIP's initial temperature 0.07
-      max_logit_scale=100.0,                 # clamp on exp(logit_scale), METHOD.md
-  ))
+Network = network_lib.Network
 
 
 def clamped_scale(logit_scale, max_scale):
@@ -57,61 +50,65 @@ def clip_loss(image_emb, text_emb, scale):
   return 0.5 * (i2t + t2i), accuracy
 
 
-class CLIPModel(nn.Module):
-  """Image and text towers projected into one normalised space, plus the learned scale."""
-  encoder_config: dict         # ViT keyword arguments
-  embed_dim: int = 128
-  text_width: int = 128
-  text_depth: int = 2
-  text_num_heads: int = 4
-  text_mlp_ratio: float = 4.0
-  text_max_len: int = 162
-  init_logit_scale: float = math.log(1 / 0.07)
-  max_logit_scale: float = 100.0
+class CaptionTower(nn.Module):
+  """Caption tokens -> (psi(l) normalised, the text features, the clamped logit scale)."""
+  dim: int
+  text_kwargs: dict             # TextTransformer keyword arguments
+  init_logit_scale: float
+  max_logit_scale: float
 
-  def setup(self):
-    self.encoder = vit.ViT(**self.encoder_config)
-    self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.text = text.TextTransformer(
-        width=self.text_width, depth=self.text_depth, num_heads=self.text_num_heads,
-        mlp_ratio=self.text_mlp_ratio, max_len=self.text_max_len,
-        dtype=self.encoder_config.get('dtype', 'float32'))
-    self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.logit_scale = self.param('logit_scale', nn.initializers.constant(self.init_logit_scale),
-                                  (), jnp.float32)
-
-  def image_features(self, images):
-    """(B, S, S, 3) -> (pooled (B, width), patch tokens (B, N, width)) of the encoder."""
-    return self.encoder(images)
-
-  def embed_images(self, images):
-    """(B, S, S, 3) -> (B, embed_dim) normalised image embeddings."""
-    pooled, _ = self.encoder(images)
-    return heads.l2_normalize(self.image_projection(pooled))
-
-  def embed_text(self, tokens):
-    """(B, L) tokens -> (B, embed_dim) normalised caption embeddings."""
-    pooled, _ = self.text(tokens)
-    return heads.l2_normalize(self.text_projection(pooled))
-
-  def scale(self):
-    return clamped_scale(self.logit_scale, self.max_logit_scale)
-
-  def __call__(self, images, tokens):
-    return self.embed_images(images), self.embed_text(tokens), self.scale()
+  @nn.compact
+  def __call__(self, tokens):
+    features, _ = text.TextTransformer(**self.text_kwargs, name='text')(tokens)
+    log_scale = self.param('logit_scale', nn.initializers.constant(self.init_logit_scale), (),
+                           jnp.float32)
+    return (heads.Projection(self.dim, name='projection')(features), features,
+            clamped_scale(log_scale, self.max_logit_scale))
 
 
-class CLIP:
-  """Objective: pure ``init`` and ``loss`` over parameter pytrees, plus embedding helpers."""
-  streams = ('annotation',)
+class CLIP(method.Method):
+  ab_name = 'ab_clip'
+  probe_params = 'online'
 
-  def __init__(self, config, encoder_config):
-    self.config = config
-    self.net = CLIPModel(
-        encoder_config=dict(encoder_config), embed_dim=config.embed_dim,
-        text_width=config.text_width, text_depth=config.text_depth,
-        text_num_heads=config.text_num_heads, text_mlp_ratio=config.text_mlp_ratio, text_max_len=config.text_max_len,
-        init_logit_scale=config.init_logit_scale, max_logit_scale=config.max_logit_scale)
+  @staticmethod
+  def default_config():
+    return ml_collections.ConfigDict(dict(
+        name='clip',
+        embed_dim=128,                         # joint image-text space
+        text_width=128,
+        text_depth=2,
+        text_num_heads=4,
+        text_mlp_ratio=4.0,
+        text_max_len=162,                      # >= data.annotation.max_caption_bytes + 2
+        init_logit_scale=math.log(1 / 0.07),   # CLIP's initial temperature 0.07
+        max_logit_scale=100.0,                 # clamp on exp(logit_scale), METHOD.md
+    ))
+
+  @staticmethod
+  def tiny(config):
+    config.update(embed_dim=32, text_width=32, text_depth=1, text_num_heads=2)
+
+  @staticmethod
+  def validate(config):
+    need = config.data.annotation.max_caption_bytes + 2
+    if config.objective.text_max_len < need:
+      raise errors.ConfigError(
+          f'objective.text_max_len={config.objective.text_max_len} is too small for '
+          f'data.annotation.max_caption_bytes={need - 2} (BOS and EOS): set it to >= {need}')
+
+  def modules(self, encoder_config, bootstrap):
+    c = self.config
+    tower = CaptionTower(c.embed_dim, dict(
+        width=c.text_width, depth=c.text_depth, num_heads=c.text_num_heads,
+        mlp_ratio=c.text_mlp_ratio, max_len=c.text_max_len,
+        dtype=encoder_config.get('dtype', 'float32')),
+                         c.init_logit_scale, c.max_logit_scale)
+    modules = dict(head=heads.Projection(c.embed_dim), annotation_encoder=tower)
+    if bootstrap:
+      modules.update(ab_head=heads.ScaledQueryHead(c.embed_dim, math.exp(c.init_logit_scale),
+                                                   c.max_logit_scale),
+                     ab_candidate_head=heads.Projection(c.embed_dim))
+    return modules
 
   def tokens(self, caption):
     """(B, C) uint8 caption bytes -> (B, C + 2) tokens, checked against the text tower."""
@@ -122,33 +119,33 @@ class CLIP:
           f'lower data.annotation.max_caption_bytes')
     return tokenizer.tokens_from_caption_bytes(caption)
 
-  def init(self, rng, batch):
-    data = batch['annotation']
-    params = self.net.init(rng, data['images'][:1, 0], self.tokens(data['caption'][:1]))
-    return params['params'], {}
+  def init_inputs(self, annotation):
+    tokens = self.tokens(annotation['caption'][:1])
+    return dict(annotations=tokens)
 
-  def image_embeddings(self, params, images):
-    """(B, S, S, 3) images -> (B, embed_dim) normalised joint-space embeddings."""
-    return self.net.apply({'params': params}, images, method=CLIPModel.embed_images)
+  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
+    del step
+    tokens = self.tokens(annotation['caption'])
+    pooled = network_lib.encode_views(net, params, annotation['images'][:, :1])[0][:, 0]
+    image = network_lib.apply(net, params, Network.base, pooled)
+    captions, features, scale = network_lib.apply(net, params, Network.embed_annotations, tokens)
+    loss, accuracy = clip_loss(image, captions, scale)
+    metrics = {'clip_loss': loss, 'clip_i2t_accuracy': accuracy, 'clip_logit_scale': scale}
+    if not bootstrap:
+      return method.BaseResult(loss, metrics, state)
+    target = jax.lax.stop_gradient(
+        network_lib.apply(net, target_params, Network.embed_annotations, tokens))
+    return method.BaseResult(loss, metrics, state,
+                             candidates=self._candidates(net, params, captions, features, scale),
+                             target_candidates=self._candidates(net, target_params, *target))
 
-  def text_embeddings(self, params, tokens):
-    """(B, L) tokens -> (B, embed_dim) normalised joint-space embeddings."""
-    return self.net.apply({'params': params}, tokens, method=CLIPModel.embed_text)
+  def _candidates(self, net, params, captions, features, scale):
+    return method.Candidates(base=captions, scale=scale, ab=network_lib.apply(
+        net, params, Network.ab_candidates, features))
 
-  def caption_embeddings(self, params, caption):
-    """(B, C) uint8 caption bytes -> (B, embed_dim) normalised joint-space embeddings."""
-    return self.text_embeddings(params, self.tokens(caption))
+  ab_log_probs = staticmethod(method.contrastive_ab_log_probs)
 
-  def logit_scale(self, params):
-    """The clamped scale exp(logit_scale) (<= max_logit_scale)."""
-    return clamped_scale(params['logit_scale'], self.config.max_logit_scale)
-
-  def loss(self, params, target_params, extras, batch, rng, step):
-    del target_params, rng, step
-    data = batch['annotation']
-    images = data['images'][:, 0]                   # (B, S, S, 3): one view per image
-    image_emb, text_emb, scale = self.net.apply(
-        {'params': params}, images, self.tokens(data['caption']))
-    loss, accuracy = clip_loss(image_emb, text_emb, scale)
-    return loss, ({'clip_loss': loss, 'clip_i2t_accuracy': accuracy,
-                   'clip_logit_scale': scale}, extras)
+  def target_probs(self, net, target_params, pooled, candidates, state, step):
+    del state, step
+    z = network_lib.apply(net, target_params, Network.base, pooled)
+    return jax.nn.softmax(candidates.scale * z @ candidates.base.T, axis=-1)

@@ -3,29 +3,20 @@
 The teacher is the EMA target network (``target_params``). It sees the global views only; the
 student sees global and (optional) local views; every (teacher view, other student view) pair is
 a cross-entropy term. The centre is an EMA of the teacher's logits, updated once per step.
+
+With annotation bootstrapping the candidates are the K prototypes: p(l | x) is the teacher's
+centred, sharpened distribution and Q_AB a second prototype head on phi_AB (METHOD.md).
 """
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
 from annoprop_jax.models import heads
-from annoprop_jax.models import network
+from annoprop_jax.models import network as network_lib
+from annoprop_jax.objectives import method
 
-
-def default_config():
-  return ml_collections.ConfigDict(dict(
-      name='dino',
-      num_prototypes=4096,            # K, METHOD.md DEFAULT at small scale
-      head_hidden_dim=512,
-      head_bottleneck_dim=128,
-      head_layers=3,
-      student_temperature=0.1,
-      teacher_temperature=0.07,
-      warmup_teacher_temperature=0.04,
-      warmup_teacher_temperature_steps=0,
-      center_momentum=0.9,
-      freeze_prototypes_steps=0,      # DINO's last-layer freeze, in optimizer steps
-  ))
+Network = network_lib.Network
 
 
 def teacher_temperature(config, step):
@@ -41,10 +32,6 @@ def teacher_temperature(config, step):
 def teacher_distribution(teacher_logits, center, temperature):
   """softmax((g - c) / tau_t), the DINO target."""
   return jax.nn.softmax((teacher_logits - center) / temperature, axis=-1)
-
-
-def entropy(p):
-  return -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)), axis=-1)
 
 
 def dino_loss(student_logits, teacher_logits, center, student_temperature, teacher_temp):
@@ -67,46 +54,87 @@ def dino_loss(student_logits, teacher_logits, center, student_temperature, teach
   return loss.mean(), p
 
 
-class DINO:
-  streams = ('annotation',)
+def freeze_prototypes(params, step, freeze_steps, head='head'):
+  """DINO's last-layer freeze: no gradient reaches ``head``'s prototypes before freeze_steps."""
+  prototypes = params[head]['prototypes']
+  return {**params, head: {**params[head], 'prototypes': jnp.where(
+      step < freeze_steps, jax.lax.stop_gradient(prototypes), prototypes)}}
 
-  def __init__(self, config, encoder_config):
-    self.config = config
-    self.net = network.EncoderWithHead(encoder_config, heads.PrototypeHead(
-        num_prototypes=config.num_prototypes, hidden_dim=config.head_hidden_dim,
-        bottleneck_dim=config.head_bottleneck_dim, num_layers=config.head_layers))
 
-  def init(self, rng, batch):
-    params = self.net.init(rng, batch['annotation']['images'][:1, 0])['params']
-    return params, {'center': jnp.zeros((self.config.num_prototypes,), jnp.float32)}
+class DINO(method.Method):
+  ab_name = 'ab_dino'
+  probe_params = 'target'           # the EMA teacher, as DINO reports
 
-  def _apply_views(self, params, images):
-    b, v = images.shape[:2]
-    out = self.net.apply({'params': params}, images.reshape(b * v, *images.shape[2:]))
-    return out.reshape(b, v, -1)
+  @staticmethod
+  def default_config():
+    return ml_collections.ConfigDict(dict(
+        name='dino',
+        num_prototypes=4096,            # K, METHOD.md DEFAULT at small scale
+        head_hidden_dim=512,
+        head_bottleneck_dim=128,
+        head_layers=3,
+        student_temperature=0.1,
+        teacher_temperature=0.07,
+        warmup_teacher_temperature=0.04,
+        warmup_teacher_temperature_steps=0,
+        center_momentum=0.9,
+        freeze_prototypes_steps=0,      # DINO's last-layer freeze, in optimizer steps
+    ))
 
-  def loss(self, params, target_params, extras, batch, rng, step):
-    del rng
+  @staticmethod
+  def tiny(config):
+    config.update(num_prototypes=64, head_hidden_dim=64, head_bottleneck_dim=32)
+
+  @staticmethod
+  def validate(config):
+    if config.data.annotation.views.num < 2:
+      raise errors.ConfigError('dino needs at least 2 global views (data.annotation.views.num '
+                               '>= 2)')
+
+  def modules(self, encoder_config, bootstrap):
+    del encoder_config
+    c = self.config
+    head = lambda: heads.PrototypeHead(
+        num_prototypes=c.num_prototypes, hidden_dim=c.head_hidden_dim,
+        bottleneck_dim=c.head_bottleneck_dim, num_layers=c.head_layers)
+    return dict(head=head(), ab_head=head()) if bootstrap else dict(head=head())
+
+  def init_state(self):
+    return {'center': jnp.zeros((self.config.num_prototypes,), jnp.float32)}
+
+  def _logits(self, net, params, images):
+    """(B, V, S, S, 3) -> (B, V, K) prototype logits."""
+    return network_lib.apply(net, params, Network.base,
+                             network_lib.encode_views(net, params, images)[0])
+
+  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
+    del bootstrap       # the candidates are the prototypes
     cfg = self.config
-    data = batch['annotation']
-    # DINO's last-layer freeze: no gradient reaches the prototypes in the first steps.
-    frozen = step < cfg.freeze_prototypes_steps
-    prototypes = params['head']['prototypes']
-    params = {**params, 'head': {**params['head'], 'prototypes': jnp.where(
-        frozen, jax.lax.stop_gradient(prototypes), prototypes)}}
-    teacher = jax.lax.stop_gradient(self._apply_views(target_params, data['images']))
-    student = self._apply_views(params, data['images'])
-    if 'local_images' in data:
-      student = jnp.concatenate([student, self._apply_views(params, data['local_images'])], 1)
+    params = freeze_prototypes(params, step, cfg.freeze_prototypes_steps)
+    teacher = jax.lax.stop_gradient(self._logits(net, target_params, annotation['images']))
+    student = self._logits(net, params, annotation['images'])
+    if 'local_images' in annotation:
+      local = self._logits(net, params, annotation['local_images'])
+      student = jnp.concatenate([student, local], axis=1)
     tau_t = teacher_temperature(cfg, step)
-    loss, p = dino_loss(student, teacher, extras['center'], cfg.student_temperature, tau_t)
-    batch_center = teacher.mean(axis=(0, 1))
-    center = cfg.center_momentum * extras['center'] + (1 - cfg.center_momentum) * batch_center
+    loss, p = dino_loss(student, teacher, state['center'], cfg.student_temperature, tau_t)
+    center = cfg.center_momentum * state['center'] + (1 - cfg.center_momentum) * teacher.mean(
+        axis=(0, 1))
     q = jax.nn.softmax(student / cfg.student_temperature, axis=-1)
     metrics = {
         'dino_loss': loss,
-        'teacher_entropy': entropy(p).mean(),
-        'student_entropy': entropy(q).mean(),
+        'teacher_entropy': method.entropy(p).mean(),
+        'student_entropy': method.entropy(q).mean(),
         'teacher_temperature': tau_t,
     }
-    return loss, (metrics, {'center': center})
+    return method.BaseResult(loss, metrics, {'center': center})
+
+  def ab_log_probs(self, net, params, phi, candidates):
+    del candidates
+    logits = network_lib.apply(net, params, Network.ab, phi)
+    return jax.nn.log_softmax(logits / self.config.student_temperature, axis=-1)
+
+  def target_probs(self, net, target_params, pooled, candidates, state, step):
+    del candidates
+    g = network_lib.apply(net, target_params, Network.base, pooled)
+    return teacher_distribution(g, state['center'], teacher_temperature(self.config, step))

@@ -1,20 +1,18 @@
-"""SimCLR: NT-Xent over the annotation batch's augmented views (online parameters only)."""
+"""SimCLR: NT-Xent over the annotation batch's augmented views (online parameters only).
+
+With annotation bootstrapping the candidates are the annotation batch's views: p(l | x) is the
+target network's softmax over them, Q_AB scores them with a query head (METHOD.md).
+"""
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
 from annoprop_jax.models import heads
-from annoprop_jax.models import network
+from annoprop_jax.models import network as network_lib
+from annoprop_jax.objectives import method
 
-
-def default_config():
-  return ml_collections.ConfigDict(dict(
-      name='simclr',
-      temperature=0.1,           # fixed, METHOD.md
-      head_hidden_dim=512,
-      head_dim=128,
-      head_layers=2,
-  ))
+Network = network_lib.Network
 
 
 def nt_xent(z, temperature):
@@ -36,25 +34,65 @@ def nt_xent(z, temperature):
   return loss, accuracy
 
 
-class SimCLR:
-  """Objective: pure ``init`` and ``loss`` over parameter pytrees."""
-  streams = ('annotation',)
+class SimCLR(method.Method):
+  ab_name = 'ab_simclr'
+  probe_params = 'online'
 
-  def __init__(self, config, encoder_config):
-    self.config = config
-    self.net = network.EncoderWithHead(encoder_config, heads.ProjectionHead(
-        hidden_dim=config.head_hidden_dim, out_dim=config.head_dim,
-        num_layers=config.head_layers))
+  @staticmethod
+  def default_config():
+    return ml_collections.ConfigDict(dict(
+        name='simclr',
+        temperature=0.1,           # fixed, METHOD.md
+        head_hidden_dim=512,
+        head_dim=128,
+        head_layers=2,
+    ))
 
-  def init(self, rng, batch):
-    images = batch['annotation']['images']
-    params = self.net.init(rng, images[:1, 0])['params']
-    return params, {}
+  @staticmethod
+  def tiny(config):
+    config.update(head_hidden_dim=64, head_dim=32)
 
-  def loss(self, params, target_params, extras, batch, rng, step):
-    del target_params, rng, step
-    images = batch['annotation']['images']          # (B, 2, S, S, 3)
-    b, v = images.shape[:2]
-    z = self.net.apply({'params': params}, images.reshape(b * v, *images.shape[2:]))
-    loss, accuracy = nt_xent(z.reshape(b, v, -1), self.config.temperature)
-    return loss, ({'simclr_loss': loss, 'simclr_accuracy': accuracy}, extras)
+  @staticmethod
+  def validate(config):
+    if config.data.annotation.views.num != 2:
+      raise errors.ConfigError(f'simclr needs data.annotation.views.num=2, got '
+                               f'{config.data.annotation.views.num}')
+
+  def modules(self, encoder_config, bootstrap):
+    del encoder_config
+    c = self.config
+    projection = lambda: heads.ProjectionHead(hidden_dim=c.head_hidden_dim, out_dim=c.head_dim,
+                                              num_layers=c.head_layers)
+    if not bootstrap:
+      return dict(head=projection())
+    return dict(head=projection(), ab_head=heads.ScaledQueryHead(c.head_dim, 1 / c.temperature),
+                ab_candidate_head=projection())
+
+  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
+    del step
+    pooled = network_lib.encode_views(net, params, annotation['images'])[0]    # (B, 2, D)
+    z = network_lib.apply(net, params, Network.base, pooled)
+    loss, accuracy = nt_xent(z, self.config.temperature)
+    metrics = {'simclr_loss': loss, 'simclr_accuracy': accuracy}
+    if not bootstrap:
+      return method.BaseResult(loss, metrics, state)
+    target_pooled = jax.lax.stop_gradient(
+        network_lib.encode_views(net, target_params, annotation['images'])[0])
+    return method.BaseResult(loss, metrics, state, candidates=self._candidates(
+        net, params, pooled, z), target_candidates=self._candidates(net, target_params,
+                                                                    target_pooled))
+
+  def _candidates(self, net, params, pooled, z=None):
+    """Every view of the annotation batch is a candidate: (2B, D) embeddings."""
+    flat = lambda x: x.reshape(-1, x.shape[-1])
+    if z is None:
+      z = network_lib.apply(net, params, Network.base, pooled)
+    return method.Candidates(base=flat(z),
+                             ab=flat(network_lib.apply(net, params, Network.ab_candidates, pooled)))
+
+  ab_log_probs = staticmethod(method.contrastive_ab_log_probs)
+
+  def target_probs(self, net, target_params, pooled, candidates, state, step):
+    del state, step
+    z = network_lib.apply(net, target_params, Network.base, pooled)
+    return jax.nn.softmax(z @ candidates.base.T / self.config.temperature, axis=-1)

@@ -2,21 +2,18 @@
 
 Single-label: softmax cross-entropy on the first label. Multi-label (scenes with several
 objects): softmax cross-entropy against the normalised multi-hot vector of present classes.
+With annotation bootstrapping (AB_Sup) the candidates are the classes: p(l | x) is the target
+network's classifier softmax, Q_AB a second classifier on phi_AB.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from annoprop_jax.models import network
+from annoprop_jax.models import network as network_lib
+from annoprop_jax.objectives import method
 
-
-def default_config():
-  return ml_collections.ConfigDict(dict(
-      name='supervised',
-      num_classes=13,             # must equal the dataset's number of classes (checked)
-      multi_label=False,
-  ))
+Network = network_lib.Network
 
 
 def label_targets(labels, num_classes, multi_label):
@@ -27,28 +24,37 @@ def label_targets(labels, num_classes, multi_label):
   return jax.nn.one_hot(labels[:, 0], num_classes)
 
 
-class Supervised:
-  streams = ('annotation',)
+class Supervised(method.Method):
+  ab_name = 'ab_sup'
+  probe_params = 'online'
 
-  def __init__(self, config, encoder_config):
-    self.config = config
-    self.net = network.EncoderWithHead(encoder_config, nn.Dense(
-        config.num_classes, kernel_init=nn.initializers.zeros))
+  @staticmethod
+  def default_config():
+    return ml_collections.ConfigDict(dict(
+        name='supervised',
+        num_classes=13,             # must equal the dataset's number of classes (checked)
+        multi_label=False,
+    ))
 
-  def init(self, rng, batch):
-    return self.net.init(rng, batch['annotation']['images'][:1, 0])['params'], {}
+  def modules(self, encoder_config, bootstrap):
+    del encoder_config
+    classifier = lambda: nn.Dense(self.config.num_classes, kernel_init=nn.initializers.zeros)
+    return dict(head=classifier(), ab_head=classifier()) if bootstrap else dict(head=classifier())
 
-  def logits(self, params, images):
-    return self.net.apply({'params': params}, images)
-
-  def loss(self, params, target_params, extras, batch, rng, step):
-    del target_params, rng, step
-    data = batch['annotation']
-    images = data['images']
-    b, v = images.shape[:2]
-    logits = self.logits(params, images.reshape(b * v, *images.shape[2:])).reshape(b, v, -1)
-    targets = label_targets(data['labels'], self.config.num_classes, self.config.multi_label)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    loss = -jnp.einsum('bk,bvk->bv', targets, log_probs).mean()
+  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
+    del target_params, step, bootstrap      # the candidates are the classes
+    pooled = network_lib.encode_views(net, params, annotation['images'])[0]
+    logits = network_lib.apply(net, params, Network.base, pooled)           # (B, V, K)
+    targets = label_targets(annotation['labels'], self.config.num_classes,
+                            self.config.multi_label)
+    loss = -jnp.einsum('bk,bvk->bv', targets, jax.nn.log_softmax(logits, axis=-1)).mean()
     accuracy = (jnp.argmax(logits, -1) == jnp.argmax(targets, -1)[:, None]).mean()
-    return loss, ({'supervised_loss': loss, 'train_accuracy': accuracy}, extras)
+    return method.BaseResult(loss, {'supervised_loss': loss, 'train_accuracy': accuracy}, state)
+
+  def ab_log_probs(self, net, params, phi, candidates):
+    del candidates
+    return jax.nn.log_softmax(network_lib.apply(net, params, Network.ab, phi), axis=-1)
+
+  def target_probs(self, net, target_params, pooled, candidates, state, step):
+    del candidates, state, step
+    return jax.nn.softmax(network_lib.apply(net, target_params, Network.base, pooled), axis=-1)
