@@ -48,7 +48,7 @@ def lower(config, devices=None):
   """The lowered train step of ``config`` (jax.stages.Lowered) and its mesh."""
   devices = jax.devices() if devices is None else devices
   mesh, objective = check(config, devices)
-  shapes = {name: pipeline.batch_shapes(config.data[name], train.stream_batch_size(config, name))
+  shapes = {name: pipeline.batch_shapes(config.data[name], config.data[name].batch_size)
             for name in objective.streams}
   example = {name: pipeline.zeros_batch(config.data[name]) for name in shapes}
   program = train.build_program(config, mesh, objective, example)

@@ -19,10 +19,11 @@ from annoprop_jax import target_network
 REMAT_POLICIES = ('none', 'full', 'dots')
 
 
-def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(0.25, 1.0),
-                  colour_jitter=0.0, grayscale=0.0, flip=True, batch_size=None):
+def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size=32,
+                  scale=(0.25, 1.0), colour_jitter=0.0, grayscale=0.0, flip=True):
   """One input stream (annotation or bootstrap)."""
-  cfg = dict(
+  return dict(
+      batch_size=batch_size,     # images per optimizer step (global, over all processes)
       dataset=dataset,           # 'scenes' (embedded), a prepared tfds name, or a dataset dir
       split=split,
       # The dataset's feature that feeds each field ('a/b': feature b of sequence a; '': none).
@@ -44,9 +45,6 @@ def stream_config(dataset='scenes', split='train', num_views=2, size=32, scale=(
       num_workers=0,             # grain worker processes (0: decode in this process); a
                                  # checkpointed data state resumes only with the same count
   )
-  if batch_size is not None:
-    cfg['batch_size'] = batch_size
-  return cfg
 
 
 def scenes_config():
@@ -62,7 +60,6 @@ def base_config(objective_name):
   """Defaults for an experiment of ``objective_name`` (see ``annoprop_jax.objectives``)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.batch_size = 64             # annotation-stream images per optimizer step (global)
   config.total_steps = 1000
   config.microbatches = 1             # gradient accumulation: micro-batches per optimizer step
   config.log_every = 50
@@ -82,11 +79,11 @@ def base_config(objective_name):
   config.data = dict(
       data_dir='~/annoprop_data',
       scenes=scenes_config(),
-      annotation=stream_config(),
+      annotation=stream_config(batch_size=64),
   )
   if objectives.is_bootstrapped(objective_name):
     # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
-    config.data.bootstrap = stream_config(num_views=4, scale=(0.05, 1.0), batch_size=32)
+    config.data.bootstrap = stream_config(batch_size=32, num_views=4, scale=(0.05, 1.0))
   config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
   config.evaluation = evaluator.default_config()   # probes on the frozen encoder
   return config
@@ -99,13 +96,13 @@ def apply_variant(config, variant):
   if variant != 'tiny':
     raise ValueError(f'unknown config variant {variant!r}; known: tiny')
   config.model.update(patch_size=8, width=32, depth=1, num_heads=2)
-  config.batch_size = 16
   config.total_steps = 20
   config.log_every = 5
   config.checkpoint_every = 10
   config.optimizer.warmup_steps = 2
   config.data.scenes.update(resolution=32, num_train=256, num_validation=32, num_objects=64,
                             num_objects_validation=32)
+  config.data.annotation.batch_size = 16
   for stream in ('annotation', 'bootstrap'):
     if stream in config.data:
       config.data[stream].views.size = 16
@@ -118,6 +115,9 @@ def apply_variant(config, variant):
 
 
 ConfigError = errors.ConfigError   # the one error class, re-exported for config users
+
+# Keys of earlier versions -> where they are now (a clear error, and old config.json files load).
+MOVED_KEYS = {'batch_size': 'data.annotation.batch_size'}
 
 
 def nearest_keys(config, key):
@@ -141,7 +141,9 @@ def validate(config):
   def check(ok, message):
     if not ok:
       raise ConfigError(message)
-  for key in ('batch_size', 'total_steps', 'log_every', 'checkpoint_every', 'microbatches'):
+  for old, new in MOVED_KEYS.items():
+    check(old not in config, f'config key {old!r} moved to {new!r}')
+  for key in ('total_steps', 'log_every', 'checkpoint_every', 'microbatches'):
     check(config[key] > 0, f'{key} must be positive, got {config[key]}')
   check(config.model.width % config.model.num_heads == 0,
         f'model.width {config.model.width} is not divisible by model.num_heads '
@@ -166,6 +168,8 @@ def validate(config):
           f'data.{name}.views.size {views.size} is not divisible by model.patch_size '
           f'{config.model.patch_size}')
     stream = config.data[name]
+    check(stream.batch_size > 0, f'data.{name}.batch_size must be positive, got '
+          f'{stream.batch_size}')
     check(stream.caption_choice in ('first', 'random'),
           f'data.{name}.caption_choice must be first or random, got {stream.caption_choice!r}')
     check(stream.resize >= 0 and stream.num_workers >= 0,
@@ -210,6 +214,13 @@ def load_run(workdir):
   with open(path) as f:
     saved = json.load(f)
   config = base_config(saved['objective']['name'])
+  for old, new in MOVED_KEYS.items():
+    if old in saved:
+      *parents, last = new.split('.')
+      node = saved
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[last] = saved.pop(old)
   _merge(config, saved, '')
   config.lock()
   return config
@@ -237,7 +248,7 @@ def paper_scale(config, annotation_images, annotation_views, bootstrap_images=10
   0.05-1 without colour jitter, 8192 views per step, AdamW 1e-3 with warm-up and cosine decay."""
   from annoprop_jax.models import vit  # pylint: disable=g-import-not-at-top
   config.model.update(**vit.vit_size('S/16'), dtype='bfloat16')
-  config.batch_size = annotation_images
+  config.data.annotation.batch_size = annotation_images
   config.data.annotation.views.update(num=annotation_views, size=224)
   config.data.annotation.local_views.size = 96
   config.data.bootstrap.update(batch_size=bootstrap_images)

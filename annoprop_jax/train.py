@@ -24,15 +24,10 @@ from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import evaluator as evaluator_lib
 
 
-def stream_batch_size(config, name):
-  return config.batch_size if name == 'annotation' else config.data[name].batch_size
-
-
 def check_batch_sizes(config, mesh, streams):
   """ConfigError unless every stream's batch divides over the data axes and micro-batches."""
   for name in streams:
-    sharding.check_batch_size(stream_batch_size(config, name), mesh,
-                              'batch_size' if name == 'annotation' else f'data.{name}.batch_size',
+    sharding.check_batch_size(config.data[name].batch_size, mesh, f'data.{name}.batch_size',
                               config.microbatches)
 
 
@@ -141,13 +136,6 @@ def _silent(line):
   del line
 
 
-def _host_part(batch):
-  """Splits a stream batch into what goes to the devices and host-only counters."""
-  device = {k: v for k, v in batch.items() if k not in pipeline.HOST_ONLY_KEYS}
-  host = {k: v for k, v in batch.items() if k in pipeline.HOST_ONLY_KEYS}
-  return device, host
-
-
 @dataclasses.dataclass(frozen=True)
 class Program:
   """What runs on the devices: sharded init and the jitted train step, with their layouts."""
@@ -205,21 +193,15 @@ def _train(config, workdir, print_fn, on_step):
 
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  datasets = {}
   check_batch_sizes(config, mesh, objective.streams)
-  for i, name in enumerate(objective.streams):
-    stream = config.data[name]
-    batch_size = stream_batch_size(config, name)
-    source = pipeline.open_source(config.data, stream.dataset, stream.split)
-    if name == 'annotation' and 'num_classes' in config.objective:
-      classes = pipeline.num_classes(config.data, stream.dataset)
-      if classes is not None and classes != config.objective.num_classes:
-        raise configuration.ConfigError(
-            f'objective.num_classes={config.objective.num_classes} but dataset '
-            f'{stream.dataset!r} has {classes} classes')
-    datasets[name] = pipeline.build_stream(
-        source, stream, global_batch_size=batch_size, seed=config.seed * 1000 + i,
-        process_index=jax.process_index(), process_count=jax.process_count())
+  if 'num_classes' in config.objective:
+    classes = pipeline.num_classes(config.data, config.data.annotation.dataset)
+    if classes is not None and classes != config.objective.num_classes:
+      raise configuration.ConfigError(
+          f'objective.num_classes={config.objective.num_classes} but dataset '
+          f'{config.data.annotation.dataset!r} has {classes} classes')
+  datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
+                                    jax.process_index(), jax.process_count())
   iterators = {name: iter(ds) for name, ds in datasets.items()}
   # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
   example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
@@ -251,7 +233,7 @@ def _train(config, workdir, print_fn, on_step):
                                        configuration.encoder_config(config), mesh, print_fn)
   probed = objectives.probe_params(config.objective, config.evaluation.params)
   logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
-  images_per_step = sum(stream_batch_size(config, name) for name in datasets)
+  images_per_step = sum(config.data[name].batch_size for name in datasets)
   stop = _StopRequest()
   step = int(state.step)
   timer, last_logged = metrics_lib.Timer(), step
@@ -259,7 +241,7 @@ def _train(config, workdir, print_fn, on_step):
   try:
     while step < config.total_steps:
       host_batch = {name: next(it) for name, it in iterators.items()}
-      device_part = {name: _host_part(b)[0] for name, b in host_batch.items()}
+      device_part = {name: pipeline.device_part(b) for name, b in host_batch.items()}
       state, metrics = train_step(state, sharding.global_batch(device_part, mesh))
       step += 1
       unchecked.append((step, metrics['finite']))

@@ -49,7 +49,7 @@ def synthetic_stream(rng, images, stream):
 def time_step(config, steps):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   rng = np.random.default_rng(0)
-  batch = {name: synthetic_stream(rng, train.stream_batch_size(config, name), config.data[name])
+  batch = {name: synthetic_stream(rng, config.data[name].batch_size, config.data[name])
            for name in objective.streams}
   tx, schedules = optimizer.make(config.optimizer, config.total_steps)
   params, extras = objective.init(jax.random.PRNGKey(0), batch)
@@ -67,7 +67,7 @@ def time_step(config, steps):
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
-  views = sum(train.stream_batch_size(config, n) * config.data[n].views.num
+  views = sum(config.data[n].batch_size * config.data[n].views.num
               for n in objective.streams)
   return float(np.median(times)), views
 

@@ -67,7 +67,7 @@ def main():
   config = configuration.load(args.config)
   if args.data_dir:
     config.data.data_dir = args.data_dir
-  batch_size = args.batch_size or config.batch_size
+  batch_size = args.batch_size or config.data.annotation.batch_size
   annotation = config.data.annotation
   if args.jpeg:
     import jpeg_scenes  # pylint: disable=g-import-not-at-top  # benchmarks/jpeg_scenes.py

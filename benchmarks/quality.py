@@ -52,7 +52,7 @@ METHODS = {
 
 def views_per_step(config):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  return sum(train.stream_batch_size(config, n) * (config.data[n].views.num
+  return sum(config.data[n].batch_size * (config.data[n].views.num
                                                     + config.data[n].local_views.num)
              for n in objective.streams)
 

@@ -34,7 +34,7 @@ MESHES = (('1 device', 1, dict(data=1, fsdp=1, tensor=1)),
 def images_per_sec(config, devices, steps, warmup=3):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   rng = np.random.default_rng(0)
-  batches = [{name: synthetic_stream(rng, train.stream_batch_size(config, name), config.data[name])
+  batches = [{name: synthetic_stream(rng, config.data[name].batch_size, config.data[name])
               for name in objective.streams} for _ in range(2)]
   mesh = sharding.make_mesh(config.mesh, devices)
   program = train.build_program(config, mesh, objective, batches[0])
@@ -48,7 +48,7 @@ def images_per_sec(config, devices, steps, warmup=3):
     state, metrics = program.train_step(state, batches[i % 2])
   jax.block_until_ready(metrics)
   seconds = time.perf_counter() - start
-  images = sum(train.stream_batch_size(config, name) for name in objective.streams)
+  images = sum(config.data[name].batch_size for name in objective.streams)
   return images * steps / seconds
 
 
@@ -63,8 +63,8 @@ def main():
   config.mesh.update(data=1, fsdp=1, tensor=1)
   report = aot.compile_report(config, jax.devices()[:1])
   streams = objectives.build(config.objective, configuration.encoder_config(config)).streams
-  views = sum(config.data[n].views.num * train.stream_batch_size(config, n) for n in streams)
-  images = sum(train.stream_batch_size(config, n) for n in streams)
+  views = sum(config.data[n].views.num * config.data[n].batch_size for n in streams)
+  images = sum(config.data[n].batch_size for n in streams)
   print(f'{args.config}: {images} images = {views} views per step, '
         f'{report.flops_per_step:.3e} FLOPs per step (XLA cost analysis), '
         f'{jax.device_count()} {jax.devices()[0].platform} devices on {os.cpu_count()} cores')

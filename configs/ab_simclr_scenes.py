@@ -15,7 +15,7 @@ simclr_scenes = configuration.config_module(os.path.join(os.path.dirname(__file_
 
 def get_config(variant=''):
   config = simclr_scenes.recipe('ab_simclr')
-  config.batch_size = 64
+  config.data.annotation.batch_size = 64
   config.data.bootstrap.update(batch_size=32)
   config.data.bootstrap.views.update(num=4, size=32, scale=(0.05, 1.0))
   config.objective.bootstrap.update(weight=1.0, gamma=0.0, aggregate='max')

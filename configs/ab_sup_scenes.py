@@ -13,7 +13,7 @@ supervised_objects = configuration.config_module(os.path.join(os.path.dirname(__
 
 def get_config(variant=''):
   config = supervised_objects.recipe('ab_sup')
-  config.batch_size = 64
+  config.data.annotation.batch_size = 64
   config.total_steps = 2000
   config.data.bootstrap.update(dataset='scenes', split='train', batch_size=16)
   config.data.bootstrap.views.update(num=4, size=32, scale=(0.05, 1.0))

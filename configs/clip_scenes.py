@@ -12,7 +12,7 @@ from annoprop_jax import configuration
 def recipe(objective='clip'):
   """The CLIP recipe at CPU size; ``configs/ab_clip_scenes.py`` builds on it."""
   config = configuration.base_config(objective)
-  config.batch_size = 128
+  config.data.annotation.batch_size = 128
   config.total_steps = 2000
   config.data.annotation.views.update(num=1, size=32, scale=(0.5, 1.0), colour_jitter=0.0,
                                       grayscale=0.0, flip=False)

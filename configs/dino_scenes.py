@@ -9,7 +9,7 @@ from annoprop_jax import configuration
 def recipe(objective='dino'):
   """The DINO recipe at CPU size; ``configs/ab_dino_scenes.py`` builds on it."""
   config = configuration.base_config(objective)
-  config.batch_size = 64
+  config.data.annotation.batch_size = 64
   config.total_steps = 2000
   config.log_every = 50
   config.checkpoint_every = 500

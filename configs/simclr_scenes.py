@@ -8,7 +8,7 @@ from annoprop_jax import configuration
 def recipe(objective='simclr'):
   """The SimCLR recipe at CPU size; ``configs/ab_simclr_scenes.py`` builds on it."""
   config = configuration.base_config(objective)
-  config.batch_size = 128
+  config.data.annotation.batch_size = 128
   config.total_steps = 2000
   # Hue jitter 0.5 (any hue): the scenes paint shapes in a few palette colours, and without it
   # two crops of a scene match on colour alone (objects_linear 0.175 -> 0.202 at 192k views).

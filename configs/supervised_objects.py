@@ -10,7 +10,7 @@ from annoprop_jax import configuration
 def recipe(objective='supervised'):
   """The supervised recipe on ``objects``; ``configs/ab_sup_scenes.py`` builds on it."""
   config = configuration.base_config(objective)
-  config.batch_size = 128
+  config.data.annotation.batch_size = 128
   config.total_steps = 3000
   config.data.annotation.split = 'objects'
   # Mild crops only: a crop that cuts an object in half changes its class (a cut circle is a

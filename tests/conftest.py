@@ -64,6 +64,13 @@ def tiny_data_dir(tmp_path_factory):
   return data_dir
 
 
+def first_batches(config, streams):
+  """The first batch of each of ``streams`` as training builds them (device part, numpy)."""
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  datasets = pipeline.build_streams(config.data, streams, config.seed)
+  return {name: pipeline.device_part(next(iter(ds))) for name, ds in datasets.items()}
+
+
 def leaves(tree):
   """{'a/b/0': numpy array} of a pytree."""
   import jax  # pylint: disable=g-import-not-at-top

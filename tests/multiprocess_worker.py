@@ -34,12 +34,9 @@ def main():
   config.optimizer.warmup_steps = 0       # every one of the 3 steps updates the params
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   mesh = sharding.make_mesh(config.mesh)
-  iterators = {}
-  for i, name in enumerate(objective.streams):
-    source = pipeline.open_source(config.data, config.data[name].dataset, config.data[name].split)
-    iterators[name] = iter(pipeline.build_stream(
-        source, config.data[name], global_batch_size=train.stream_batch_size(config, name),
-        seed=i, process_index=jax.process_index(), process_count=jax.process_count()))
+  iterators = {name: iter(ds) for name, ds in pipeline.build_streams(
+      config.data, objective.streams, config.seed, jax.process_index(),
+      jax.process_count()).items()}
   program = train.build_program(config, mesh, objective,
                                 {name: pipeline.zeros_batch(config.data[name])
                                  for name in objective.streams})
@@ -48,7 +45,7 @@ def main():
   before = gather(state.params)
   losses, checksums = [], []
   for _ in range(3):
-    local = {name: {k: v for k, v in next(it).items() if k not in pipeline.HOST_ONLY_KEYS}
+    local = {name: pipeline.device_part(next(it))
              for name, it in iterators.items()}
     batch = sharding.global_batch(local, mesh)
     whole = gather(batch)       # the global batch, as every process assembled it

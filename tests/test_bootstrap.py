@@ -10,7 +10,7 @@ from annoprop_jax.models import decoder as decoder_lib
 from annoprop_jax.models import network
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.data import pipeline
-from conftest import tiny_config
+from conftest import first_batches, tiny_config
 
 P_NEXT = jnp.array([[[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]]])          # (B=1, V=3, L=2)
 Q_NEXT = jnp.full((1, 3, 3, 2), 0.5).at[0, 1, 0].set(jnp.array([0.6, 0.4])).at[
@@ -89,13 +89,7 @@ def test_decoder_depends_on_its_box_and_source_only():
 def _objective_and_batch(name, data_dir, **overrides):
   config = tiny_config(name, **{'data.data_dir': data_dir, **overrides})
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  batch = {}
-  for i, stream in enumerate(('annotation', 'bootstrap')):
-    cfg = config.data[stream]
-    size = config.batch_size if stream == 'annotation' else cfg.batch_size
-    source = pipeline.open_source(config.data, cfg.dataset, cfg.split)
-    b = next(iter(pipeline.build_stream(source, cfg, global_batch_size=size, seed=i)))
-    batch[stream] = {k: v for k, v in b.items() if k not in pipeline.HOST_ONLY_KEYS}
+  batch = first_batches(config, objective.streams)
   params, extras = objective.init(jax.random.PRNGKey(0), batch)
   target = jax.tree.map(lambda x: x + 0.01 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
                         params)

@@ -71,9 +71,18 @@ def test_wrong_type_is_one_clear_line(tmp_path, tiny_data_dir):
 
 def test_invalid_value_is_one_clear_line(tmp_path, tiny_data_dir):
   result = _run(['train', '--config=configs/dino_scenes.py:tiny', f'--workdir={tmp_path}',
-                 '--config.batch_size=15'], tiny_data_dir)
+                 '--config.data.annotation.batch_size=15'], tiny_data_dir)
   assert result.returncode == 2
-  assert 'batch_size=15 is not divisible' in result.stderr and 'Traceback' not in result.stderr
+  assert 'data.annotation.batch_size=15 is not divisible' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_a_moved_key_names_its_new_place(tmp_path, tiny_data_dir):
+  result = _run(['train', '--config=configs/dino_scenes.py:tiny', f'--workdir={tmp_path}',
+                 '--config.batch_size=16'], tiny_data_dir)
+  assert result.returncode == 2
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert lines == ["error: config key 'batch_size' moved to 'data.annotation.batch_size'"], lines
 
 
 def test_class_count_mismatch_is_one_clear_line(tmp_path, tiny_data_dir):

@@ -193,4 +193,4 @@ def test_clip_trains_on_scene_captions(tmp_path, tiny_data_dir):
   assert all(np.isfinite(losses))
   assert losses[-1] < losses[0]
   # Below chance (log of the batch size): images are matched to their own captions.
-  assert np.mean(losses[-2:]) < math.log(config.batch_size)
+  assert np.mean(losses[-2:]) < math.log(config.data.annotation.batch_size)

@@ -1,5 +1,6 @@
 """Every shipped config loads, validates and builds its objective; paper configs are paper-size."""
 import glob
+import json
 import os
 
 import pytest
@@ -24,7 +25,7 @@ def test_config_validates_and_builds(path, variant):
 def test_paper_configs_are_paper_size(path):
   config = configuration.load(path)
   assert (config.model.width, config.model.depth, config.model.patch_size) == (384, 12, 16)
-  views = (config.batch_size * config.data.annotation.views.num
+  views = (config.data.annotation.batch_size * config.data.annotation.views.num
            + config.data.bootstrap.batch_size * config.data.bootstrap.views.num)
   assert views == 8192
   assert config.data.bootstrap.views.num == 4 and config.data.bootstrap.views.colour_jitter == 0
@@ -48,3 +49,21 @@ def test_ab_configs_keep_the_base_augmentations_and_none_on_bootstrap_views(base
   assert ab_config.data.annotation.views == base_config.data.annotation.views
   bootstrap = ab_config.data.bootstrap.views
   assert (bootstrap.colour_jitter, bootstrap.hue_jitter, bootstrap.grayscale) == (0, 0, 0)
+
+
+def test_the_moved_batch_size_is_an_error_in_a_file_and_migrated_in_an_old_run(tmp_path):
+  config = configuration.base_config('ab_dino')
+  configuration.validate(config)
+  config.batch_size = 48          # an old config file assigns the old key to the open config
+  with pytest.raises(configuration.ConfigError, match="'batch_size' moved to "
+                     "'data.annotation.batch_size'"):
+    configuration.validate(config)
+  # A run written by an earlier version still loads (evaluate, export): the value moves.
+  del config['batch_size']
+  saved = json.loads(config.to_json())
+  del saved['data']['annotation']['batch_size']
+  saved['batch_size'] = 48
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  run = configuration.load_run(str(tmp_path))
+  assert run.data.annotation.batch_size == 48 and 'batch_size' not in run
+  assert run.data.bootstrap.batch_size == config.data.bootstrap.batch_size == 32

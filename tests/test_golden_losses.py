@@ -86,7 +86,7 @@ def run(path):
   state = program.init(jax.random.PRNGKey(config.seed))
   losses = []
   for step in range(STEPS):
-    batch = {name: synthetic_batch(config.data[name], train.stream_batch_size(config, name),
+    batch = {name: synthetic_batch(config.data[name], config.data[name].batch_size,
                                    num_classes, seed=1000 * i + step)
              for i, name in enumerate(objective.streams)}
     state, metrics = program.train_step(state, sharding.global_batch(batch, mesh))

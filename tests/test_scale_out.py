@@ -15,7 +15,7 @@ from annoprop_jax import objectives
 from annoprop_jax import sharding
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
-from conftest import REPO, assert_same_update, leaves, tiny_config
+from conftest import REPO, assert_same_update, first_batches, leaves, tiny_config
 
 MESHES = {
     'data': dict(data=8, fsdp=1, tensor=1),
@@ -28,14 +28,7 @@ def _batch(config, data_dir):
   """One global batch of every stream the objective reads (numpy, device part only)."""
   config.data.data_dir = data_dir
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  batch = {}
-  for i, name in enumerate(objective.streams):
-    source = pipeline.open_source(config.data, config.data[name].dataset, config.data[name].split)
-    stream = pipeline.build_stream(source, config.data[name], seed=i,
-                                   global_batch_size=train.stream_batch_size(config, name))
-    batch[name] = {k: v for k, v in next(iter(stream)).items()
-                   if k not in pipeline.HOST_ONLY_KEYS}
-  return objective, batch
+  return objective, first_batches(config, objective.streams)
 
 
 def _program(config, objective, batch, devices):
@@ -119,7 +112,7 @@ def test_params_optimizer_state_and_target_are_sharded(tiny_data_dir):
 
 def test_gradient_accumulation_equals_one_big_batch(tiny_data_dir):
   config = _moving(tiny_config('supervised_objects').unlock())
-  config.batch_size = 32
+  config.data.annotation.batch_size = 32
   objective, batch = _batch(config, tiny_data_dir)
   before, one, one_metrics = _steps(config, objective, batch, jax.devices()[:8], steps=1)
   config.microbatches = 4       # 4 x 8 images, each split over the 8 devices
@@ -195,13 +188,13 @@ def test_remat_gives_the_same_gradients_and_recomputes(policy, tiny_data_dir):
     (dict(data=-1, fsdp=3), 16, 1, 'does not divide the 8 devices'),
     (dict(data=2, fsdp=2, tensor=1), 16, 1, 'needs 4 devices but 8 are available'),
     (dict(data=-1, fsdp=-1), 16, 1, 'at most one -1'),
-    (dict(data=8), 12, 1, 'batch_size=12 is not divisible by the 8 data-parallel devices'),
+    (dict(data=8), 12, 1, 'annotation.batch_size=12 is not divisible by the 8 data-parallel'),
     (dict(data=4, tensor=2), 16, 8, 'x 8 micro-batches'),
 ])
 def test_mesh_and_batch_errors_before_compiling(mesh, batch_size, microbatches, message):
   config = tiny_config('supervised_objects').unlock()
   config.mesh.update(**mesh)
-  config.batch_size, config.microbatches = batch_size, microbatches
+  config.data.annotation.batch_size, config.microbatches = batch_size, microbatches
   with pytest.raises(configuration.ConfigError, match=message):
     aot.check(config, jax.devices())
 
@@ -230,7 +223,7 @@ def test_batch_shapes_match_the_pipeline(tiny_data_dir):
   config = tiny_config('ab_dino_scenes', **{'data.annotation.local_views.num': 2})
   _, batch = _batch(config, tiny_data_dir)
   for name, arrays in batch.items():
-    shapes = pipeline.batch_shapes(config.data[name], train.stream_batch_size(config, name))
+    shapes = pipeline.batch_shapes(config.data[name], config.data[name].batch_size)
     assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {
         k: (shape, np.dtype(dtype)) for k, (shape, dtype) in shapes.items()}
 

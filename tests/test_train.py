@@ -12,16 +12,13 @@ from annoprop_jax import sharding
 from annoprop_jax import state as state_lib
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
-from conftest import assert_same_update, tiny_config
+from conftest import assert_same_update, first_batches, tiny_config
 
 
 def _setup(config, data_dir):
   config.data.data_dir = data_dir
   objective = objectives.build(config.objective, configuration.encoder_config(config))
-  source = pipeline.open_source(config.data, 'scenes', 'train')
-  batch = next(iter(pipeline.build_stream(source, config.data.annotation,
-                                          global_batch_size=config.batch_size, seed=0)))
-  batch = {'annotation': {k: v for k, v in batch.items() if k not in pipeline.HOST_ONLY_KEYS}}
+  batch = first_batches(config, objective.streams)
   tx, schedules = optimizer.make(config.optimizer, config.total_steps)
   params, extras = objective.init(jax.random.PRNGKey(0), batch)
   state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,

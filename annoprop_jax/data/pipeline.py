@@ -34,6 +34,11 @@ from annoprop_jax.data import worker_processes
 HOST_ONLY_KEYS = ('skipped_records',)
 
 
+def device_part(stream_batch):
+  """A stream's batch less its host-only counters: what the train step reads."""
+  return {k: v for k, v in stream_batch.items() if k not in HOST_ONLY_KEYS}
+
+
 def scenes_config_from(data_config):
   """The ScenesConfig described by the ``data.scenes`` config block."""
   s = data_config.scenes
@@ -244,9 +249,20 @@ def _tuples(d):
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def build_stream(source, stream_config, *, global_batch_size, seed, process_index=0,
+def build_streams(data_config, names, seed, process_index=0, process_count=1):
+  """{name: IterDataset} of the streams ``names`` (an objective's ``streams``), each from its
+  ``data.<name>`` block (dataset, split, batch_size); the i-th is seeded ``seed * 1000 + i``."""
+  return {name: build_stream(
+      open_source(data_config, data_config[name].dataset, data_config[name].split),
+      data_config[name], seed=seed * 1000 + i, process_index=process_index,
+      process_count=process_count) for i, name in enumerate(names)}
+
+
+def build_stream(source, stream_config, *, seed, global_batch_size=None, process_index=0,
                  process_count=1):
-  """A grain IterDataset of process-local batches for one stream."""
+  """A grain IterDataset of process-local batches for one stream; the global batch size is
+  the stream's ``batch_size`` unless given."""
+  global_batch_size = global_batch_size or stream_config.batch_size
   decoder = make_decoder(stream_config)
   feature_map.check(dict(decoder.features), feature_map.source_paths(source),
                     stream_config.dataset)
