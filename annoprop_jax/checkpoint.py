@@ -39,9 +39,13 @@ class Checkpointer:
                                else grain.checkpoint.CheckpointSave(it))
     return ocp.args.Composite(**items)
 
-  def save(self, step, state_tree, force=False):
-    """Saves if ``step`` is on the interval (or ``force``); never saves a step twice."""
-    if not (force or step % self.every == 0) or step in self.manager.all_steps():
+  def due(self, step, final):
+    """Whether to save ``step``: on the interval, and always when the run ends after it."""
+    return final or step % self.every == 0
+
+  def save(self, step, state_tree):
+    """Saves ``step`` (asynchronously) unless it is saved already."""
+    if step in self.manager.all_steps():
       return False
     return self.manager.save(step, args=self._items(state_tree), force=True)
 

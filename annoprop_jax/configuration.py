@@ -4,6 +4,7 @@ A config file in ``configs/`` calls :func:`base_config` with its method and over
 every key that exists is listed here, so a misspelt key (in a file or on the command line) is an
 error that names the nearest valid keys.
 """
+import dataclasses
 import difflib
 
 import ml_collections
@@ -15,6 +16,7 @@ from annoprop_jax.evaluation import evaluator
 from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import target_network
+from annoprop_jax.data import scenes
 
 REMAT_POLICIES = ('none', 'full', 'dots')
 
@@ -39,7 +41,7 @@ def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size
       local_views=dict(num=0, size=16, scale=(0.05, 0.25), ratio=(3 / 4, 4 / 3), flip=flip,
                        colour_jitter=colour_jitter, hue_jitter=0.0, grayscale=grayscale),
       max_objects=8,             # annotations padded/truncated to this many objects
-      max_caption_bytes=160,
+      max_caption_bytes=scenes.MAX_CAPTION_BYTES,   # longer captions are cut
       num_threads=2,             # grain read threads
       prefetch=8,                # grain prefetch buffer (elements)
       num_workers=0,             # grain worker processes (0: decode in this process); a
@@ -48,12 +50,9 @@ def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size
 
 
 def scenes_config():
-  """Difficulty knobs and sizes of the embedded scenes dataset."""
-  return dict(
-      resolution=64, seed=0,
-      num_train=20000, num_validation=2000, num_objects=10000, num_objects_validation=2000,
-      min_objects=1, max_objects=5, object_size=(0.3, 0.55), single_object_size=(0.5, 0.8),
-      texture_strength=0.5, colour_jitter=0.15, max_occlusion=0.4)
+  """Sizes of the embedded scenes dataset and its difficulty knobs (``scenes.SceneSpec``)."""
+  return dict(seed=0, num_train=20000, num_validation=2000, num_objects=10000,
+              num_objects_validation=2000, **dataclasses.asdict(scenes.SceneSpec()))
 
 
 def base_config(objective_name):

@@ -1,5 +1,6 @@
 """Metrics to ``WORKDIR/metrics.jsonl``, TensorBoard event files in ``WORKDIR/tensorboard`` and a
 progress line with ETA (process 0 only)."""
+import contextlib
 import json
 import math
 import os
@@ -30,14 +31,45 @@ def is_curve(key):
   return key != 'step' and not key.endswith('data_fingerprint')
 
 
+class Throughput:
+  """Steps per second of wall-clock time between two reads, less the time spent ``paused``."""
+
+  def __init__(self, step):
+    self._step, self._start, self._paused = step, time.perf_counter(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused += time.perf_counter() - start
+
+  def steps_per_sec(self, step):
+    """Since the last read (or the start), then starts counting anew from ``step``."""
+    now = time.perf_counter()
+    elapsed = max(now - self._start - self._paused, 1e-9)
+    rate = (step - self._step) / elapsed
+    self._step, self._start, self._paused = step, now, 0.0
+    return rate
+
+
 class MetricsLogger:
   """Appends one JSON object per log step (and per evaluation), mirrors every number to
   TensorBoard (``tensorboard --logdir WORKDIR/tensorboard``) and prints
-  ``step/total | loss | img/s | ETA``."""
+  ``step/total | loss | img/s | ETA``.
 
-  def __init__(self, workdir, total_steps, print_fn=None):
+  During training it logs every ``every`` steps and on the last one, with the throughput of
+  ``images_per_step`` measured since the previous log (time in ``paused()`` not counted).
+  """
+
+  def __init__(self, workdir, total_steps, print_fn=None, every=0, images_per_step=0,
+               start_step=0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.total_steps = total_steps
+    self.every = every
+    self.images_per_step = images_per_step
+    self.throughput = Throughput(start_step)
     self.print_fn = print_fn or (lambda line: print(line, flush=True))
     self.is_writer = jax.process_index() == 0
     self._tensorboard = None
@@ -53,6 +85,21 @@ class MetricsLogger:
           and not isinstance(value, bool)):
         self._tensorboard.add_scalar(prefix + key, value, record['step'])
     self._tensorboard.flush()
+
+  def due(self, step, final):
+    """Whether to log ``step`` (``final``: the run ends after it)."""
+    return final or step % self.every == 0
+
+  def paused(self):
+    """A context whose time is not training time (evaluations, hooks)."""
+    return self.throughput.paused()
+
+  def write_step(self, step, metrics, host_metrics):
+    """Logs a train step's (device) ``metrics`` with ``host_metrics`` and the throughput."""
+    steps_per_sec = self.throughput.steps_per_sec(step)
+    metrics = dict(jax.device_get(metrics), **host_metrics,
+                   images_per_sec=self.images_per_step * steps_per_sec)
+    return self.write(step, metrics, steps_per_sec)
 
   def write(self, step, metrics, steps_per_sec):
     record = {'step': int(step), **{k: _to_python(v) for k, v in metrics.items()}}
@@ -82,15 +129,3 @@ class MetricsLogger:
 def read_metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-class Timer:
-  """Wall-clock between log steps."""
-
-  def __init__(self):
-    self.last = time.perf_counter()
-
-  def lap(self):
-    now = time.perf_counter()
-    elapsed, self.last = now - self.last, now
-    return elapsed

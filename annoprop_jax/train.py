@@ -2,8 +2,6 @@
 import dataclasses
 import os
 import signal
-import time
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -127,9 +125,25 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
-def data_fingerprint(stream_batch):
-  """A cheap checksum of a stream's batch (strided pixels), to compare data order across runs."""
-  return zlib.crc32(np.ascontiguousarray(stream_batch['images'][..., ::4, ::4, :]))
+class _FiniteGuard:
+  """Keeps each step's device-side finiteness flag until the loop is about to log or save,
+  then fetches them all at once (no host sync per step) and names the first bad step."""
+
+  def __init__(self, checkpointer):
+    self.checkpointer = checkpointer
+    self._unchecked = []          # (step, device bool)
+
+  def record(self, step, finite):
+    self._unchecked.append((step, finite))
+
+  def check(self):
+    bad = [step for step, ok in self._unchecked if not bool(ok)]
+    self._unchecked = []
+    if bad:
+      raise FloatingPointError(
+          f'non-finite loss or gradient at step {bad[0]}; stopping without saving. The last '
+          f'good checkpoint is step {self.checkpointer.latest_step()} in '
+          f'{self.checkpointer.directory}')
 
 
 def _silent(line):
@@ -182,8 +196,11 @@ def train(config, workdir, print_fn=print, on_step=None):
 def _train(config, workdir, print_fn, on_step):
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
-  ``on_step(step, state)``, if given, runs on the host after every step (e.g. an evaluator that
-  acts every N steps); its time is excluded from the logged throughput.
+  Every step reads a batch of each stream and takes one train step; then the logger logs, the
+  checkpointer saves and the evaluator probes when each is due, a stop request (SIGTERM) ends
+  the run after a checkpoint, and nothing is logged or saved past a non-finite step.
+  ``on_step(step, state)``, if given, runs on the host after every step; its time, like the
+  evaluations', is left out of the logged throughput.
   """
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -194,92 +211,51 @@ def _train(config, workdir, print_fn, on_step):
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   check_batch_sizes(config, mesh, objective.streams)
-  if 'num_classes' in config.objective:
-    classes = pipeline.num_classes(config.data, config.data.annotation.dataset)
-    if classes is not None and classes != config.objective.num_classes:
-      raise configuration.ConfigError(
-          f'objective.num_classes={config.objective.num_classes} but dataset '
-          f'{config.data.annotation.dataset!r} has {classes} classes')
+  _check_num_classes(config)
   datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
                                     jax.process_index(), jax.process_count())
   iterators = {name: iter(ds) for name, ds in datasets.items()}
   # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
   example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
   program = build_program(config, mesh, objective, example)
-  state_shardings = program.state_shardings
   checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
                                          config.keep_checkpoints, iterators,
                                          keep_every=config.keep_checkpoint_every, log=print_fn)
-  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_shardings)
-  target = checkpoint.abstract_tree(state_lib.to_pytree(program.abstract_state),
-                                    state_lib.to_pytree(state_shardings))
-  restored = checkpointer.restore_newest_readable(target)
-  if restored is not None:
-    step, tree = restored
-    # A fresh copy: restored arrays may not be donatable (jax#18617).
-    state = copy_state(state_lib.from_pytree(program.abstract_state, tree))
-    print_fn(f'Resumed from {checkpointer.directory}/{step}')
-  else:
-    state = program.init(jax.random.PRNGKey(config.seed))
-    if config.init_from:
-      _, params, target_params = jax.device_get(checkpoint.load_params(config.init_from))
-      state = copy_state(state.replace(params=params, target_params=target_params))
-      print_fn(f'Initialised params from {config.init_from}')
-
-  train_step = program.train_step
-  evaluate = None
-  if config.evaluation.every_steps:
-    evaluate = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                       configuration.encoder_config(config), mesh, print_fn)
-  probed = objectives.probe_params(config.objective, config.evaluation.params)
-  logger = metrics_lib.MetricsLogger(workdir, config.total_steps, print_fn=print_fn)
-  images_per_step = sum(config.data[name].batch_size for name in datasets)
-  stop = _StopRequest()
+  state = _initial_state(config, program, checkpointer, print_fn)
   step = int(state.step)
-  timer, last_logged = metrics_lib.Timer(), step
-  unchecked = []          # (step, device bool) finiteness flags not yet fetched
+  evaluator = None
+  if config.evaluation.every_steps:
+    evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
+                                        configuration.encoder_config(config), mesh, print_fn)
+  probed = objectives.probe_params(config.objective, config.evaluation.params)
+  logger = metrics_lib.MetricsLogger(
+      workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
+      images_per_step=sum(config.data[name].batch_size for name in datasets))
+  finite, stop = _FiniteGuard(checkpointer), _StopRequest()
   try:
     while step < config.total_steps:
-      host_batch = {name: next(it) for name, it in iterators.items()}
-      device_part = {name: pipeline.device_part(b) for name, b in host_batch.items()}
-      state, metrics = train_step(state, sharding.global_batch(device_part, mesh))
+      batches = {name: next(it) for name, it in iterators.items()}
+      state, metrics = program.train_step(state, sharding.global_batch(
+          {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
-      unchecked.append((step, metrics['finite']))
+      finite.record(step, metrics.pop('finite'))
       stopping = stop.agreed()
-      log_now = step % config.log_every == 0 or step == config.total_steps or stopping
-      save_now = step % config.checkpoint_every == 0 or step == config.total_steps or stopping
-      if log_now or save_now:
-        # Never log or save past a non-finite loss or gradient; name the first bad step.
-        bad = [s for s, ok in unchecked if not bool(ok)]
-        unchecked = []
-        if bad:
-          raise FloatingPointError(
-              f'non-finite loss or gradient at step {bad[0]}; stopping without saving. The '
-              f'last good checkpoint is step {checkpointer.latest_step()} in '
-              f'{checkpointer.directory}')
-      if log_now:
-        metrics = jax.device_get(metrics)
-        del metrics['finite']
-        elapsed = timer.lap()
-        steps_per_sec = (step - last_logged) / max(elapsed, 1e-9)
-        last_logged = step
-        for name, b in host_batch.items():
-          metrics[f'{name}_skipped_records'] = int(np.max(b['skipped_records']))
-          metrics[f'{name}_data_fingerprint'] = data_fingerprint(b)
-        metrics['images_per_sec'] = images_per_step * steps_per_sec
-        logger.write(step, metrics, steps_per_sec)
-      if save_now:
-        checkpointer.save(step, state_lib.to_pytree(state), force=True)
-      hook_start = time.perf_counter()
-      if evaluate is not None and (step % config.evaluation.every_steps == 0
-                                   or step == config.total_steps):
-        results = evaluate((state.target_params if probed == 'target' else state.params)[
-            'encoder'])
-        logger.write_evaluation(step, results)
-        print_fn(evaluator_lib.table(results, step))
-      if on_step is not None:
-        on_step(step, state)
-      timer.last += time.perf_counter() - hook_start    # not part of the training throughput
+      final = stopping or step == config.total_steps
+      log, save = logger.due(step, final), checkpointer.due(step, final)
+      if log or save:
+        finite.check()
+      if log:
+        logger.write_step(step, metrics, pipeline.stream_metrics(batches))
+      if save:
+        checkpointer.save(step, state_lib.to_pytree(state))
+      with logger.paused():
+        if evaluator is not None and evaluator.due(step, config.total_steps):
+          results = evaluator((state.target_params if probed == 'target' else state.params)[
+              'encoder'])
+          logger.write_evaluation(step, results)
+          print_fn(evaluator_lib.table(results, step))
+        if on_step is not None:
+          on_step(step, state)
       if stopping:
         print_fn(f'Stopped at step {step}; rerun the same command to resume.')
         break
@@ -289,4 +265,35 @@ def _train(config, workdir, print_fn, on_step):
     stop.restore()
     for it in iterators.values():
       it.close()        # stops grain worker processes, if any
+  return state
+
+
+def _check_num_classes(config):
+  """A method with ``num_classes`` must match the annotation dataset's class count."""
+  if 'num_classes' not in config.objective:
+    return
+  classes = pipeline.num_classes(config.data, config.data.annotation.dataset)
+  if classes is not None and classes != config.objective.num_classes:
+    raise configuration.ConfigError(
+        f'objective.num_classes={config.objective.num_classes} but dataset '
+        f'{config.data.annotation.dataset!r} has {classes} classes')
+
+
+def _initial_state(config, program, checkpointer, print_fn):
+  """The newest readable checkpoint's state, else a fresh one (with ``init_from``'s params)."""
+  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s),
+                       out_shardings=program.state_shardings)
+  target = checkpoint.abstract_tree(state_lib.to_pytree(program.abstract_state),
+                                    state_lib.to_pytree(program.state_shardings))
+  restored = checkpointer.restore_newest_readable(target)
+  if restored is not None:
+    step, tree = restored
+    # A fresh copy: restored arrays may not be donatable (jax#18617).
+    print_fn(f'Resumed from {checkpointer.directory}/{step}')
+    return copy_state(state_lib.from_pytree(program.abstract_state, tree))
+  state = program.init(jax.random.PRNGKey(config.seed))
+  if config.init_from:
+    _, params, target_params = jax.device_get(checkpoint.load_params(config.init_from))
+    state = copy_state(state.replace(params=params, target_params=target_params))
+    print_fn(f'Initialised params from {config.init_from}')
   return state

@@ -13,6 +13,7 @@ from PIL import Image
 
 from annoprop_jax.data import prepare
 from annoprop_jax.data import scenes
+from annoprop_jax.data import shapes
 
 
 def write_coco_layout(root, num_images, size=480, resolution=160, seed=0, split='train2017'):
@@ -32,7 +33,7 @@ def write_coco_layout(root, num_images, size=480, resolution=160, seed=0, split=
                     'iscrowd': 0, 'bbox': [float(x0 * size), float(y0 * size),
                                            float((x1 - x0) * size), float((y1 - y0) * size)]})
     captions.append({'id': i, 'image_id': i, 'caption': example['caption']})
-  categories = [{'id': 2 * k + 1, 'name': name} for k, name in enumerate(scenes.SHAPES)]
+  categories = [{'id': 2 * k + 1, 'name': name} for k, name in enumerate(shapes.SHAPES)]
   with open(os.path.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
     json.dump({'images': images, 'annotations': boxes, 'categories': categories}, f)
   with open(os.path.join(root, 'annotations', f'captions_{split}.json'), 'w') as f:

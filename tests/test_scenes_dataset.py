@@ -5,6 +5,7 @@ import numpy as np
 
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import scenes
+from annoprop_jax.data import shapes
 from annoprop_jax.data import scenes_dataset
 from conftest import tiny_config
 
@@ -51,6 +52,6 @@ def test_records_match_the_renderer(tiny_data_dir):
     assert len(matches) == 1
     ex = matches[0]
     caption = bytes(record['caption']).rstrip(b'\0').decode()
-    assert caption == ex['caption'] and scenes.SHAPES[ex['labels'][0]] in caption
+    assert caption == ex['caption'] and shapes.SHAPES[ex['labels'][0]] in caption
     assert record['labels'][0] == ex['labels'][0] and record['labels'][1] == -1
     np.testing.assert_allclose(record['object_boxes'][0], ex['boxes'][0], atol=1e-6)

@@ -19,6 +19,7 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
 import dataclasses
 import io
 import os
+import zlib
 
 import grain
 import numpy as np
@@ -37,6 +38,20 @@ HOST_ONLY_KEYS = ('skipped_records',)
 def device_part(stream_batch):
   """A stream's batch less its host-only counters: what the train step reads."""
   return {k: v for k, v in stream_batch.items() if k not in HOST_ONLY_KEYS}
+
+
+def data_fingerprint(stream_batch):
+  """A cheap checksum of a stream's batch (strided pixels), to compare data order across runs."""
+  return zlib.crc32(np.ascontiguousarray(stream_batch['images'][..., ::4, ::4, :]))
+
+
+def stream_metrics(batches):
+  """What the host knows of each stream's batch: records skipped so far, a data fingerprint."""
+  metrics = {}
+  for name, batch in batches.items():
+    metrics[f'{name}_skipped_records'] = int(np.max(batch['skipped_records']))
+    metrics[f'{name}_data_fingerprint'] = data_fingerprint(batch)
+  return metrics
 
 
 def scenes_config_from(data_config):

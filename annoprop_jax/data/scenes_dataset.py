@@ -18,6 +18,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from annoprop_jax.data import scenes
+from annoprop_jax.data import shapes
 
 SPLIT_SEEDS = {'train': 0, 'validation': 1, 'objects': 2, 'objects_validation': 3}
 VERSION = '1.0.0'
@@ -76,7 +77,7 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
             'image': tfds.features.Image(shape=(spec.resolution, spec.resolution, 3)),
             'objects': tfds.features.Sequence({
                 'bbox': tfds.features.BBoxFeature(),
-                'label': tfds.features.ClassLabel(names=list(scenes.SHAPES)),
+                'label': tfds.features.ClassLabel(names=list(shapes.SHAPES)),
             }),
             'caption': tfds.features.Text(),
         }),

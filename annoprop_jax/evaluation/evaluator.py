@@ -72,6 +72,11 @@ class Evaluator:
                          ec.test_examples))
     return self._data[name]
 
+  def due(self, step, total_steps):
+    """Whether to probe after ``step``: every ``every_steps`` steps and after the last one."""
+    every = self.eval_config.every_steps
+    return bool(every) and (step % every == 0 or step == total_steps)
+
   def __call__(self, encoder_params):
     ec = self.eval_config
     probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
