@@ -81,8 +81,10 @@ def base_config(objective_name):
       annotation=stream_config(batch_size=64),
   )
   if objectives.is_bootstrapped(objective_name):
-    # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
-    config.data.bootstrap = stream_config(batch_size=32, num_views=4, scale=(0.05, 1.0))
+    # The AB recipe (METHOD.md): 4 views of RandomResizedCrop(0.05-1) and nothing else: no
+    # colour jitter and no flips (a move encodes the source view's frame, not a mirrored target).
+    config.data.bootstrap = stream_config(batch_size=32, num_views=4, scale=(0.05, 1.0),
+                                          flip=False)
   config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
   config.evaluation = evaluator.default_config()   # probes on the frozen encoder
   return config
@@ -159,6 +161,8 @@ def validate(config):
         f'target_network.schedule must be constant or cosine, got {config.target_network.schedule!r}')
   check(0 <= config.target_network.rate <= 1,
         f'target_network.rate must be in [0, 1], got {config.target_network.rate}')
+  check(config.target_network.horizon >= 0,
+        f'target_network.horizon must be >= 0, got {config.target_network.horizon}')
   for name in ('annotation', 'bootstrap'):
     if name not in config.data:
       continue

@@ -226,3 +226,19 @@ def test_short_run_of_each_ab_variant_lowers_its_loss(name, tiny_data_dir, tmp_p
     assert key in records[-1]
   fractions = sum(records[-1][f'pair_iou_fraction_{b}'] for b in bootstrap.IOU_BINS)
   assert fractions == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('name', ['dino_scenes', 'ab_dino_scenes'])
+def test_prototype_freeze_reaches_every_prototype_head_and_ends(name, tiny_data_dir):
+  _, objective, batch, params, target, extras = _objective_and_batch(
+      name, tiny_data_dir, **{'objective.freeze_prototypes_steps': 10})
+  grad = jax.jit(jax.grad(lambda p, step: objective.loss(
+      p, target, extras, batch, jax.random.PRNGKey(0), step)[0]))
+  heads = [h for h in ('head', 'ab_head') if h in params]
+  assert heads == (['head', 'ab_head'] if name.startswith('ab_') else ['head'])
+  frozen, free = grad(params, jnp.int32(9)), grad(params, jnp.int32(10))
+  for head in heads:
+    assert float(jnp.abs(frozen[head]['prototypes']).max()) == 0.0, head
+    assert float(jnp.abs(free[head]['prototypes']).max()) > 0.0, head
+    # The rest of the head still learns.
+    assert float(jnp.abs(frozen[head]['MLP_0']['out']['kernel']).max()) > 0.0, head

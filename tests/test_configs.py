@@ -49,6 +49,7 @@ def test_ab_configs_keep_the_base_augmentations_and_none_on_bootstrap_views(base
   assert ab_config.data.annotation.views == base_config.data.annotation.views
   bootstrap = ab_config.data.bootstrap.views
   assert (bootstrap.colour_jitter, bootstrap.hue_jitter, bootstrap.grayscale) == (0, 0, 0)
+  assert not bootstrap.flip       # a move encodes the source frame, not a mirrored target
 
 
 def test_the_moved_batch_size_is_an_error_in_a_file_and_migrated_in_an_old_run(tmp_path):

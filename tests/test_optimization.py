@@ -18,6 +18,18 @@ def test_constant_and_cosine_ema_momentum():
   assert float(target_network.momentum(cfg, 1000, 1000)) == pytest.approx(1.0)
 
 
+def test_an_ema_horizon_sizes_the_rate_to_the_run():
+  cfg = target_network.default_config()
+  cfg.update(horizon=0.02, rate=0.5)           # the horizon wins over the rate
+  # 2% of a 1,500-step run is 30 steps: rate 1/30; of a 100k-step run, 2,000 steps.
+  assert float(target_network.momentum(cfg, 7, 1500)) == pytest.approx(1 - 1 / 30)
+  assert float(target_network.momentum(cfg, 7, 100_000)) == pytest.approx(1 - 1 / 2000)
+  cfg.schedule = 'cosine'
+  assert float(target_network.momentum(cfg, 750, 1500)) == pytest.approx(1 - 0.5 / 30)
+  cfg.horizon = 1e-6                            # shorter than a step: the rate is at most 1
+  assert float(target_network.momentum(cfg, 0, 1500)) == pytest.approx(0.0)
+
+
 def test_ema_update():
   target = {'w': jnp.ones(3), 'b': jnp.zeros(2)}
   online = {'w': jnp.zeros(3), 'b': jnp.full(2, 10.0)}

@@ -153,6 +153,7 @@ class AnnotationBootstrapping:
     del rng
     cfg, method, net = self.config, self.method, self.net
     ann, boot = batch['annotation'], batch['bootstrap']
+    params = method.step_params(params, step)
     # Base loss and the candidate annotations, both from the annotation batch.
     base = method.base_loss(net, params, target_params, state, ann, step, bootstrap=True)
     # Online: encoder on the bootstrap views, decoder on all pairs, Q_AB over candidates.

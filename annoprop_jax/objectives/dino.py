@@ -54,11 +54,16 @@ def dino_loss(student_logits, teacher_logits, center, student_temperature, teach
   return loss.mean(), p
 
 
-def freeze_prototypes(params, step, freeze_steps, head='head'):
-  """DINO's last-layer freeze: no gradient reaches ``head``'s prototypes before freeze_steps."""
-  prototypes = params[head]['prototypes']
-  return {**params, head: {**params[head], 'prototypes': jnp.where(
-      step < freeze_steps, jax.lax.stop_gradient(prototypes), prototypes)}}
+def freeze_prototypes(params, step, freeze_steps):
+  """DINO's last-layer freeze: before ``freeze_steps`` no gradient reaches the prototypes of the
+  base head, nor of the AB head (AB_DINO)."""
+  frozen = dict(params)
+  for head in ('head', 'ab_head'):
+    if head in params:
+      prototypes = params[head]['prototypes']
+      frozen[head] = {**params[head], 'prototypes': jnp.where(
+          step < freeze_steps, jax.lax.stop_gradient(prototypes), prototypes)}
+  return frozen
 
 
 class DINO(method.Method):
@@ -102,6 +107,9 @@ class DINO(method.Method):
   def init_state(self):
     return {'center': jnp.zeros((self.config.num_prototypes,), jnp.float32)}
 
+  def step_params(self, params, step):
+    return freeze_prototypes(params, step, self.config.freeze_prototypes_steps)
+
   def _logits(self, net, params, images):
     """(B, V, S, S, 3) -> (B, V, K) prototype logits."""
     return network_lib.apply(net, params, Network.base,
@@ -110,7 +118,6 @@ class DINO(method.Method):
   def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
     del bootstrap       # the candidates are the prototypes
     cfg = self.config
-    params = freeze_prototypes(params, step, cfg.freeze_prototypes_steps)
     teacher = jax.lax.stop_gradient(self._logits(net, target_params, annotation['images']))
     student = self._logits(net, params, annotation['images'])
     if 'local_images' in annotation:

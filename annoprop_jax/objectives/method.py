@@ -71,6 +71,11 @@ class Method(Protocol):
   def init_state(self) -> dict:
     return {}
 
+  def step_params(self, params, step):
+    """The parameters every loss of ``step`` reads (DINO freezes its prototypes early)."""
+    del step
+    return params
+
   def init_inputs(self, annotation: dict) -> dict:
     """Extra ``Network.__call__`` inputs for init, from a one-image annotation batch."""
     del annotation
@@ -119,6 +124,7 @@ class PlainObjective:
 
   def loss(self, params, target_params, state, batch, rng, step):
     del rng
+    params = self.method.step_params(params, step)
     result = self.method.base_loss(self.net, params, target_params, state, batch['annotation'],
                                    step, bootstrap=False)
     return result.loss, (result.metrics, result.state)
