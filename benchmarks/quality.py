@@ -8,15 +8,21 @@
   python benchmarks/quality.py --dataset=~/data/coco --probe_dataset=~/data/imagenette \
       --probe_tasks=classes --methods=simclr,ab_simclr     # prepared datasets (see `prepare`)
 
-Every method trains the same demo ViT for the same number of training views (the paper's
-accounting: every view of both streams counts, so steps = views / views per step) from its
-CPU config in configs/, with `--seed` 0..seeds-1; `random_init` is the untrained encoder. During
+Every arm (`--methods`) trains the same demo ViT for the same number of training views (the
+paper's accounting: every view of both streams counts, so steps = views / views per step) from
+its CPU config in configs/, with `--seed` 0..seeds-1; `random_init` is the untrained encoder.
+Besides the methods, the controls of each AB variant X (ab_simclr, ab_dino):
+  X_weight0            the AB config with AB loss weight 0 (same data, views and schedule)
+  X_noaction           the decoder sees one constant move, never the box
+  BASE_equal_images    the base method at X's annotation images (its own full schedule)
+  ab_sup, supervised_equal_images   decoupled AB_Sup, and supervised at its labelled images During
 training the `objects` task is probed (linear, kNN) at 4 points for the curve; at the end every
 probe runs on the first task (objects) and the linear probe on the others, on the encoder
 `evaluation.params` picks (the EMA teacher for the DINO family). Results are appended per run to
 OUT's `runs` file, so an interrupted benchmark resumes where it stopped (a run stopped by
 SIGTERM resumes from the checkpoint it saved). Runs go seed-major: every method's seed 0 first.
-`random_init` and `supervised` (the references) run seed 0 only. Writes:
+The arms of `--one_seed` (default random_init and supervised, the references) run seed 0 only.
+Writes:
 
   OUT                    {method: {task_probe: mean over seeds}}, plus the headline aliases
                          presence_map (presence_linear) and count_acc (count_linear)
@@ -27,6 +33,7 @@ and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.m
 """
 import argparse
 import ast
+import dataclasses
 import json
 import os
 import time
@@ -43,11 +50,40 @@ from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import evaluator as evaluator_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = {
-    'random_init': 'dino_scenes', 'supervised': 'supervised_objects', 'simclr': 'simclr_scenes',
-    'ab_simclr': 'ab_simclr_scenes', 'dino': 'dino_scenes', 'ab_dino': 'ab_dino_scenes',
-    'clip': 'clip_scenes', 'ab_clip': 'ab_clip_scenes',
-}
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One row of the benchmark: a config of configs/, overrides, and its budget: --views, or
+  the annotation images that arm ``match`` sees in --views (its own full schedule)."""
+  config: str
+  overrides: tuple = ()          # (dotted key, value) pairs
+  match: str = ''
+
+
+def _arms():
+  arms = {'random_init': Arm('dino_scenes'), 'supervised': Arm('supervised_objects')}
+  for base, ab in (('simclr', 'ab_simclr'), ('dino', 'ab_dino')):
+    arms[base] = Arm(f'{base}_scenes')
+    arms[ab] = Arm(f'{ab}_scenes')
+    # Controls: the AB run without its loss (same data, views and schedule), the AB run whose
+    # decoder never sees the box, and the base at the AB run's annotation images (half the views).
+    arms[f'{ab}_weight0'] = Arm(f'{ab}_scenes', (('objective.bootstrap.weight', 0.0),))
+    arms[f'{ab}_noaction'] = Arm(f'{ab}_scenes', (('objective.bootstrap.actions', False),))
+    arms[f'{base}_equal_images'] = Arm(f'{base}_scenes', match=ab)
+  # Decoupled AB_Sup (labels of `objects`, bootstrapping on scenes) and supervised at its labelled
+  # images (supervised at equal views is `supervised`).
+  arms['ab_sup'] = Arm('ab_sup_scenes')
+  arms['supervised_equal_images'] = Arm('supervised_objects', match='ab_sup')
+  arms.update(clip=Arm('clip_scenes'), ab_clip=Arm('ab_clip_scenes'))
+  return arms
+
+
+ARMS = _arms()
+# The rows of the last matrix (the default --methods).
+METHODS = ('random_init', 'supervised', 'simclr', 'ab_simclr', 'dino', 'ab_dino', 'clip',
+           'ab_clip')
 
 
 def views_per_step(config):
@@ -84,9 +120,25 @@ def apply_settings(config, settings):
     node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
 
 
-def method_config(method, seed, args, gamma=None):
-  config = configuration.load(os.path.join(REPO, 'configs', METHODS[method] + '.py')).unlock()
+def _load(arm, args):
+  config = configuration.load(os.path.join(REPO, 'configs', arm.config + '.py')).unlock()
   apply_settings(config, args.set)
+  apply_settings(config, arm.overrides)
+  return config
+
+
+def training_steps(method, args):
+  """Optimizer steps of ``method``: --views of its own, or ``match``'s annotation images."""
+  arm = ARMS[method]
+  if not arm.match:
+    return max(1, args.views // views_per_step(_load(arm, args)))
+  other = _load(ARMS[arm.match], args)
+  images = (args.views // views_per_step(other)) * other.data.annotation.batch_size
+  return max(1, images // _load(arm, args).data.annotation.batch_size)
+
+
+def method_config(method, seed, args, gamma=None):
+  config = _load(ARMS[method], args)
   config.seed = seed
   config.data.data_dir = args.data_dir
   if args.dataset != 'scenes':
@@ -95,7 +147,7 @@ def method_config(method, seed, args, gamma=None):
         config.data[name].dataset = args.dataset
   if gamma is not None:
     config.objective.bootstrap.gamma = gamma
-  steps = max(1, args.views // views_per_step(config))
+  steps = training_steps(method, args)
   config.update(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=steps)
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
   config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples,
@@ -177,8 +229,8 @@ def aggregate(runs):
 
 
 def method_order(name):
-  """Sort key: METHODS order, gamma variants after their method."""
-  return list(METHODS).index(name.split('_gamma')[0]), name
+  """Sort key: ARMS order, gamma variants after their arm."""
+  return list(ARMS).index(name.split('_gamma')[0]), name
 
 
 def markdown(table, runs):
@@ -239,7 +291,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--views', type=int, default=1_000_000, help='training views per method')
   parser.add_argument('--seeds', type=int, default=3, help='seeds for the AB and base rows')
-  parser.add_argument('--methods', default=','.join(METHODS))
+  parser.add_argument('--methods', default=','.join(METHODS),
+                      help=f'comma-separated arms of {list(ARMS)}')
   parser.add_argument('--gammas', default='', help='e.g. 0,0.25,0.5,0.75 (AB methods only)')
   parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
                                                     'quality.json'))
@@ -257,13 +310,15 @@ def main():
                       help='evaluation.tasks at the end of training (see evaluation/tasks.py)')
   parser.add_argument('--report_only', action='store_true',
                       help='train nothing: write OUT, the plot and the table from the runs file')
+  parser.add_argument('--one_seed', default='random_init,supervised',
+                      help='arms that run seed 0 only (references)')
   parser.add_argument('--train_examples', type=int, default=2000)
   parser.add_argument('--test_examples', type=int, default=1000)
   args = parser.parse_args()
   methods = args.methods.split(',')
-  unknown = [m for m in methods if m not in METHODS]
+  unknown = [m for m in methods if m not in ARMS]
   if unknown:
-    parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
+    parser.error(f'unknown methods {unknown}; known: {list(ARMS)}')
   gammas = [float(g) for g in args.gammas.split(',')] if args.gammas else [None]
   base = os.path.splitext(args.out)[0]
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -273,7 +328,7 @@ def main():
       runs = json.load(f)
   # Seed-major: every method's seed 0 first, so a cut benchmark still compares every method.
   plan = [(m, s, g) for s in range(args.seeds) for m in methods for g in gammas
-          if s == 0 or m not in ('random_init', 'supervised')]
+          if s == 0 or m not in args.one_seed.split(',')]
   for i, (method, seed, gamma) in enumerate(plan):
     name = method if gamma is None else f'{method}_gamma{gamma:g}'
     key = f'{name}/seed{seed}'

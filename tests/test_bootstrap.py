@@ -242,3 +242,19 @@ def test_prototype_freeze_reaches_every_prototype_head_and_ends(name, tiny_data_
     assert float(jnp.abs(free[head]['prototypes']).max()) > 0.0, head
     # The rest of the head still learns.
     assert float(jnp.abs(frozen[head]['MLP_0']['out']['kernel']).max()) > 0.0, head
+
+
+@pytest.mark.parametrize('actions', [True, False])
+def test_the_no_action_control_ignores_the_moves(actions, tiny_data_dir):
+  _, objective, batch, params, target, extras = _objective_and_batch(
+      'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.actions': actions,
+                                         'objective.bootstrap.gamma': 0.5})
+  # The decoder's box embedding starts at small random values: enlarge it so moves matter.
+  params = {**params, 'decoder': jax.tree.map(lambda x: x, params['decoder'])}
+  params['decoder']['box_tokens']['tables'] = 50.0 * params['decoder']['box_tokens']['tables']
+  ab_loss = jax.jit(lambda b: objective.loss(params, target, extras, b, jax.random.PRNGKey(0),
+                                             jnp.int32(0))[1][0]['ab_loss'])
+  moved = {**batch, 'bootstrap': {**batch['bootstrap'],        # other moves for every pair
+                                  'moves': batch['bootstrap']['moves'][:, ::-1]}}
+  same = float(ab_loss(batch)) == float(ab_loss(moved))
+  assert same == (not actions)

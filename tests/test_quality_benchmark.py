@@ -37,6 +37,23 @@ def test_every_method_gets_the_same_number_of_views():
   assert quality.method_config('dino', 0, args(views=96000)).total_steps == 750
 
 
+def test_control_arms_change_one_thing_each():
+  ab = quality.method_config('ab_simclr', 0, args())
+  weight0 = quality.method_config('ab_simclr_weight0', 0, args())
+  noaction = quality.method_config('ab_dino_noaction', 0, args())
+  assert (ab.objective.bootstrap.weight, weight0.objective.bootstrap.weight) == (1.0, 0.0)
+  weight0.objective.bootstrap.weight = 1.0
+  assert weight0.to_dict() == ab.to_dict()
+  assert noaction.objective.bootstrap.actions is False
+  assert quality.method_config('ab_dino', 0, args()).objective.bootstrap.actions is True
+  # Equal annotation images, counted by hand: AB_SimCLR 750 steps x 64 = 48,000 images, SimCLR
+  # takes 128 a step: 375 steps (96k views). AB_DINO 1,500 x 32 = 48,000, DINO 64 a step: 750.
+  # AB_Sup 192,000 / (64 x 1 + 16 x 4) = 1,500 steps x 64 labelled images; supervised 128: 750.
+  for arm, steps in (('simclr_equal_images', 375), ('dino_equal_images', 750),
+                     ('supervised_equal_images', 750)):
+    assert quality.method_config(arm, 0, args()).total_steps == steps, arm
+
+
 def test_settings_override_every_method_and_unknown_keys_are_errors():
   settings = [quality.parse_setting('data.scenes.texture_strength=0.0'),
               quality.parse_setting('data.scenes.object_size=[0.4, 0.6]')]

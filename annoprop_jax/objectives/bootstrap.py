@@ -35,6 +35,8 @@ def default_config():
       gamma=0.0,                  # 0 = the preprint's loss
       aggregate='max',            # 'max' or 'expectation' over next moves
       include_diagonal=False,     # train on identity pairs (i, i) too
+      actions=True,               # False: the decoder sees one constant move, never the box
+                                  # (a control: the paper's "remove action tokens")
       next_include_identity=False,  # next moves of x_j include j -> j
       next_include_source=True,   # next moves of x_j include j -> i (back to x_1)
       decoder=dict(width=128, depth=2, num_heads=4, mlp_ratio=4.0),
@@ -160,8 +162,10 @@ class AnnotationBootstrapping:
     v = boot['images'].shape[1]
     pairs, nexts = pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
                               cfg.next_include_source)
+    # The decoder's actions: the moves, or for the no-action control one constant move.
+    actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
     _, tokens = network_lib.encode_views(net, params, boot['images'])
-    log_q = method.ab_log_probs(net, params, decode_pairs(net, params, tokens, boot['moves']),
+    log_q = method.ab_log_probs(net, params, decode_pairs(net, params, tokens, actions),
                                 base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
     target_pooled, target_tokens = network_lib.encode_views(net, target_params, boot['images'])
@@ -170,7 +174,7 @@ class AnnotationBootstrapping:
     q_next = None
     if cfg.gamma:
       q_next = jnp.exp(method.ab_log_probs(
-          net, target_params, decode_pairs(net, target_params, target_tokens, boot['moves']),
+          net, target_params, decode_pairs(net, target_params, target_tokens, actions),
           base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     loss_ab = ab_loss(log_q, y, pairs)
