@@ -197,5 +197,6 @@ def test_inputs_are_validated():
     probes.knn_probe(x, y, np.zeros((10, 5)), y, **kw)
   with pytest.raises(ValueError, match='unknown kind'):
     probes.knn_probe(x, y, x, y, kind='regression', num_classes=2)
-  with pytest.raises(ValueError, match='not divisible by num_heads'):
-    probes.decoder_probe(np.zeros((10, 3, 6)), y, np.zeros((10, 3, 6)), y, **kw)
+  with pytest.raises(ValueError, match='not divisible by num_heads'):   # an explicit width
+    probes.decoder_probe(np.zeros((10, 3, 6)), y, np.zeros((10, 3, 6)), y,
+                         config=probes.ProbeConfig(decoder_width=6), **kw)

@@ -1,8 +1,9 @@
 """Runs the configured probes on the frozen encoder: during training every
 ``evaluation.every_steps`` steps, and standalone (``python -m annoprop_jax.main evaluate``).
 
-Results are ``{'<task>_<probe>': score}``: accuracy for ``objects`` and ``count``, mean average
-precision for ``presence`` (see ``tasks.py``), one number per task and probe.
+Results are ``{'<task>_<probe>': score}``: accuracy for ``objects``, ``count`` and ``boxes``,
+mean average precision for ``presence`` (see ``tasks.py``), one number per task and probe, and
+for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SIZE_BINS``).
 """
 import time
 
@@ -11,6 +12,7 @@ import ml_collections
 from annoprop_jax import checkpoint
 from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
+from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import tasks as tasks_lib
@@ -81,29 +83,41 @@ class Evaluator:
     ec = self.eval_config
     probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
                                       weight_decays=tuple(ec.weight_decays), epochs=ec.epochs)
-    results, total = {}, len(ec.tasks) * len(ec.probes)
+    results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
     start = time.perf_counter()
     for name in ec.tasks:
       train, test = self._task_data(name)
-      kind = tasks_lib.TASKS[name].kind
+      task = tasks_lib.TASKS[name]
       train_pooled, train_tokens = encoder_lib.features(
           self.encoder_config, encoder_params, train.images, self.mesh, ec.batch_size)
       test_pooled, test_tokens = encoder_lib.features(
           self.encoder_config, encoder_params, test.images, self.mesh, ec.batch_size)
+      if task.target == 'box_label':      # one row per object, from the tokens of its box
+        train_pooled, train_tokens = box_probes.object_features(
+            train_tokens, train.image_index, train.boxes)
+        test_pooled, test_tokens = box_probes.object_features(
+            test_tokens, test.image_index, test.boxes)
       for probe in ec.probes:
-        common = dict(kind=kind, num_classes=train.num_classes)
+        common = dict(kind=task.kind, num_classes=train.num_classes)
         if probe == 'knn':
-          score = probes.knn_probe(train_pooled, train.targets, test_pooled, test.targets,
-                                   k=ec.knn_k, **common)
+          logits = probes.knn_scores(train_pooled, train.targets, test_pooled, k=ec.knn_k,
+                                     **common)
         elif probe == 'linear':
-          score = probes.linear_probe(train_pooled, train.targets, test_pooled, test.targets,
-                                      config=probe_config, **common)['score']
+          logits = probes.linear_probe(train_pooled, train.targets, test_pooled, test.targets,
+                                       config=probe_config, return_predictions=True,
+                                       **common)['predictions']
         else:
           fit = probes.attentive_probe if probe == 'attentive' else probes.decoder_probe
-          score = fit(train_tokens, train.targets, test_tokens, test.targets,
-                      config=probe_config, **common)['score']
-        results[f'{name}_{probe}'] = float(score)
-        done = len(results)
+          logits = fit(train_tokens, train.targets, test_tokens, test.targets,
+                       config=probe_config, return_predictions=True, **common)['predictions']
+        if task.target == 'box_label':
+          for suffix, value in box_probes.accuracy_by_size(logits, test.targets,
+                                                           test.boxes).items():
+            results[f'{name}_{probe}{suffix}'] = value
+        else:
+          results[f'{name}_{probe}'] = probes.score(logits, test.targets, kind=task.kind)
+        score = results[f'{name}_{probe}']
+        done += 1
         elapsed = time.perf_counter() - start
         self.print_fn(f'  eval {done}/{total} {name}_{probe} = {score:.4f} | '
                       f'ETA {metrics_lib.format_duration(elapsed / done * (total - done))}')

@@ -51,6 +51,11 @@ class LinearHead(nn.Module):
     return nn.Dense(self.num_outputs, kernel_init=nn.initializers.zeros, name='head')(x)
 
 
+def heads_multiple(width, num_heads):
+  """The attention width: ``width`` rounded up to a multiple of ``num_heads``."""
+  return -(-width // num_heads) * num_heads
+
+
 class AttentiveHead(nn.Module):
   """MAP pooling (one learned query cross-attends to the tokens, LayerNorm + MLP residual),
   then a linear head. (N, T, D) -> (N, num_outputs)."""
@@ -63,6 +68,8 @@ class AttentiveHead(nn.Module):
     n, _, d = tokens.shape
     probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, d), jnp.float32)
     x = nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
+                                        qkv_features=heads_multiple(d, self.num_heads),
+                                        out_features=d,
                                         kernel_init=nn.initializers.xavier_uniform())(
                                             jnp.broadcast_to(probe, (n, 1, d)), tokens)
     x = x + vit.MlpBlock(int(d * self.mlp_ratio))(nn.LayerNorm()(x))
@@ -357,7 +364,6 @@ def attentive_probe(train_tokens, train_y, test_tokens, test_y, *, kind, num_cla
   Without ``sweep``: one fit at (learning_rates[0], weight_decays[0]). With it: the learning
   rates are swept at weight_decays[0] on the holdout. Returns the dict of ``linear_probe``."""
   data = _check(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
-  _check_heads(data[0].shape[-1], config.num_heads)
   model = AttentiveHead(num_classes, num_heads=config.num_heads)
   return _token_probe(model, *data, kind, config, sweep, return_predictions)
 
@@ -368,7 +374,7 @@ def decoder_probe(train_tokens, train_y, test_tokens, test_y, *, kind, num_class
   queries; self-attention, cross-attention to the frozen tokens (N, T, D), MLP), pooled over the
   queries, linear head. Training and the sweep as ``attentive_probe``."""
   data = _check(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
-  width = config.decoder_width or data[0].shape[-1]
+  width = config.decoder_width or heads_multiple(data[0].shape[-1], config.num_heads)
   _check_heads(width, config.num_heads)
   model = DecoderHead(num_classes, width=width, depth=config.decoder_depth,
                       num_heads=config.num_heads, num_queries=config.decoder_queries)

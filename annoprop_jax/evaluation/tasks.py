@@ -4,6 +4,8 @@ resolution (no crop), with the target each task asks for.
   objects   the class of the one object of the ``objects`` split (accuracy)
   presence  which of the classes appear in a scene (multi-label: mean average precision)
   count     how many objects a scene holds (classes 0..max, accuracy; like Clevr count)
+  boxes     the class of each object of a scene, given its box (accuracy; box_probes.py): one
+            row per object, its box and the index of its image
   classes   the image-level class of a prepared ImageFolder-style dataset (``labels`` feature,
             ``train`` -> ``validation``; accuracy): ImageNet-style probe splits
 """
@@ -21,7 +23,7 @@ class Task:
   name: str
   train_split: str
   test_split: str
-  target: str          # 'first_label', 'presence' or 'count'
+  target: str          # 'first_label', 'presence', 'count' or 'box_label'
   kind: str            # 'class' or 'multilabel' (how probes train and score)
   labels: str = 'objects/label'   # the dataset feature the targets come from
 
@@ -30,6 +32,7 @@ TASKS = {
     'objects': Task('objects', 'objects', 'objects_validation', 'first_label', 'class'),
     'presence': Task('presence', 'train', 'validation', 'presence', 'multilabel'),
     'count': Task('count', 'train', 'validation', 'count', 'class'),
+    'boxes': Task('boxes', 'train', 'validation', 'box_label', 'class'),
     'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels'),
 }
 
@@ -37,8 +40,11 @@ TASKS = {
 @dataclasses.dataclass
 class LabelledImages:
   images: np.ndarray       # (N, S, S, 3) uint8
-  targets: np.ndarray      # (N,) int32 for 'class', (N, C) float32 for 'multilabel'
+  targets: np.ndarray      # (N,) int32 for 'class', (N, C) float32 for 'multilabel'; per
+                           # object (M,) for 'box_label'
   num_classes: int
+  boxes: np.ndarray = None         # 'box_label': (M, 4) object boxes ...
+  image_index: np.ndarray = None   # ... and (M,) the image each object is in
 
 
 def num_targets(task, num_labels, max_objects):
@@ -70,7 +76,7 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8):
   decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
                              features=tuple(features.items()))
   count = len(source) if not limit else min(limit, len(source))
-  images, labels = [], []
+  images, labels, boxes = [], [], []
   for i in range(count):
     record = source[i]
     example = decoder(record)
@@ -79,10 +85,16 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8):
     image = Image.fromarray(example['image']).resize((size, size), Image.BILINEAR)
     images.append(np.asarray(image))
     labels.append(example['labels'])
+    boxes.append(example['object_boxes'])
   num_labels = pipeline.num_classes(data_config, dataset, task.labels)
   if num_labels is None:
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
                      f'{task.name}')
   labels = np.stack(labels)
+  if task.target == 'box_label':
+    image_index, slot = np.nonzero(labels >= 0)
+    return LabelledImages(np.stack(images), labels[image_index, slot].astype(np.int32),
+                          num_labels, boxes=np.stack(boxes)[image_index, slot],
+                          image_index=image_index)
   return LabelledImages(np.stack(images), targets(task, labels, num_labels, max_objects),
                         num_targets(task, num_labels, max_objects))
