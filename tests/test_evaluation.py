@@ -31,6 +31,12 @@ def test_task_targets_from_padded_labels():
       tasks.targets(tasks.TASKS['presence'], labels, num_labels=4, max_objects=3),
       [[0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 1, 0]])
   assert tasks.num_targets(tasks.TASKS['count'], num_labels=13, max_objects=8) == 9
+  # Balanced subsets: round-robin over the classes, each in a seeded random order.
+  labels = np.array([0] * 10 + [1] * 3 + [2] * 5)
+  picked = tasks.balanced_indices(labels, 9)
+  assert np.bincount(labels[picked]).tolist() == [3, 3, 3] and len(set(picked)) == 9
+  assert np.bincount(labels[tasks.balanced_indices(labels, 13)]).tolist() == [5, 3, 5]
+  assert (tasks.balanced_indices(labels, 9) == picked).all()
   with pytest.raises(ValueError, match='no object label'):
     tasks.targets(tasks.TASKS['objects'], np.array([[-1, -1]]), 4, 2)
 

@@ -403,6 +403,9 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
       'evaluation.probes': ('linear', 'knn'), 'evaluation.epochs': 100})
   test = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
   assert test.num_classes == 3 and sorted(test.targets.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
+  # A limited count is class-balanced (the records are class-sorted: the first 7 would be red).
+  seven = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 7)
+  assert sorted(np.bincount(seven.targets, minlength=3).tolist()) == [2, 2, 3]
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   params, _ = objective.init(jax.random.PRNGKey(0),
                              {'annotation': pipeline.zeros_batch(config.data.annotation)})

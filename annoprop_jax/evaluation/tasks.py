@@ -7,7 +7,8 @@ resolution (no crop), with the target each task asks for.
   boxes     the class of each object of a scene, given its box (accuracy; box_probes.py): one
             row per object, its box and the index of its image
   classes   the image-level class of a prepared ImageFolder-style dataset (``labels`` feature,
-            ``train`` -> ``validation``; accuracy): ImageNet-style probe splits
+            ``train`` -> ``validation``; accuracy): ImageNet-style probe splits. A limited
+            number of examples is a class-balanced random subset (the records are class-sorted)
 """
 import dataclasses
 
@@ -26,6 +27,7 @@ class Task:
   target: str          # 'first_label', 'presence', 'count' or 'box_label'
   kind: str            # 'class' or 'multilabel' (how probes train and score)
   labels: str = 'objects/label'   # the dataset feature the targets come from
+  balanced: bool = False          # a limited count draws a class-balanced subset, not the first
 
 
 TASKS = {
@@ -33,7 +35,8 @@ TASKS = {
     'presence': Task('presence', 'train', 'validation', 'presence', 'multilabel'),
     'count': Task('count', 'train', 'validation', 'count', 'class'),
     'boxes': Task('boxes', 'train', 'validation', 'box_label', 'class'),
-    'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels'),
+    'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels',
+                    balanced=True),
 }
 
 
@@ -69,15 +72,30 @@ def targets(task, labels, num_labels, max_objects):
   raise ValueError(f'unknown task target {task.target!r}')
 
 
+def balanced_indices(labels, limit, seed=0):
+  """``limit`` indices of ``labels`` (N,) with the classes as even as they allow: a seeded random
+  order within each class, taken round-robin over the classes; sorted."""
+  rng = np.random.default_rng(seed)
+  by_class = [rng.permutation(np.nonzero(labels == c)[0]) for c in np.unique(labels)]
+  picked = [members[rank] for rank in range(max(map(len, by_class)))
+            for members in by_class if rank < len(members)]
+  return np.sort(picked[:limit])
+
+
 def load(data_config, dataset, task, split, size, limit, max_objects=8):
-  """The first ``limit`` images of ``split`` (all when 0), resized to ``size`` px, with targets."""
+  """``limit`` images of ``split`` (all when 0; the first ones, or a class-balanced subset for a
+  ``balanced`` task), resized to ``size`` px, with targets."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
                              features=tuple(features.items()))
-  count = len(source) if not limit else min(limit, len(source))
+  indices = range(len(source) if not limit else min(limit, len(source)))
+  if limit and task.balanced and limit < len(source):
+    first = [feature_map.as_labels(feature_map.lookup(source[i], task.labels))[:1]
+             for i in range(len(source))]
+    indices = balanced_indices(np.array([f[0] if len(f) else -1 for f in first]), limit)
   images, labels, boxes = [], [], []
-  for i in range(count):
+  for i in indices:
     record = source[i]
     example = decoder(record)
     if example is None:
