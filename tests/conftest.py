@@ -71,6 +71,19 @@ def first_batches(config, streams):
   return {name: pipeline.device_part(next(iter(ds))) for name, ds in datasets.items()}
 
 
+def fresh_evaluator(config):
+  """(the Evaluator of ``config``, the encoder params of a fresh init of its objective)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import configuration, objectives, sharding  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  example = {name: pipeline.zeros_batch(config.data[name]) for name in objective.streams}
+  params, _ = objective.init(jax.random.PRNGKey(0), example)
+  return evaluator.Evaluator(config.evaluation, config.data, configuration.encoder_config(config),
+                             sharding.make_mesh(config.mesh), lambda line: None), params['encoder']
+
+
 def leaves(tree):
   """{'a/b/0': numpy array} of a pytree."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -6,7 +6,7 @@ import pytest
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import tasks
-from conftest import tiny_config
+from conftest import fresh_evaluator, tiny_config
 
 
 def test_patch_overlap_by_hand():
@@ -83,21 +83,11 @@ def test_the_boxes_task_has_a_row_per_object_of_each_scene(tiny_data_dir):
 
 @pytest.mark.slow
 def test_the_evaluator_scores_boxes_by_size(tiny_data_dir):
-  import jax  # pylint: disable=g-import-not-at-top
-  from annoprop_jax import configuration, objectives, sharding  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
-  config = tiny_config('dino_scenes', **{
+  evaluator, encoder_params = fresh_evaluator(tiny_config('dino_scenes', **{
       'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('boxes',),
       'evaluation.probes': ('linear', 'knn', 'attentive'), 'evaluation.train_examples': 64,
-      'evaluation.test_examples': 32, 'evaluation.epochs': 2})
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  params, _ = objective.init(jax.random.PRNGKey(0),
-                             {'annotation': pipeline.zeros_batch(config.data.annotation)})
-  evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                      configuration.encoder_config(config),
-                                      sharding.make_mesh(config.mesh), lambda line: None)
-  results = evaluator(params['encoder'])
+      'evaluation.test_examples': 32, 'evaluation.epochs': 2}))
+  results = evaluator(encoder_params)
   for probe in ('linear', 'knn', 'attentive'):
     assert 0.0 <= results[f'boxes_{probe}'] <= 1.0
     assert {f'boxes_{probe}_{size}' for size in ('small', 'medium', 'large')} & set(results)

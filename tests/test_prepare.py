@@ -7,22 +7,17 @@ import subprocess
 import sys
 import tarfile
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from annoprop_jax import configuration
-from annoprop_jax import objectives
-from annoprop_jax import sharding
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import prepare
 from annoprop_jax.data.formats import coco as coco_format
 from annoprop_jax.data.formats import video as video_format
-from annoprop_jax.evaluation import evaluator as evaluator_lib
 from annoprop_jax.evaluation import tasks
-from conftest import REPO, tiny_config
+from conftest import REPO, fresh_evaluator, tiny_config
 
 
 def image_bytes(colour, size=(24, 16), fmt='JPEG'):
@@ -406,10 +401,5 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
   # A limited count is class-balanced (the records are class-sorted: the first 7 would be red).
   seven = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 7)
   assert sorted(np.bincount(seven.targets, minlength=3).tolist()) == [2, 2, 3]
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  params, _ = objective.init(jax.random.PRNGKey(0),
-                             {'annotation': pipeline.zeros_batch(config.data.annotation)})
-  evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                      configuration.encoder_config(config),
-                                      sharding.make_mesh(config.mesh), lambda s: None)
-  assert evaluator(params['encoder']) == {'classes_linear': 1.0, 'classes_knn': 1.0}
+  evaluator, encoder_params = fresh_evaluator(config)
+  assert evaluator(encoder_params) == {'classes_linear': 1.0, 'classes_knn': 1.0}
