@@ -13,6 +13,9 @@ Total loss = base loss (annotation batch, online parameters) + weight * AB loss.
 All pairs of all views are computed in one packed decoder call per source view (T = V targets,
 the diagonal included and masked out unless configured), so every view costs one encoder pass.
 """
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -130,6 +133,16 @@ def decode_pairs(net, params, tokens, moves):
   return phi.reshape(b, v, v, -1)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairPredictions:
+  """What annotation bootstrapping computes on a batch (``AnnotationBootstrapping.predictions``)."""
+  base: method_lib.BaseResult
+  log_q: Any              # (B, V, V, L) log Q_AB(l | x_i, a_ij), online
+  y: Any                  # (B, V, V, L) its targets y_ij, no gradient
+  p_next: Any             # (B, V, L) the target network's p(l | x_j)
+  pairs: np.ndarray       # (V, V) the trained pairs
+
+
 class AnnotationBootstrapping:
   """A base ``method`` (``method.Method``) with annotation bootstrapping: base loss on the
   annotation stream plus ``weight`` x the AB loss on the bootstrap stream."""
@@ -151,8 +164,10 @@ class AnnotationBootstrapping:
                            **self.method.init_inputs(annotation))['params']
     return params, self.method.init_state()
 
-  def loss(self, params, target_params, state, batch, rng, step):
-    del rng
+  def predictions(self, params, target_params, state, batch, step, actions=None):
+    """The base result and, for every ordered pair (i, j) of bootstrap views, log Q_AB (online,
+    with ``actions``: by default the moves, or one constant move without ``actions``) and the
+    target y (target network, the same actions for its next moves)."""
     cfg, method, net = self.config, self.method, self.net
     ann, boot = batch['annotation'], batch['bootstrap']
     params = method.step_params(params, step)
@@ -162,8 +177,8 @@ class AnnotationBootstrapping:
     v = boot['images'].shape[1]
     pairs, nexts = pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
                               cfg.next_include_source)
-    # The decoder's actions: the moves, or for the no-action control one constant move.
-    actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
+    if actions is None:
+      actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
     _, tokens = network_lib.encode_views(net, params, boot['images'])
     log_q = method.ab_log_probs(net, params, decode_pairs(net, params, tokens, actions),
                                 base.candidates)
@@ -177,6 +192,13 @@ class AnnotationBootstrapping:
           net, target_params, decode_pairs(net, target_params, target_tokens, actions),
           base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
+    return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs)
+
+  def loss(self, params, target_params, state, batch, rng, step):
+    del rng
+    cfg, boot = self.config, batch['bootstrap']
+    pred = self.predictions(params, target_params, state, batch, step)
+    base, log_q, y, pairs = pred.base, pred.log_q, pred.y, pred.pairs
     loss_ab = ab_loss(log_q, y, pairs)
     pair_mean = lambda x: (x * pairs).sum() / (pairs.sum() * x.shape[0])
     metrics = dict(base.metrics, base_loss=base.loss, ab_loss=loss_ab,
