@@ -92,6 +92,12 @@ def abstract_tree(tree, shardings):
 def load_params(path, step=None):
   """(step, params, target params) of the latest (or the given) checkpoint under ``path``, a
   workdir or its checkpoints folder (for init_from, evaluate and export)."""
+  step, state = load_state(path, step)
+  return step, state['params'], state['target_params']
+
+
+def load_state(path, step=None):
+  """(step, the train state as a nested dict) of a checkpoint, as ``load_params`` finds it."""
   directory = os.path.join(path, 'checkpoints') if os.path.isdir(
       os.path.join(path, 'checkpoints')) else path
   with ocp.CheckpointManager(
@@ -114,4 +120,4 @@ def load_params(path, step=None):
           state=ocp.args.StandardRestore(target)))
     finally:
       logging.set_verbosity(verbosity)
-  return step, tree['state']['params'], tree['state']['target_params']
+  return step, tree['state']

@@ -5,6 +5,9 @@ Commands:
   evaluate      probe the latest (or --step) checkpoint of --workdir; print a table and
                 append it to the run's metrics (--config optional: the run's config.json)
   export        write the encoder of --workdir's latest (or --step) checkpoint to --output
+  diagnose      AB runs: whether the decoder uses the action, on --batches of the run's
+                streams (KL of Q to its targets with true and shuffled moves, by IoU); prints a
+                table and writes WORKDIR/diagnose/step_N.json
   compile       lower and compile the train step for the config's mesh; print FLOPs per step
                 and memory per device (``--mesh=data=2,fsdp=4``, ``--num_cpu_devices=8``)
   prepare-data  write the embedded scenes dataset described by the config into data.data_dir
@@ -28,7 +31,7 @@ from annoprop_jax.data import prepare_cli
 # The training stack (jax, flax, orbax, tfds) is imported only by the commands that need it,
 # so `prepare` and a usage error start in a fraction of a second.
 
-COMMANDS = ('train', 'evaluate', 'export', 'compile', 'prepare-data', 'prepare')
+COMMANDS = ('train', 'evaluate', 'export', 'diagnose', 'compile', 'prepare-data', 'prepare')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -40,8 +43,9 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'HOST:PORT of process 0, for launches JAX cannot detect.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
-_STEP = flags.DEFINE_integer('step', None, 'evaluate / export: the checkpoint step (default: '
-                             'the latest).')
+_STEP = flags.DEFINE_integer('step', None, 'evaluate / export / diagnose: the checkpoint step '
+                             '(default: the latest).')
+_BATCHES = flags.DEFINE_integer('batches', 4, 'diagnose: batches of the run\'s streams.')
 _MESH = flags.DEFINE_string('mesh', None, 'compile: mesh sizes, e.g. data=2,fsdp=4,tensor=1.')
 _NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
                                         'compile: simulate this many CPU devices.')
@@ -154,7 +158,7 @@ def main(argv):
   from annoprop_jax import multihost
   # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
-  if config is None and command in ('evaluate', 'export') and _WORKDIR.value:
+  if config is None and command in ('evaluate', 'export', 'diagnose') and _WORKDIR.value:
     try:
       config = configuration.load_run(_WORKDIR.value)
     except (FileNotFoundError, configuration.ConfigError) as e:
@@ -189,6 +193,16 @@ def main(argv):
     _one_line_error(f'--workdir=DIR is required for {command}')
   if command in ('evaluate', 'export'):
     _evaluate_or_export(command, config)
+    return
+  if command == 'diagnose':
+    from annoprop_jax.evaluation import diagnose  # pylint: disable=g-import-not-at-top
+    try:
+      result = diagnose.diagnose(config, configuration.encoder_config(config), _WORKDIR.value,
+                                 _STEP.value, _BATCHES.value)
+    except (FileNotFoundError, ValueError) as e:
+      _one_line_error(str(e))
+    print(diagnose.table(result))
+    print(f'wrote {diagnose.write(result, _WORKDIR.value)}')
     return
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,128 @@
+"""``diagnose``: does an AB run's annotation decoder use the action (the box of the other view)?
+
+On batches of the run's own streams, with a checkpoint's online and target networks, for every
+trained pair (i, j) of bootstrap views, by source-target IoU bin (``bootstrap.IOU_BINS``) and
+over all pairs, in nats:
+
+  kl_true      KL(y_ij || Q_AB(. | x_i, a_ij))            Q with the true moves
+  kl_shuffled  KL(y_ij || Q_AB(. | x_i, a_shuffled))      the moves permuted within each image
+  kl_copy      KL(y_ij || p_target(. | x_i))              the copy baseline: no move at all
+  information  KL(y_ij || mean y)                         how much the targets say at all
+
+and ``identity_kl`` = KL(p_target(. | x_i) || Q_AB(. | x_i, identity move)), the decoder's
+read-out of its own view. A decoder that uses the action has kl_true below kl_shuffled (and
+below kl_copy where views overlap little); kl_true ~ kl_shuffled says it ignores the box.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from annoprop_jax import checkpoint
+from annoprop_jax import objectives
+from annoprop_jax.data import pipeline
+from annoprop_jax.objectives import bootstrap
+
+ROWS = ('kl_true', 'kl_shuffled', 'kl_copy', 'information')
+_EDGES = ((-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01))
+
+
+def kl(p, log_q):
+  """KL(p || q) over the last axis, for probabilities ``p`` and log-probabilities ``log_q``."""
+  return jnp.sum(p * (jnp.log(jnp.clip(p, 1e-12)) - log_q), axis=-1)
+
+
+def shuffled_moves(moves, rng):
+  """(B, V, V, 4) moves with the V x V moves of each image permuted among its pairs."""
+  b, v = moves.shape[:2]
+  keys = jax.random.split(rng, b)
+  order = jax.vmap(lambda k: jax.random.permutation(k, v * v))(keys)
+  flat = moves.reshape(b, v * v, 4)
+  return jnp.take_along_axis(flat, order[..., None], axis=1).reshape(moves.shape)
+
+
+def _sums(objective, params, target_params, state, batch, step, rng):
+  """Per IoU bin and row: (sum of KL over the bin's trained pairs, pair count); identity KL."""
+  boot = batch['bootstrap']
+  true = objective.predictions(params, target_params, state, batch, step)
+  shuffled = objective.predictions(params, target_params, state, batch, step,
+                                   actions=shuffled_moves(boot['moves'], rng))
+  pairs = jnp.broadcast_to(jnp.asarray(true.pairs), true.y.shape[:3])
+  y = true.y
+  mean_y = (y * pairs[..., None]).sum(axis=(0, 1, 2)) / pairs.sum()
+  log_copy = jnp.log(jnp.clip(true.p_next, 1e-12))[:, :, None, :]      # p_target(. | x_i)
+  rows = {'kl_true': kl(y, true.log_q), 'kl_shuffled': kl(y, shuffled.log_q),
+          'kl_copy': kl(y, jnp.broadcast_to(log_copy, y.shape)),
+          'information': kl(y, jnp.log(jnp.clip(mean_y, 1e-12)))}
+  iou = bootstrap.pairwise_iou(boot['boxes'])
+  sums = {}
+  for name, (lo, hi) in zip(bootstrap.IOU_BINS, _EDGES):
+    in_bin = pairs & (iou > lo) & (iou <= hi) if name != '0' else pairs & (iou <= 0.0)
+    sums[name] = {row: (jnp.sum(value * in_bin), in_bin.sum()) for row, value in rows.items()}
+  # The identity move of each view (i -> i) is the diagonal of the moves; read Q there.
+  v = boot['moves'].shape[1]
+  identity = jnp.broadcast_to(boot['moves'][:, jnp.arange(v), jnp.arange(v)][:, :, None],
+                              boot['moves'].shape)
+  read_out = objective.predictions(params, target_params, state, batch, step, actions=identity)
+  diagonal = read_out.log_q[:, jnp.arange(v), jnp.arange(v)]           # Q(. | x_i, a_ii)
+  return sums, jnp.mean(kl(true.p_next, diagonal))
+
+
+def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
+  """{'step', 'pairs', 'identity_kl', 'by_iou': {bin: {row: mean}}, 'all': {row: mean}} for the
+  checkpoint of ``step`` (default: the latest) of the AB run of ``config`` in ``workdir``, on
+  ``batches`` batches of its streams (seeded apart from training's)."""
+  if not objectives.is_bootstrapped(config.objective.name):
+    raise ValueError(f'diagnose needs an annotation-bootstrapping run; {workdir!r} trains '
+                     f'{config.objective.name!r}')
+  step, state = checkpoint.load_state(workdir, step)
+  objective = objectives.build(config.objective, encoder_config)
+  streams = pipeline.build_streams(config.data, objective.streams, config.seed + 1 + seed)
+  iterators = {name: iter(ds) for name, ds in streams.items()}
+  compute = jax.jit(lambda batch, rng: _sums(objective, state['params'], state['target_params'],
+                                             state['extras'], batch, jnp.int32(step), rng))
+  totals, identity = {}, []
+  for i in range(batches):
+    batch = {name: pipeline.device_part(next(it)) for name, it in iterators.items()}
+    sums, identity_kl = jax.device_get(compute(batch, jax.random.PRNGKey(seed * 1000 + i)))
+    identity.append(float(identity_kl))
+    for name, rows in sums.items():
+      for row, (total, count) in rows.items():
+        t, c = totals.get((name, row), (0.0, 0))
+        totals[name, row] = (t + float(total), c + int(count))
+  for it in iterators.values():
+    it.close()
+  mean = lambda t, c: t / c if c else None
+  by_iou = {name: {row: mean(*totals[name, row]) for row in ROWS} for name in bootstrap.IOU_BINS}
+  overall = {}
+  for row in ROWS:
+    total = sum(totals[name, row][0] for name in bootstrap.IOU_BINS)
+    count = sum(totals[name, row][1] for name in bootstrap.IOU_BINS)
+    overall[row] = mean(total, count)
+  return {'step': int(step), 'pairs': sum(totals[name, 'kl_true'][1] for name in
+                                          bootstrap.IOU_BINS),
+          'identity_kl': float(np.mean(identity)), 'by_iou': by_iou, 'all': overall}
+
+
+def table(result):
+  """The rows against the IoU bins, as text."""
+  bins = list(bootstrap.IOU_BINS) + ['all']
+  cell = lambda v: f'{v:>9.4f}' if v is not None else f'{"-":>9}'
+  lines = [f'diagnose at step {result["step"]} ({result["pairs"]} pairs; nats)',
+           f'  {"IoU":<12}' + ''.join(f'{b:>9}' for b in bins)]
+  for row in ROWS:
+    values = [result['by_iou'][b][row] for b in bins[:-1]] + [result['all'][row]]
+    lines.append(f'  {row:<12}' + ''.join(cell(v) for v in values))
+  lines.append(f'  identity_kl  {result["identity_kl"]:.4f}  (p_target(.|x) vs Q(.|x, identity))')
+  return '\n'.join(lines)
+
+
+def write(result, workdir):
+  """Writes ``WORKDIR/diagnose/step_<N>.json``; returns its path."""
+  path = os.path.join(workdir, 'diagnose', f'step_{result["step"]}.json')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  return path
