@@ -17,7 +17,8 @@ Besides the methods, the controls of each AB variant X (ab_simclr, ab_dino):
   BASE_equal_images    the base method at X's annotation images (its own full schedule)
   ab_sup, supervised_equal_images   decoupled AB_Sup, and supervised at its labelled images During
 training the `objects` task is probed (linear, kNN) at 4 points for the curve; at the end every
-probe runs on the first task (objects) and the linear probe on the others, on the encoder
+probe runs on the first task (objects) and the linear probe on the others (`--all_probes`: every
+probe on every task, e.g. with `--probe_tasks=objects,boxes,presence,count`), on the encoder
 `evaluation.params` picks (the EMA teacher for the DINO family). Results are appended per run to
 OUT's `runs` file, so an interrupted benchmark resumes where it stopped (a run stopped by
 SIGTERM resumes from the checkpoint it saved). Runs go seed-major: every method's seed 0 first.
@@ -185,7 +186,8 @@ def run(method, seed, args, gamma=None):
   curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.
   results = {}
-  for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], ('linear',))):
+  others = evaluator_lib.PROBES if args.all_probes else ('linear',)
+  for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], others)):
     if names:
       config.evaluation.update(tasks=names, probes=probes)
       results.update(evaluate())
@@ -306,6 +308,9 @@ def main():
   parser.add_argument('--probe_dataset', default='scenes',
                       help='the prepared dataset the probes read (evaluation.dataset); with an '
                       'ImageFolder dataset use --probe_tasks=classes')
+  parser.add_argument('--all_probes', action='store_true',
+                      help='every probe on every task (default: all on the first task, the '
+                      'linear probe on the others)')
   parser.add_argument('--probe_tasks', default='objects,presence,count',
                       help='evaluation.tasks at the end of training (see evaluation/tasks.py)')
   parser.add_argument('--report_only', action='store_true',

@@ -18,7 +18,7 @@ _spec.loader.exec_module(quality)
 def args(**kwargs):
   defaults = dict(views=192000, set=[], data_dir='/tmp/d', dataset='scenes',
                   probe_dataset='scenes', probe_tasks='objects,presence,count',
-                  train_examples=2000, test_examples=1000)
+                  train_examples=2000, test_examples=1000, all_probes=False)
   return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -116,3 +116,24 @@ def test_a_run_stopped_by_a_signal_is_not_recorded(monkeypatch, tmp_path):
   with pytest.raises(SystemExit, match='supervised/seed0 stopped at step 1126 of 1500'):
     quality.run('supervised', 0, args(workdir=str(tmp_path)))
   assert not probed
+
+
+@pytest.mark.parametrize('all_probes', [False, True])
+def test_which_probes_run_on_which_tasks(all_probes, monkeypatch, tmp_path):
+  monkeypatch.setattr(quality.train, 'train', lambda config, workdir: argparse.Namespace(
+      step=config.total_steps))
+  monkeypatch.setattr(quality, 'probe_curve', lambda *a: [])
+  calls = []
+
+  def evaluate_checkpoint(evaluator, *unused):
+    ec = evaluator.eval_config
+    calls.append((tuple(ec.tasks), tuple(ec.probes)))
+    return None, {f'{t}_{p}': 0.5 for t in ec.tasks for p in ec.probes}
+
+  monkeypatch.setattr(quality.evaluator_lib, 'evaluate_checkpoint', evaluate_checkpoint)
+  _, record = quality.run('dino', 0, args(workdir=str(tmp_path), all_probes=all_probes,
+                                          probe_tasks='objects,boxes,count'))
+  every = quality.evaluator_lib.PROBES
+  assert calls == [(('objects',), every), (('boxes', 'count'), every if all_probes
+                                           else ('linear',))]
+  assert ('boxes_attentive' in record['scores']) == all_probes
