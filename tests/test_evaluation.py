@@ -18,7 +18,7 @@ from annoprop_jax import train
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import tasks
 from annoprop_jax.models import vit
-from conftest import REPO, tiny_config, xla_flags
+from conftest import REPO, fresh_evaluator, tiny_config, xla_flags
 
 
 def test_task_targets_from_padded_labels():
@@ -124,3 +124,23 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   jax.tree.map(np.testing.assert_array_equal, params, target_params['encoder'])
   with pytest.raises(FileNotFoundError, match='not an exported encoder'):
     encoder_lib.load_encoder(str(tmp_path))
+
+
+def test_token_probes_get_their_own_sweep_and_epochs(monkeypatch, tiny_data_dir):
+  from annoprop_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def attentive_probe(train_x, train_y, test_x, test_y, *, config, sweep, **kwargs):
+    seen.append((config.learning_rates, config.epochs, sweep))
+    return {'predictions': np.zeros((len(test_y), kwargs['num_classes']))}
+
+  monkeypatch.setattr(evaluator_lib.probes, 'attentive_probe', attentive_probe)
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects',),
+               'evaluation.probes': ('attentive',), 'evaluation.train_examples': 16,
+               'evaluation.test_examples': 8, 'evaluation.epochs': 3}
+  evaluator, params = fresh_evaluator(tiny_config('dino_scenes', **overrides))
+  evaluator(params)
+  evaluator, params = fresh_evaluator(tiny_config('dino_scenes', **{
+      **overrides, 'evaluation.token_learning_rates': (3e-4, 1e-3), 'evaluation.token_epochs': 9}))
+  evaluator(params)
+  assert seen == [((1e-3,), 3, False), ((3e-4, 1e-3), 9, True)]

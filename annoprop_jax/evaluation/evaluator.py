@@ -34,6 +34,10 @@ def default_config():
       knn_k=20,
       epochs=30,                 # linear / attentive / decoder probes
       learning_rates=(1e-3, 3e-3, 1e-2),   # swept on a holdout of the train features
+      # Token probes (attentive, decoder): their own learning rates, swept on the holdout at the
+      # first weight decay when there are several, and their own epochs (0: ``epochs``).
+      token_learning_rates=(1e-3,),
+      token_epochs=0,
       weight_decays=(0.0, 1e-4),
   ))
 
@@ -83,6 +87,9 @@ class Evaluator:
     ec = self.eval_config
     probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
                                       weight_decays=tuple(ec.weight_decays), epochs=ec.epochs)
+    token_config = probes.ProbeConfig(learning_rates=tuple(ec.token_learning_rates),
+                                      weight_decays=tuple(ec.weight_decays),
+                                      epochs=ec.token_epochs or ec.epochs)
     results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
     start = time.perf_counter()
     for name in ec.tasks:
@@ -109,7 +116,8 @@ class Evaluator:
         else:
           fit = probes.attentive_probe if probe == 'attentive' else probes.decoder_probe
           logits = fit(train_tokens, train.targets, test_tokens, test.targets,
-                       config=probe_config, return_predictions=True, **common)['predictions']
+                       config=token_config, sweep=len(ec.token_learning_rates) > 1,
+                       return_predictions=True, **common)['predictions']
         if task.target == 'box_label':
           for suffix, value in box_probes.accuracy_by_size(logits, test.targets,
                                                            test.boxes).items():
