@@ -137,9 +137,8 @@ def _evaluate_or_export(command, config):
     if not flags.FLAGS.output:
       _one_line_error('export needs --output=DIR (a new folder for the encoder)')
     step, params, target_params = checkpoint.load_params(_WORKDIR.value, _STEP.value)
-    chosen = target_params if which == 'target' else params
-    path = encoder.export(chosen['encoder'], configuration.encoder_config(config),
-                          flags.FLAGS.output)
+    path = encoder.export(evaluator.probed_encoder(which, params, target_params),
+                          configuration.encoder_config(config), flags.FLAGS.output)
     print(f'exported the {which} encoder of step {step} to {path}')
   except (FileNotFoundError, ValueError) as e:
     _one_line_error(str(e))

@@ -250,8 +250,8 @@ def _train(config, workdir, print_fn, on_step):
         checkpointer.save(step, state_lib.to_pytree(state))
       with logger.paused():
         if evaluator is not None and evaluator.due(step, config.total_steps):
-          results = evaluator((state.target_params if probed == 'target' else state.params)[
-              'encoder'])
+          results = evaluator(evaluator_lib.probed_encoder(probed, state.params,
+                                                           state.target_params))
           logger.write_evaluation(step, results)
           print_fn(evaluator_lib.table(results, step))
         if on_step is not None:

@@ -139,13 +139,19 @@ def table(results, step=None):
   return '\n'.join([header] + [f'  {k:<{width}}  {v:.4f}' for k, v in sorted(results.items())])
 
 
+def probed_encoder(which, params, target_params):
+  """The encoder params that ``which`` ('online' or 'target', ``objectives.probe_params``)
+  names."""
+  return (target_params if which == 'target' else params)['encoder']
+
+
 def evaluate_checkpoint(evaluator, workdir, which_params, total_steps, step=None,
                         print_fn=print):
   """Probes the ``which_params`` ('online' or 'target') encoder of the checkpoint of ``step``
   (default: the latest) in ``workdir``; appends the results to its metrics.jsonl and
   TensorBoard files and returns (step, results)."""
   step, params, target_params = checkpoint.load_params(workdir, step)
-  results = evaluator((target_params if which_params == 'target' else params)['encoder'])
+  results = evaluator(probed_encoder(which_params, params, target_params))
   logger = metrics_lib.MetricsLogger(workdir, total_steps, print_fn)
   logger.write_evaluation(step, results)
   logger.close()
