@@ -115,11 +115,14 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   assert table['objects_knn'] == pytest.approx(evals[0]['eval/objects_knn'], abs=1e-4)
   assert metrics_lib.read_metrics(workdir)[-1]['step'] == 4
 
-  # export -> load_encoder gives the EMA encoder of the last checkpoint.
+  # `export` -> load_encoder gives the EMA encoder (DINO's probed one) of the last checkpoint.
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', 'export',
+                           f'--workdir={workdir}', f'--output={tmp_path / "encoder"}'],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'exported the target encoder of step 8' in result.stdout
   _, _, target_params = checkpoint.load_params(workdir)
-  path = encoder_lib.export(target_params['encoder'], configuration.encoder_config(config),
-                            str(tmp_path / 'encoder'))
-  encoder_config, params = encoder_lib.load_encoder(path)
+  encoder_config, params = encoder_lib.load_encoder(str(tmp_path / 'encoder'))
   assert encoder_config == configuration.encoder_config(config)
   jax.tree.map(np.testing.assert_array_equal, params, target_params['encoder'])
   with pytest.raises(FileNotFoundError, match='not an exported encoder'):
