@@ -30,6 +30,8 @@ Writes:
   OUT_runs.json          every run: scores, steps, views, wall-clock seconds, and the curve of
                          <first task>_linear against training views
   OUT_curves.png         those curves, a line per method (its lowest seed with a curve)
+  OUT_scores.png         a panel per task: every arm's mean score per probe, error bars of
+                         half the range over seeds
 and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
 """
 import argparse
@@ -289,6 +291,49 @@ def plot(runs, args, path):
   fig.savefig(path, dpi=120)
 
 
+def score_panels(table, tasks):
+  """{task: {probe: [(arm, mean, half of the seed range), ...]}} of the aggregated ``table``
+  ({arm: {task_probe: (mean, range, n)}}), arms in ARMS order, for the tasks and probes run."""
+  panels = {}
+  for task in tasks:
+    for probe in evaluator_lib.PROBES:
+      key = f'{task}_{probe}'
+      rows = [(arm, table[arm][key][0], table[arm][key][1] / 2)
+              for arm in sorted(table, key=method_order) if key in table[arm]]
+      if rows:
+        panels.setdefault(task, {})[probe] = rows
+  return panels
+
+
+def plot_scores(table, tasks, path):
+  """A panel per task: each arm's mean score per probe, with error bars of half the range over
+  seeds (the spread a claim must beat)."""
+  panels = score_panels(table, tasks)
+  if not panels:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+  for ax, (task, probes) in zip(axes[0], panels.items()):
+    arms = sorted({arm for rows in probes.values() for arm, _, _ in rows}, key=method_order)
+    width = 0.8 / len(probes)
+    for k, (probe, rows) in enumerate(probes.items()):
+      at = {arm: (mean, half) for arm, mean, half in rows}
+      x = [i + (k - (len(probes) - 1) / 2) * width for i, arm in enumerate(arms) if arm in at]
+      ax.bar(x, [at[a][0] for a in arms if a in at], width, yerr=[at[a][1] for a in arms
+                                                                 if a in at],
+             capsize=2, label=probe, color=f'C{evaluator_lib.PROBES.index(probe)}')
+    ax.set_xticks(range(len(arms)), arms, rotation=60, ha='right', fontsize=7)
+    ax.set_title(task)
+    ax.grid(axis='y', alpha=0.3)
+  axes[0][0].set_ylabel('score (mean over seeds, bars: half range)')
+  most = max(range(len(panels)), key=lambda i: len(list(panels.values())[i]))
+  axes[0][most].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--views', type=int, default=1_000_000, help='training views per method')
@@ -351,6 +396,7 @@ def main():
   with open(args.out, 'w') as f:
     json.dump(means, f, indent=1, sort_keys=True)
   plot(runs, args, base + '_curves.png')
+  plot_scores(table, args.probe_tasks.split(','), base + '_scores.png')
   print(markdown(table, runs))
 
 

@@ -137,3 +137,16 @@ def test_which_probes_run_on_which_tasks(all_probes, monkeypatch, tmp_path):
   assert calls == [(('objects',), every), (('boxes', 'count'), every if all_probes
                                            else ('linear',))]
   assert ('boxes_attentive' in record['scores']) == all_probes
+
+
+def test_score_panels_hold_each_probes_mean_and_half_range(tmp_path):
+  table = {'dino': {'objects_linear': (0.4, 0.2, 3), 'boxes_attentive': (0.5, 0.1, 3)},
+           'random_init': {'objects_linear': (0.1, 0.0, 1)},
+           'ab_dino': {'objects_linear': (0.45, 0.3, 3)}}
+  panels = quality.score_panels(table, ['objects', 'boxes', 'count'])
+  assert panels == {   # arms in ARMS order; tasks and probes without scores are left out
+      'objects': {'linear': [('random_init', 0.1, 0.0), ('dino', 0.4, 0.1),
+                             ('ab_dino', 0.45, 0.15)]},
+      'boxes': {'attentive': [('dino', 0.5, 0.05)]}}
+  quality.plot_scores(table, ['objects', 'boxes'], str(tmp_path / 'scores.png'))
+  assert os.path.getsize(tmp_path / 'scores.png') > 1000
