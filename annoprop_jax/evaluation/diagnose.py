@@ -26,7 +26,6 @@ from annoprop_jax.data import pipeline
 from annoprop_jax.objectives import bootstrap
 
 ROWS = ('kl_true', 'kl_shuffled', 'kl_copy', 'information')
-_EDGES = ((-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01))
 
 
 def kl(p, log_q):
@@ -56,11 +55,9 @@ def _sums(objective, params, target_params, state, batch, step, rng):
   rows = {'kl_true': kl(y, true.log_q), 'kl_shuffled': kl(y, shuffled.log_q),
           'kl_copy': kl(y, jnp.broadcast_to(log_copy, y.shape)),
           'information': kl(y, jnp.log(jnp.clip(mean_y, 1e-12)))}
-  iou = bootstrap.pairwise_iou(boot['boxes'])
-  sums = {}
-  for name, (lo, hi) in zip(bootstrap.IOU_BINS, _EDGES):
-    in_bin = pairs & (iou > lo) & (iou <= hi) if name != '0' else pairs & (iou <= 0.0)
-    sums[name] = {row: (jnp.sum(value * in_bin), in_bin.sum()) for row, value in rows.items()}
+  sums = {name: {row: (jnp.sum(value * in_bin), in_bin.sum()) for row, value in rows.items()}
+          for name, in_bin in bootstrap.iou_bin_masks(bootstrap.pairwise_iou(boot['boxes']),
+                                                      pairs).items()}
   # The identity move of each view (i -> i) is the diagonal of the moves; read Q there.
   v = boot['moves'].shape[1]
   identity = jnp.broadcast_to(boot['moves'][:, jnp.arange(v), jnp.arange(v)][:, :, None],

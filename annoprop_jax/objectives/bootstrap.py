@@ -29,6 +29,7 @@ from annoprop_jax.objectives import method as method_lib
 Network = network_lib.Network
 
 IOU_BINS = ('0', '0-0.2', '0.2-0.5', '0.5-0.8', '>0.8')
+_IOU_EDGES = ((-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01))
 
 
 def default_config():
@@ -102,15 +103,21 @@ def pairwise_iou(view_boxes):
   return inter / jnp.maximum(area(a) + area(b) - inter, 1e-12)
 
 
+def iou_bin_masks(iou, pairs):
+  """{bin of IOU_BINS: the pairs (B, V, V) whose source-target IoU falls in it}; ``pairs`` is
+  the trained-pair mask, broadcast to ``iou``."""
+  pairs = jnp.broadcast_to(jnp.asarray(pairs), iou.shape)
+  return {name: pairs & (iou <= 0.0) if name == '0' else pairs & (iou > lo) & (iou <= hi)
+          for name, (lo, hi) in zip(IOU_BINS, _IOU_EDGES)}
+
+
 def diagnostics(log_q, y, pairs, view_boxes, moves, box_config):
   """Value accuracy by source-target IoU bin, the IoU histogram and the clipped fraction."""
   iou = pairwise_iou(view_boxes)
-  edges = [(-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01)]
   correct = jnp.argmax(log_q, -1) == jnp.argmax(y, -1)
   pairs = jnp.broadcast_to(jnp.asarray(pairs), iou.shape)
   out = {}
-  for name, (lo, hi) in zip(IOU_BINS, edges):
-    in_bin = pairs & (iou > lo) & (iou <= hi) if name != '0' else pairs & (iou <= 0.0)
+  for name, in_bin in iou_bin_masks(iou, pairs).items():
     count = in_bin.sum()
     out[f'value_accuracy_iou_{name}'] = jnp.where(
         count > 0, (correct & in_bin).sum() / jnp.maximum(count, 1), jnp.nan)
