@@ -1,39 +1,125 @@
 """Orbax checkpoints of the train state together with each data stream's grain iterator.
 
-Layout: ``WORKDIR/checkpoints/<step>/{state, data_<stream>}``. ``state`` is a plain nested dict
-of arrays (``state.to_pytree``), so it restores with or without a target.
+Layout: ``WORKDIR/checkpoints/<step>/{state, run, data_<stream>}``. ``state`` is a plain nested
+dict of arrays (``state.to_pytree``), so it restores with or without a target; ``run`` is what
+the resume depends on (``configuration.resume_identity``), which the loop compares.
+
+A restore tells its failures apart:
+- a mismatch (the saved tree or shapes are not this model's; a data iterator saved with another
+  worker or process count): one error that says so; nothing is skipped or moved;
+- a transient read error (connection reset, timeout, an unavailable store): retried, then
+  raised, and out of memory is raised at once: neither marks a step damaged;
+- damage (any other error while reading a step): the step moves to
+  ``WORKDIR/checkpoints_damaged/`` with a warning (never reused, not counted among the kept
+  steps, invisible to evaluate and export) and the next older step is tried.
+Every process restores the same step: a step counts only if all of them read it. Temporary
+folders of interrupted saves are removed when the checkpointer opens.
 """
+import contextlib
 import os
+import shutil
+import time
 
 from absl import logging
 import grain
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from annoprop_jax import errors
+
+DAMAGED = 'checkpoints_damaged'
+TMP_MARK = '.orbax-checkpoint-tmp'   # in the name of a step folder still being written
+RETRIES = 3                    # reads of a step after a transient error, 1 s, 2 s, 4 s apart
+_TRANSIENT_CODES = ('UNAVAILABLE', 'DEADLINE_EXCEEDED', 'Connection reset', 'timed out')
 
 
 class NoReadableCheckpointError(RuntimeError):
   pass
 
 
-class Checkpointer:
-  """Async saves every ``every`` steps, keeps the last ``keep``; restores the latest."""
+class CheckpointMismatchError(RuntimeError):
+  """A readable checkpoint of another model, or of another data-reading layout."""
 
-  def __init__(self, workdir, every, keep, iterators, keep_every=0, log=print):
+
+class CheckpointSaveError(RuntimeError):
+  """An (asynchronous) save failed: the disk is full, the store is gone, ..."""
+
+
+def _chain(error):
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def failure_kind(error):
+  """'mismatch', 'resources', 'transient' or 'damage' for an error raised by a restore."""
+  chain = list(_chain(error))
+  text = ' '.join(str(e) for e in chain)
+  if any(isinstance(e, (errors.ConfigError, CheckpointMismatchError)) for e in chain):
+    return 'mismatch'
+  if any(isinstance(e, MemoryError) for e in chain) or 'RESOURCE_EXHAUSTED' in text:
+    return 'resources'
+  if (any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain)
+      or any(code in text for code in _TRANSIENT_CODES)):
+    return 'transient'
+  return 'damage'
+
+
+def _first_line(error):
+  """The error's type and first line, its middle cut when long (the cause is often last)."""
+  line = (str(error).splitlines() or [''])[0]
+  if len(line) > 240:
+    line = f'{line[:140]} ... {line[-100:]}'
+  return f'{type(error).__name__}: {line}'
+
+
+def _all_processes(value, reduce):
+  """``reduce`` (np.min / np.max) of an int over all processes (itself on one process)."""
+  if jax.process_count() == 1:
+    return value
+  return int(reduce(multihost_utils.process_allgather(np.int32(value))))
+
+
+class Checkpointer:
+  """Async saves every ``every`` steps, keeps the last ``keep`` (plus every ``keep_every``-th
+  step); restores the newest readable step. ``run``: the json saved beside each state."""
+
+  def __init__(self, workdir, every, keep, iterators, keep_every=0, log=print, run=None):
     self.every = every
     self.log = log
+    self.run = run
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.damaged_directory = os.path.join(os.path.abspath(workdir), DAMAGED)
     self.iterators = dict(iterators)
+    self._remove_interrupted_saves()
+    keep_policy = checkpoint_managers.LatestN(keep)
+    if keep_every:
+      keep_policy = checkpoint_managers.AnyPreservationPolicy(
+          [keep_policy, checkpoint_managers.EveryNSteps(keep_every)])
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=keep,
-                                             keep_period=keep_every or None,
-                                             enable_async_checkpointing=True))
+        options=ocp.CheckpointManagerOptions(
+            save_decision_policy=checkpoint_managers.FixedIntervalPolicy(every),
+            preservation_policy=keep_policy, enable_async_checkpointing=True))
 
-  def _items(self, state_tree=None, restore=False):
-    items = {}
-    if state_tree is not None:
-      items['state'] = (ocp.args.StandardRestore(state_tree) if restore
-                        else ocp.args.StandardSave(state_tree))
+  def _remove_interrupted_saves(self):
+    """Process 0 deletes the temporary folders that killed saves left (synchronously: Orbax's
+    own cleanup runs in the background and may not be done when the run saves again)."""
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if TMP_MARK in name:
+        self.log(f'removing {self.directory}/{name}, left by an interrupted save')
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+  def _items(self, state_tree, restore=False):
+    items = {'state': (ocp.args.StandardRestore(state_tree) if restore
+                       else ocp.args.StandardSave(state_tree))}
+    if not restore and self.run is not None:
+      items['run'] = ocp.args.JsonSave(self.run)
     for name, it in self.iterators.items():
       items[f'data_{name}'] = (grain.checkpoint.CheckpointRestore(it) if restore
                                else grain.checkpoint.CheckpointSave(it))
@@ -44,43 +130,152 @@ class Checkpointer:
     return final or step % self.every == 0
 
   def save(self, step, state_tree):
-    """Saves ``step`` (asynchronously) unless it is saved already."""
-    if step in self.manager.all_steps():
-      return False
-    return self.manager.save(step, args=self._items(state_tree), force=True)
+    """Saves ``step`` (asynchronously) unless it is saved already; CheckpointSaveError if this
+    save cannot start or an earlier one has failed since."""
+    with self._save_errors():
+      self.manager.check_for_errors()
+      if step in self.manager.all_steps():
+        return False
+      return self.manager.save(step, args=self._items(state_tree), force=True)
+
+  @contextlib.contextmanager
+  def _save_errors(self):
+    """Whatever the store raised while saving, as one CheckpointSaveError line."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointSaveError(f'saving a checkpoint in {self.directory} failed '
+                                f'({_first_line(e)}); the previous checkpoints are kept') from e
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def restore(self, abstract_state_tree, step=None):
-    """Restores state (into the shardings of ``abstract_state_tree``) and the iterators."""
+    """(step, state tree) of ``step`` (default: the latest), into the shardings of
+    ``abstract_state_tree``; restores the iterators too."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=self._items(abstract_state_tree, restore=True))
     return step, restored['state']
 
-  def restore_newest_readable(self, abstract_state_tree):
-    """Restores the newest checkpoint that reads back, warning loudly about each one skipped.
+  def saved_run(self, step):
+    """The run json saved with ``step``, or None for a checkpoint without one (older ones)."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'run')):
+      return None
+    return self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))['run']
 
-    Returns (step, state tree), or None if there is no checkpoint; raises if checkpoints exist
-    but none is readable (never silently trains from scratch).
+  def _check_shapes(self, step, abstract_state_tree):
+    """CheckpointMismatchError unless step's saved state has this tree's keys and shapes."""
+    saved = _state_metadata(self.directory, step)
+    want = _shapes(abstract_state_tree)
+    got = _shapes(saved)
+    if want != got:
+      missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+      differ = [f'{k} {got[k]} (this run: {want[k]})' for k in sorted(want.keys() & got.keys())
+                if want[k] != got[k]]
+      detail = '; '.join(filter(None, (
+          missing and f'missing {", ".join(missing[:3])}', extra and f'extra {", ".join(extra[:3])}',
+          differ and f'shapes {", ".join(differ[:3])}')))
+      raise CheckpointMismatchError(
+          f'checkpoint {self.directory}/{step} holds another model ({detail}); resume with the '
+          f'config it was trained with, or start a new workdir (--config.init_from to reuse '
+          f'weights of the same shapes)')
+
+  def _read(self, abstract_state_tree, step, check_run):
+    """(outcome, (step, state tree, run json) or error): outcome 0 read, 1 damaged, 2 must stop
+    (mismatch, no memory, a transient error that persisted)."""
+    for attempt in range(RETRIES + 1):
+      try:
+        run = self.saved_run(step)
+        if check_run is not None:
+          check_run(step, run)
+        try:
+          self._check_shapes(step, abstract_state_tree)
+        except CheckpointMismatchError:
+          raise
+        except Exception as e:  # pylint: disable=broad-except  # unreadable metadata: damage
+          raise RuntimeError(f'its state metadata does not read ({_first_line(e)})') from e
+        return 0, (*self.restore(abstract_state_tree, step), run)
+      except Exception as e:  # pylint: disable=broad-except  # classified below
+        kind = failure_kind(e)
+        if kind == 'transient' and attempt < RETRIES:
+          self.log(f'WARNING: reading {self.directory}/{step} failed ({_first_line(e)}); '
+                   f'retrying in {2 ** attempt} s')
+          time.sleep(2 ** attempt)
+          continue
+        return (1 if kind == 'damage' else 2), e
+
+  def restore_newest_readable(self, abstract_state_tree, check_run=None):
+    """Restores the newest step every process can read, moving damaged ones aside loudly.
+
+    ``check_run(step, saved run json or None)`` runs before a step's arrays are read; an error
+    it raises (a ConfigError: the run cannot resume this step) stops the restore.
+    Returns (step, state tree, saved run json or None), or None if there is no checkpoint;
+    raises the error itself for a mismatch, no memory or a persistent transient error, and
+    NoReadableCheckpointError if every step is damaged (never silently trains from scratch).
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       return None
-    errors = []
+    damaged = []
     for step in steps:
-      try:
-        return self.restore(abstract_state_tree, step)
-      except Exception as e:  # pylint: disable=broad-except  # any damage: try an older one
-        errors.append(f'step {step}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
-        self.log(f'WARNING: checkpoint {self.directory}/{step} is unreadable ({errors[-1]}); '
-                 f'falling back to an older one')
-    raise NoReadableCheckpointError(f'no readable checkpoint in {self.directory}; refusing to train from '
-                       f'scratch over them. Errors: {"; ".join(errors)}')
+      outcome, result = self._read(abstract_state_tree, step, check_run)
+      worst = _all_processes(outcome, np.max)
+      if worst == 0:
+        if damaged:
+          self.log(f'WARNING: moved the damaged checkpoint steps {damaged} to '
+                   f'{self.damaged_directory}; resuming from step {step}')
+        return result
+      if worst == 2:
+        if outcome == 2:
+          raise result
+        raise RuntimeError(f'another process could not restore {self.directory}/{step}; '
+                           'see its log')
+      error = _first_line(result) if outcome else 'another process could not read it'
+      self.log(f'WARNING: checkpoint {self.directory}/{step} is unreadable ({error}); '
+               f'falling back to an older one')
+      self._quarantine(step)
+      damaged.append(step)
+    raise NoReadableCheckpointError(
+        f'no readable checkpoint in {self.directory} (steps {damaged}, now in '
+        f'{self.damaged_directory}); refusing to train from scratch over them')
+
+  def _quarantine(self, step):
+    """Process 0 moves ``step`` to the damaged folder; every process then forgets it."""
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint read {step}')
+    if jax.process_index() == 0:
+      os.makedirs(self.damaged_directory, exist_ok=True)
+      target, n = os.path.join(self.damaged_directory, str(step)), 1
+      while os.path.exists(target):
+        target, n = os.path.join(self.damaged_directory, f'{step}.{n}'), n + 1
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint moved {step}')
+    self.manager.reload()
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the last save; CheckpointSaveError if it (or an earlier one) failed."""
+    with self._save_errors():
+      try:
+        self.manager.wait_until_finished()
+        self.manager.check_for_errors()
+      finally:
+        self.manager.close()
+
+
+def _shapes(tree):
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _state_metadata(directory, step):
+  """The saved state tree's array metadata (shapes, dtypes) of ``step``, arrays unread."""
+  with ocp.CheckpointManager(
+      directory, item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
+    metadata = manager.item_metadata(step)['state']
+  if not metadata:
+    raise FileNotFoundError(f'no state metadata in {directory}/{step}')
+  return metadata
 
 
 def abstract_tree(tree, shardings):

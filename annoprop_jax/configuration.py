@@ -6,6 +6,8 @@ error that names the nearest valid keys.
 """
 import dataclasses
 import difflib
+import fnmatch
+import json
 
 import ml_collections
 from ml_collections import config_dict
@@ -144,8 +146,11 @@ def validate(config):
       raise ConfigError(message)
   for old, new in MOVED_KEYS.items():
     check(old not in config, f'config key {old!r} moved to {new!r}')
-  for key in ('total_steps', 'log_every', 'checkpoint_every', 'microbatches'):
+  for key in ('total_steps', 'log_every', 'checkpoint_every', 'microbatches',
+              'keep_checkpoints'):
     check(config[key] > 0, f'{key} must be positive, got {config[key]}')
+  check(config.keep_checkpoint_every >= 0,
+        f'keep_checkpoint_every must be >= 0 (0: none), got {config.keep_checkpoint_every}')
   check(config.model.width % config.model.num_heads == 0,
         f'model.width {config.model.width} is not divisible by model.num_heads '
         f'{config.model.num_heads}')
@@ -181,6 +186,50 @@ def validate(config):
   return config
 
 
+# What a run may change between its starts (the rest of the config is what its checkpoints
+# were trained with): where data and logs are, how often to log, save and probe, the mesh
+# (checkpoints restore onto another one) and the host-side reading of the data.
+FREE_TO_CHANGE = ('log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
+                  'init_from', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
+                  'data.*.prefetch')
+
+
+def resume_identity(config):
+  """{dotted key: value} of every config value a resumed run must share with its checkpoint:
+  all keys but ``FREE_TO_CHANGE`` (so a key added later counts, the safe side)."""
+  free = lambda key: any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(key, p + '.*')
+                         for p in FREE_TO_CHANGE)
+  flat = {}
+  def walk(node, prefix):
+    for key, value in node.items():
+      dotted = prefix + key
+      if free(dotted):
+        continue
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, dotted + '.')
+      else:
+        flat[dotted] = list(value) if isinstance(value, tuple) else value
+  walk(config, '')
+  return json_values(flat)
+
+
+def json_values(tree):
+  """``tree`` as JSON gives it back (tuples -> lists), so saved and live values compare."""
+  return json.loads(json.dumps(tree, default=str))
+
+
+def changed_keys(saved, current):
+  """['key: saved -> current', ...] for the keys whose values differ (or exist in one only)."""
+  missing = object()
+  lines = []
+  for key in sorted(set(saved) | set(current)):
+    old, new = saved.get(key, missing), current.get(key, missing)
+    if old != new:
+      show = lambda v: 'absent' if v is missing else repr(v)
+      lines.append(f'{key}: {show(old)} -> {show(new)}')
+  return lines
+
+
 def encoder_config(config):
   """Keyword arguments of the ViT encoder, with the training resolution filled in."""
   return dict(**config.model.to_dict(), image_size=config.data.annotation.views.size)
@@ -209,7 +258,6 @@ def load(path):
 def load_run(workdir):
   """The config a run wrote to ``WORKDIR/config.json``, on its method's schema (so tuples stay
   tuples and unknown keys are errors), locked."""
-  import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):

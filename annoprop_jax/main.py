@@ -19,6 +19,11 @@ auto: SLURM job steps, Open MPI and GKE TPU pods are detected) or explicit
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
 
 Any config field can be overridden: ``--config.total_steps=100 --config.model.width=64``.
+
+``train`` exits 0 when the run has finished, 2 with one line on stderr for an input that cannot
+work (a bad config, a resume with a changed config, a damaged or foreign checkpoint, a locked
+workdir, a non-finite step), and 75 (``EXIT_RESUME``) when a signal stopped it early after a
+checkpoint: a launcher requeues on 75.
 """
 import sys
 
@@ -49,6 +54,13 @@ _BATCHES = flags.DEFINE_integer('batches', 4, 'diagnose: batches of the run\'s s
 _MESH = flags.DEFINE_string('mesh', None, 'compile: mesh sizes, e.g. data=2,fsdp=4,tensor=1.')
 _NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
                                         'compile: simulate this many CPU devices.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'train: resume a checkpoint with a config that differs in '
+    'what the run depends on (schedules, seed, data, model); each change is logged.')
+
+# train's exit status: 0 finished, 2 an input or state that cannot work (one line on stderr),
+# EXIT_RESUME stopped early (SIGTERM, preemption) after saving: run the same command again.
+EXIT_RESUME = 75     # EX_TEMPFAIL
 
 
 def _one_line_error(message):
@@ -207,10 +219,13 @@ def main(argv):
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   try:
-    train.train(config, _WORKDIR.value)
+    state = train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (FileNotFoundError, FloatingPointError, checkpoint.NoReadableCheckpointError,
+          checkpoint.CheckpointMismatchError, checkpoint.CheckpointSaveError,
           workdir_lock.WorkdirLockedError, configuration.ConfigError) as e:
     _one_line_error(str(e))
+  if int(state.step) < config.total_steps:
+    sys.exit(EXIT_RESUME)
 
 
 if __name__ == '__main__':

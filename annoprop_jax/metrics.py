@@ -61,6 +61,9 @@ class MetricsLogger:
 
   During training it logs every ``every`` steps and on the last one, with the throughput of
   ``images_per_step`` measured since the previous log (time in ``paused()`` not counted).
+  A run that starts at ``start_step`` (a resume, or 0) first drops the records past that step
+  that an interrupted run wrote, from metrics.jsonl and TensorBoard, so every step is logged
+  once, in order.
   """
 
   def __init__(self, workdir, total_steps, print_fn=None, every=0, images_per_step=0,
@@ -75,7 +78,9 @@ class MetricsLogger:
     self._tensorboard = None
     if self.is_writer:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      truncate_metrics(workdir, start_step)
+      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                        purge_step=start_step + 1)
 
   def _append(self, record, prefix):
     with open(self.path, 'a') as f:
@@ -124,6 +129,29 @@ class MetricsLogger:
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+def truncate_metrics(workdir, step):
+  """Keeps the records of metrics.jsonl up to ``step`` (rewritten atomically); returns how many
+  it dropped. A torn last line (a kill mid-write) is dropped too."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except ValueError:
+      continue
+    if record.get('step', 0) <= step:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  if len(kept) < len(lines):
+    with open(path + '.tmp', 'w') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+  return len(lines) - len(kept)
 
 
 def read_metrics(workdir):

@@ -1,4 +1,5 @@
 """The training loop: mesh, init or restore, step, log, checkpoint. Nothing method-specific."""
+import contextlib
 import dataclasses
 import os
 import signal
@@ -76,10 +77,10 @@ def make_train_step(objective, tx, schedules, config, mesh=None):
     params = optax.apply_updates(state.params, updates)
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
     target_params = target_network.update(state.target_params, params, momentum)
-    grad_norm = optax.tree.norm(grads)
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
     metrics = dict(metrics, loss=loss, ema_momentum=momentum,
-                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm),
-                   grad_norm=grad_norm, param_norm=optax.tree.norm(params),
+                   grad_norm=grad_norm, param_norm=param_norm,
+                   finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm),
                    **{name: fn(state.step) for name, fn in schedules.items()})
     new_state = state.replace(step=state.step + 1, params=params, target_params=target_params,
                               opt_state=opt_state, extras=extras)
@@ -98,27 +99,27 @@ def split_microbatches(x, k, mesh=None):
   return micro
 
 
-class _StopRequest:
-  """SIGTERM/SIGINT only set a flag; the loop finishes its step, saves and exits."""
+class StopRequest:
+  """SIGTERM/SIGINT only set a flag (nothing else runs in the handler, so a signal during a
+  print cannot break it); the loop finishes its step, saves and exits. Installed first thing,
+  so a signal during data opening, restore or compilation stops the run as cleanly."""
 
   def __init__(self):
-    self.requested = False
+    self.signal = 0
     self._previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
       self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
     del frame
-    print(f'Received signal {signum}: saving a checkpoint after this step, then exiting.',
-          flush=True)
-    self.requested = True
+    self.signal = self.signal or signum
 
   def agreed(self):
     """Whether any process was asked to stop: all processes stop after the same step."""
     if jax.process_count() == 1:
-      return self.requested
+      return bool(self.signal)
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).max())
+    return bool(multihost_utils.process_allgather(np.int32(self.signal)).max())
 
   def restore(self):
     for sig, handler in self._previous.items():
@@ -141,7 +142,8 @@ class _FiniteGuard:
     self._unchecked = []
     if bad:
       raise FloatingPointError(
-          f'non-finite loss or gradient at step {bad[0]}; stopping without saving. The last '
+          f'non-finite loss, gradient or parameters at step {bad[0]}; stopping without '
+          f'saving or logging it. The last '
           f'good checkpoint is step {self.checkpointer.latest_step()} in '
           f'{self.checkpointer.directory}')
 
@@ -183,56 +185,69 @@ def build_program(config, mesh, objective, example):
                  state_shardings=state_shardings, batch_sharding=batch_sharding)
 
 
-def train(config, workdir, print_fn=print, on_step=None):
+def train(config, workdir, print_fn=print, on_step=None, allow_config_change=False):
   """Trains ``config`` in ``workdir`` (holding its lock); see ``_train``."""
-  configuration.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() != 0:
-    return _train(config, workdir, print_fn, on_step)
-  with workdir_lock.WorkdirLock(workdir, log=print_fn):
-    return _train(config, workdir, print_fn, on_step)
+  stop = StopRequest()
+  try:
+    configuration.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() != 0:
+      return _train(config, workdir, _silent, on_step, allow_config_change, stop)
+    with workdir_lock.WorkdirLock(workdir, log=print_fn):
+      return _train(config, workdir, print_fn, on_step, allow_config_change, stop)
+  finally:
+    stop.restore()
 
 
-def _train(config, workdir, print_fn, on_step):
+def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
   Every step reads a batch of each stream and takes one train step; then the logger logs, the
   checkpointer saves and the evaluator probes when each is due, a stop request (SIGTERM) ends
-  the run after a checkpoint, and nothing is logged or saved past a non-finite step.
+  the run after a checkpoint (without the evaluation of that step), and nothing is logged,
+  saved or probed at or past a non-finite step. The inputs are checked before anything is
+  written: a resume whose config differs from its checkpoint's in what the run depends on
+  (``configuration.resume_identity``) is refused unless ``allow_config_change``. Whatever
+  happens, the checkpointer, the logger and the data workers are closed.
   ``on_step(step, state)``, if given, runs on the host after every step; its time, like the
   evaluations', is left out of the logged throughput.
   """
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  else:
-    print_fn = _silent   # only process 0 logs
-
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   check_batch_sizes(config, mesh, objective.streams)
   _check_num_classes(config)
-  datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
-                                    jax.process_index(), jax.process_count())
-  iterators = {name: iter(ds) for name, ds in datasets.items()}
-  # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
-  example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
-  program = build_program(config, mesh, objective, example)
-  checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
-                                         config.keep_checkpoints, iterators,
-                                         keep_every=config.keep_checkpoint_every, log=print_fn)
-  state = _initial_state(config, program, checkpointer, print_fn)
-  step = int(state.step)
-  evaluator = None
-  if config.evaluation.every_steps:
-    evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                        configuration.encoder_config(config), mesh, print_fn)
-  probed = objectives.probe_params(config.objective, config.evaluation.params)
-  logger = metrics_lib.MetricsLogger(
-      workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
-      images_per_step=sum(config.data[name].batch_size for name in datasets))
-  finite, stop = _FiniteGuard(checkpointer), _StopRequest()
-  try:
+  identity = {**configuration.resume_identity(config),
+              **pipeline.dataset_identity(config.data, objective.streams)}
+  with contextlib.ExitStack() as closing:
+    datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
+                                      jax.process_index(), jax.process_count())
+    iterators = {name: iter(ds) for name, ds in datasets.items()}
+    for it in iterators.values():
+      closing.callback(it.close)        # stops grain worker processes, if any
+    # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
+    example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
+    program = build_program(config, mesh, objective, example)
+    checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
+                                           config.keep_checkpoints, iterators,
+                                           keep_every=config.keep_checkpoint_every,
+                                           log=print_fn, run=identity)
+    closing.callback(checkpointer.close)
+    state = _initial_state(config, program, checkpointer, print_fn, allow_config_change)
+    step = int(state.step)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    evaluator = None
+    if config.evaluation.every_steps:
+      evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
+                                          configuration.encoder_config(config), mesh, print_fn)
+    probed = objectives.probe_params(config.objective, config.evaluation.params)
+    # Opening the logger drops what a killed run logged past the restored step.
+    logger = metrics_lib.MetricsLogger(
+        workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
+        images_per_step=sum(config.data[name].batch_size for name in datasets))
+    closing.callback(logger.close)
+    finite = _FiniteGuard(checkpointer)
     while step < config.total_steps:
       batches = {name: next(it) for name, it in iterators.items()}
       state, metrics = program.train_step(state, sharding.global_batch(
@@ -242,14 +257,16 @@ def _train(config, workdir, print_fn, on_step):
       stopping = stop.agreed()
       final = stopping or step == config.total_steps
       log, save = logger.due(step, final), checkpointer.due(step, final)
-      if log or save:
+      evaluate = (not stopping and evaluator is not None
+                  and evaluator.due(step, config.total_steps))
+      if log or save or evaluate or on_step is not None:
         finite.check()
       if log:
         logger.write_step(step, metrics, pipeline.stream_metrics(batches))
       if save:
         checkpointer.save(step, state_lib.to_pytree(state))
       with logger.paused():
-        if evaluator is not None and evaluator.due(step, config.total_steps):
+        if evaluate:
           results = evaluator(evaluator_lib.probed_encoder(probed, state.params,
                                                            state.target_params))
           logger.write_evaluation(step, results)
@@ -257,14 +274,9 @@ def _train(config, workdir, print_fn, on_step):
         if on_step is not None:
           on_step(step, state)
       if stopping:
-        print_fn(f'Stopped at step {step}; rerun the same command to resume.')
+        print_fn(f'Stopped at step {step} (signal {stop.signal or "on another process"}); '
+                 'rerun the same command to resume.')
         break
-  finally:
-    checkpointer.close()
-    logger.close()
-    stop.restore()
-    for it in iterators.values():
-      it.close()        # stops grain worker processes, if any
   return state
 
 
@@ -279,15 +291,17 @@ def _check_num_classes(config):
         f'{config.data.annotation.dataset!r} has {classes} classes')
 
 
-def _initial_state(config, program, checkpointer, print_fn):
+def _initial_state(config, program, checkpointer, print_fn, allow_config_change):
   """The newest readable checkpoint's state, else a fresh one (with ``init_from``'s params)."""
   copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s),
                        out_shardings=program.state_shardings)
   target = checkpoint.abstract_tree(state_lib.to_pytree(program.abstract_state),
                                     state_lib.to_pytree(program.state_shardings))
-  restored = checkpointer.restore_newest_readable(target)
+  check = lambda step, saved_run: _check_resume(config, step, saved_run, checkpointer,
+                                                print_fn, allow_config_change)
+  restored = checkpointer.restore_newest_readable(target, check_run=check)
   if restored is not None:
-    step, tree = restored
+    step, tree, _ = restored
     # A fresh copy: restored arrays may not be donatable (jax#18617).
     print_fn(f'Resumed from {checkpointer.directory}/{step}')
     return copy_state(state_lib.from_pytree(program.abstract_state, tree))
@@ -297,3 +311,21 @@ def _initial_state(config, program, checkpointer, print_fn):
     state = copy_state(state.replace(params=params, target_params=target_params))
     print_fn(f'Initialised params from {config.init_from}')
   return state
+
+
+def _check_resume(config, step, saved_run, checkpointer, print_fn, allow_config_change):
+  """ConfigError for a resume past ``total_steps`` or, unless ``allow_config_change``, with a
+  config that differs from the one the checkpoint was trained with (a checkpoint of an
+  earlier version without that record is resumed as it is)."""
+  where = f'{checkpointer.directory}/{step}'
+  changes = configuration.changed_keys(saved_run, checkpointer.run) if saved_run else []
+  if changes and not allow_config_change:
+    more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
+    raise configuration.ConfigError(
+        f'{where} was trained with another config: {"; ".join(changes[:3])}{more}; resume '
+        f'with the same values, or pass --allow_config_change to continue with the new ones')
+  for change in changes:
+    print_fn(f'WARNING: resuming {where} with a changed config: {change}')
+  if step > config.total_steps:
+    raise configuration.ConfigError(
+        f'total_steps={config.total_steps} is below the restored step {step} ({where})')

@@ -44,11 +44,13 @@ def test_train_writes_metrics_and_checkpoints_loss_goes_down_and_resumes(tmp_pat
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['total_steps'] == 50
 
-  # The same command with a longer horizon resumes from step 50.
+  # A longer horizon changes the schedules: it resumes from step 50 only when allowed, logged.
   result = _run(args[:-3] + ['--config.total_steps=60', '--config.log_every=5',
-                             '--config.checkpoint_every=25'], tiny_data_dir)
+                             '--config.checkpoint_every=25', '--allow_config_change'],
+                tiny_data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Resumed from' in result.stdout
+  assert 'with a changed config: total_steps: 50 -> 60' in result.stdout
   assert [r['step'] for r in _metrics(workdir)][-2:] == [55, 60]
 
 

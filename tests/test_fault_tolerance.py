@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, assert_same_update, leaves, xla_flags
 
 pytestmark = pytest.mark.slow
+EXIT_RESUME = 75
 CONFIG = 'configs/simclr_scenes.py:tiny'
 # Two streams (two data iterators), DINO's centre and an EMA target: all of it must resume.
 AB_DINO = 'configs/ab_dino_scenes.py:tiny'
@@ -93,7 +94,7 @@ def _interrupt(workdir, data_dir, sig, when):
   process.send_signal(sig)
   out, err = process.communicate(timeout=300)
   if sig == signal.SIGTERM:
-    assert process.returncode == 0, err[-3000:]
+    assert process.returncode == EXIT_RESUME, err[-3000:]      # "resume me", not "finished"
     assert 'Stopped at step' in out
   else:
     assert process.returncode == -signal.SIGKILL
@@ -182,10 +183,27 @@ def test_damaged_latest_checkpoint_falls_back_loudly(tmp_path, tiny_data_dir):
   biggest = max(files, key=os.path.getsize)
   with open(biggest, 'r+b') as f:
     f.truncate(os.path.getsize(biggest) // 3)
-  result = _run(workdir, tiny_data_dir, '--config.total_steps=30', '--config.checkpoint_every=10')
+  config_json = open(os.path.join(workdir, 'config.json')).read()
+  # Extending the run changes its schedule: refused in one line before anything is written ...
+  longer = ['--config.total_steps=30', '--config.checkpoint_every=10']
+  result = _run(workdir, tiny_data_dir, *longer)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      'was trained with another config: total_steps: 20 -> 30; resume with the same values, '
+      'or pass --allow_config_change to continue with the new ones')
+  assert open(os.path.join(workdir, 'config.json')).read() == config_json
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '20'))
+  # ... and accepted, logged, with --allow_config_change: the damaged step 20 moves aside.
+  result = _run(workdir, tiny_data_dir, *longer, '--allow_config_change')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'WARNING: checkpoint' in result.stdout and 'unreadable' in result.stdout
+  assert 'with a changed config: total_steps: 20 -> 30' in result.stdout
   assert f'Resumed from {os.path.join(workdir, "checkpoints")}/10' in result.stdout
+  assert os.listdir(os.path.join(workdir, 'checkpoints_damaged')) == ['20']
+  # Logged once per step: the steps 11-20 of the first run were replaced by the resumed run's.
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    steps = [json.loads(line)['step'] for line in f]
+  assert steps == list(range(1, 31))
 
   # With every checkpoint damaged the run refuses to start from scratch.
   for step in os.listdir(os.path.join(workdir, 'checkpoints')):
@@ -193,18 +211,19 @@ def test_damaged_latest_checkpoint_falls_back_loudly(tmp_path, tiny_data_dir):
     for d, _, fs in os.walk(state):
       for f in fs:
         open(os.path.join(d, f), 'wb').close()
-  result = _run(workdir, tiny_data_dir, '--config.total_steps=40')
+  result = _run(workdir, tiny_data_dir, '--config.total_steps=30', '--allow_config_change')
   assert result.returncode == 2 and 'no readable checkpoint' in result.stderr
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data_dir):
   workdir = str(tmp_path / 'run')
+  # Warm-up from 0: step 1 moves nothing (finite, saved), step 2 overflows the parameters.
   result = _run(workdir, tiny_data_dir, '--config.total_steps=20',
                 '--config.checkpoint_every=1', '--config.optimizer.learning_rate=1e30',
-                '--config.optimizer.warmup_steps=0')
+                '--config.optimizer.warmup_steps=10')
   assert result.returncode == 2, result.stderr[-3000:]
   line = result.stderr.strip().splitlines()[-1]
-  assert 'non-finite loss or gradient at step' in line
+  assert 'non-finite loss, gradient or parameters at step' in line
   bad_step = int(line.split('at step ')[1].split(';')[0])
   saved = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit()]
   assert saved and max(saved) < bad_step

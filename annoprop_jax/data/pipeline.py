@@ -18,6 +18,7 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
 """
 import dataclasses
 import io
+import json
 import os
 import zlib
 
@@ -103,6 +104,24 @@ def open_source(data_config, dataset, split):
   skip = {key: tfds.decode.SkipDecoding() for key, feature in builder.info.features.items()
           if isinstance(feature, tfds.features.Image)}
   return builder.as_data_source(split=split, decoders=skip)
+
+
+def dataset_identity(data_config, names):
+  """{'data.<stream>.records': 'NAME VERSION SPLIT: N records, B bytes'}: what tells a resumed
+  run whether its streams read the data its checkpoint's iterator positions point into (a
+  re-prepared dataset with other records has other counts or bytes)."""
+  identity = {}
+  for name in names:
+    stream = data_config[name]
+    with open(os.path.join(dataset_directory(data_config, stream.dataset),
+                           'dataset_info.json')) as f:
+      info = json.load(f)
+    split = next((s for s in info.get('splits', ()) if s['name'] == stream.split), {})
+    records = sum(int(n) for n in split.get('shardLengths', ()))
+    identity[f'data.{name}.records'] = (f'{info.get("name")} {info.get("version")} '
+                                        f'{stream.split}: {records} records, '
+                                        f'{split.get("numBytes")} bytes')
+  return identity
 
 
 def num_classes(data_config, dataset, labels_feature=None):

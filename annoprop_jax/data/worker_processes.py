@@ -10,16 +10,18 @@ from absl import flags
 import grain
 import numpy as np
 
+from annoprop_jax import errors
+
 
 def check_layout(state, num_workers, process_count):
-  """Raises ValueError if ``state`` was saved with another worker or JAX process count."""
+  """ConfigError if ``state`` was saved with another worker or JAX process count."""
   saved_workers = state.get('num_workers', 0)
   if saved_workers != num_workers:
-    raise ValueError(
+    raise errors.ConfigError(
         f'data iterator state saved with {saved_workers} grain worker processes cannot be '
         f'restored with {num_workers}: resume with data.<stream>.num_workers={saved_workers}')
   if state['process_count'] != process_count:
-    raise ValueError(
+    raise errors.ConfigError(
         f'this data iterator state was saved with {state["process_count"]} JAX processes and '
         f'cannot be restored with {process_count}; resume with the same process count, '
         f'or start a new run from these weights with --config.init_from')

@@ -1,0 +1,264 @@
+"""Guards against the faults users meet, at the level of each guard (fast, no training):
+damaged, foreign and unreachable checkpoints, failed saves, interrupted saves, metrics written
+past the restored step, config changes between starts, signals."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from annoprop_jax import checkpoint
+from annoprop_jax import configuration
+from annoprop_jax import errors
+from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import train
+
+from conftest import REPO, override, tiny_config
+
+
+def _state(value, size=3):
+  return {'w': jnp.full((size,), value, jnp.float32), 'step': jnp.int32(value)}
+
+
+def _target(size=3):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _state(0, size))
+
+
+def _checkpointer(workdir, keep=3, keep_every=0, run=None):
+  return checkpoint.Checkpointer(str(workdir), every=10, keep=keep, iterators={},
+                                 keep_every=keep_every, log=print, run=run)
+
+
+def _save(workdir, steps, **kwargs):
+  saver = _checkpointer(workdir, **kwargs)
+  for step in steps:
+    saver.save(step, _state(step))
+  saver.close()
+
+
+def _damage(workdir, step):
+  """Truncates the biggest file of ``step``'s state (its array data)."""
+  state = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  files = [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, 'r+b') as f:
+    f.truncate(os.path.getsize(biggest) // 3)
+
+
+def test_damaged_step_is_moved_aside_and_its_number_reused(tmp_path, capsys):
+  _save(tmp_path, (10, 20))
+  _damage(tmp_path, 20)
+  restorer = _checkpointer(tmp_path)
+  step, tree, run = restorer.restore_newest_readable(_target())
+  assert step == 10 and int(tree['step']) == 10 and run is None     # saved without a record
+  out = capsys.readouterr().out
+  assert 'checkpoints/20 is unreadable' in out and 'moved the damaged checkpoint steps [20]' in out
+  # Out of the kept steps, out of evaluate/export's sight, and its step number saves anew.
+  assert os.path.isdir(tmp_path / checkpoint.DAMAGED / '20')
+  assert not os.path.exists(tmp_path / 'checkpoints' / '20')
+  assert restorer.manager.all_steps() == [10]
+  assert restorer.save(20, _state(21))
+  restorer.close()
+  assert checkpoint.load_state(str(tmp_path))[0] == 20
+  assert int(checkpoint.load_state(str(tmp_path))[1]['step']) == 21
+
+
+def test_every_step_damaged_refuses_to_start_from_scratch(tmp_path):
+  _save(tmp_path, (10, 20))
+  for step in (10, 20):
+    _damage(tmp_path, step)
+  with pytest.raises(checkpoint.NoReadableCheckpointError, match=r'steps \[20, 10\]'):
+    _checkpointer(tmp_path).restore_newest_readable(_target())
+  assert sorted(os.listdir(tmp_path / checkpoint.DAMAGED)) == ['10', '20']
+
+
+def test_checkpoint_of_another_model_is_a_mismatch_not_damage(tmp_path):
+  _save(tmp_path, (10,))
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"shapes \['w'\] \(3,\) "
+                     r"\(this run: \(4,\)\)"):
+    _checkpointer(tmp_path).restore_newest_readable(_target(size=4))
+  assert os.path.isdir(tmp_path / 'checkpoints' / '10')        # left where it is
+  assert not os.path.exists(tmp_path / checkpoint.DAMAGED)
+
+
+def test_transient_read_errors_are_retried_then_raised_never_damage(tmp_path, monkeypatch):
+  _save(tmp_path, (10,))
+  monkeypatch.setattr(checkpoint.time, 'sleep', lambda seconds: None)
+  restorer = _checkpointer(tmp_path)
+  real_restore, calls = restorer.restore, []
+
+  def flaky(target, step=None):
+    calls.append(step)        # the whole read is retried: metadata, run record, arrays
+    if len(calls) < 3:
+      raise ConnectionResetError('Connection reset by peer')
+    return real_restore(target, step)
+
+  monkeypatch.setattr(restorer, 'restore', flaky)
+  assert restorer.restore_newest_readable(_target())[0] == 10
+  assert calls == [10, 10, 10]
+
+  def down(target, step=None):
+    raise ValueError('UNAVAILABLE: the store is down')
+
+  monkeypatch.setattr(restorer, 'restore', down)
+  with pytest.raises(ValueError, match='UNAVAILABLE'):
+    restorer.restore_newest_readable(_target())
+  assert restorer.manager.all_steps() == [10]                 # not marked damaged
+  restorer.close()
+
+
+@pytest.mark.parametrize('error,kind', [
+    (errors.ConfigError('saved with 2 grain worker processes'), 'mismatch'),
+    (MemoryError(), 'resources'),
+    (ValueError('RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB'), 'resources'),
+    (TimeoutError(), 'transient'),
+    (ValueError('DEADLINE_EXCEEDED: read of gs://b/x'), 'transient'),
+    (ValueError('Error reading "w": corrupted data'), 'damage'),
+    (FileNotFoundError('no state metadata'), 'damage'),
+])
+def test_failure_kind(error, kind):
+  assert checkpoint.failure_kind(error) == kind
+  try:
+    raise RuntimeError('while restoring') from error       # seen through the cause chain
+  except RuntimeError as wrapped:
+    assert checkpoint.failure_kind(wrapped) == kind
+
+
+_FULL_DISK = """
+import resource, signal, sys
+import jax.numpy as jnp
+from annoprop_jax import checkpoint
+saver = checkpoint.Checkpointer(sys.argv[1], every=10, keep=3, iterators={}, log=print)
+saver.save(10, {'w': jnp.ones(3), 'step': jnp.int32(10)})
+saver.manager.wait_until_finished()
+# The disk is full from here on: every write fails (EFBIG instead of ENOSPC; pipes are exempt).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+try:
+  saver.save(20, {'w': jnp.zeros(3), 'step': jnp.int32(20)})
+  saver.close()
+except checkpoint.CheckpointSaveError as e:
+  print('CheckpointSaveError:', e)
+"""
+
+
+def test_a_failed_save_is_one_error_and_the_previous_checkpoint_stays(tmp_path):
+  result = subprocess.run([sys.executable, '-c', _FULL_DISK, str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  last = result.stdout.strip().splitlines()[-1]
+  assert last.startswith('CheckpointSaveError: saving a checkpoint in'), result.stderr[-2000:]
+  assert 'File too large' in last and 'the previous checkpoints are kept' in last
+  # With space again, the next start removes the half-written step and restores step 10.
+  restorer = _checkpointer(tmp_path)
+  assert restorer.manager.all_steps() == [10]
+  assert restorer.restore_newest_readable(_target(size=3))[0] == 10
+  restorer.close()
+  assert os.listdir(tmp_path / 'checkpoints') == ['10']
+
+
+def test_temporary_folders_of_killed_saves_are_removed(tmp_path):
+  _save(tmp_path, (10,))
+  leftover = tmp_path / 'checkpoints' / '20.orbax-checkpoint-tmp-1733000000'
+  (leftover / 'state').mkdir(parents=True)
+  restorer = _checkpointer(tmp_path)
+  assert restorer.manager.all_steps() == [10]
+  restorer.close()
+  assert not leftover.exists()
+
+
+def test_keeps_the_last_n_and_every_mth_step(tmp_path):
+  _save(tmp_path, range(10, 70, 10), keep=2, keep_every=20)
+  assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints')) == [20, 40, 50, 60]
+
+
+def test_the_run_record_is_saved_and_checked_before_the_arrays_are_read(tmp_path):
+  run = {'seed': 0, 'total_steps': 40, 'data.annotation.records': 'scenes 1.0.0 train: 256'}
+  _save(tmp_path, (10,), run=run)
+  seen = []
+  restored = _checkpointer(tmp_path).restore_newest_readable(
+      _target(), check_run=lambda step, saved: seen.append((step, saved)))
+  assert restored[0] == 10 and restored[2] == run and seen == [(10, run)]
+
+  def refuse(step, saved):
+    raise configuration.ConfigError(f'step {step} was trained with seed {saved["seed"]}')
+
+  _damage(tmp_path, 10)
+  with pytest.raises(configuration.ConfigError, match='step 10 was trained with seed 0'):
+    _checkpointer(tmp_path).restore_newest_readable(_target(), check_run=refuse)
+  assert os.path.isdir(tmp_path / 'checkpoints' / '10')   # refused before its arrays were read
+
+
+def test_metrics_past_the_restored_step_are_dropped(tmp_path):
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    for step in range(1, 11):
+      f.write(json.dumps({'step': step, 'loss': 1.0}) + '\n')
+    f.write('{"step": 11, "lo')                   # torn by a kill mid-write
+  logger = metrics_lib.MetricsLogger(str(tmp_path), 20, print_fn=lambda line: None,
+                                     every=1, start_step=6)
+  logger.write(7, {'loss': 0.5, 'learning_rate': 1e-3, 'images_per_sec': 1.0}, 1.0)
+  logger.close()
+  assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_resume_identity_holds_what_a_resume_depends_on():
+  config = tiny_config('ab_dino_scenes').unlock()
+  identity = configuration.resume_identity(config)
+  assert {'seed', 'total_steps', 'model.width', 'data.annotation.batch_size',
+          'data.bootstrap.views.scale', 'optimizer.learning_rate'} <= identity.keys()
+  # What may change between starts: logging, saving, probing, the mesh, where data is read.
+  for key, value in (('log_every', 7), ('checkpoint_every', 3), ('keep_checkpoints', 9),
+                     ('evaluation.every_steps', 5), ('mesh.data', 2),
+                     ('data.data_dir', '/elsewhere'), ('data.bootstrap.num_threads', 4)):
+    changed = override(config.copy_and_resolve_references(), **{key: value})
+    assert configuration.resume_identity(changed) == identity, key
+  config.seed, config.total_steps = 1, 30
+  assert configuration.changed_keys(identity, configuration.resume_identity(config)) == [
+      'seed: 0 -> 1', 'total_steps: 20 -> 30']
+
+
+@pytest.mark.parametrize('key,value', [('keep_checkpoints', 0), ('keep_checkpoint_every', -1)])
+def test_checkpoint_keeping_is_validated(key, value):
+  config = tiny_config('simclr_scenes', **{key: value})
+  with pytest.raises(configuration.ConfigError, match=key):
+    configuration.validate(config)
+
+
+def test_stop_request_sets_its_flag_and_prints_nothing(capsys):
+  before = signal.getsignal(signal.SIGTERM)
+  stop = train.StopRequest()
+  assert not stop.agreed()
+  os.kill(os.getpid(), signal.SIGTERM)
+  os.kill(os.getpid(), signal.SIGINT)
+  assert stop.agreed() and stop.signal == signal.SIGTERM     # the first signal is kept
+  stop.restore()
+  assert signal.getsignal(signal.SIGTERM) is before
+  assert capsys.readouterr().out == ''
+
+
+@pytest.mark.slow
+def test_a_signal_stops_after_its_step_with_a_checkpoint_and_without_its_evaluation(
+    tmp_path, tiny_data_dir):
+  config = tiny_config('supervised_objects', **{
+      'data.data_dir': tiny_data_dir, 'total_steps': 6, 'log_every': 3,
+      'evaluation.every_steps': 3, 'evaluation.tasks': ('objects',),
+      'evaluation.probes': ('linear',)})
+  printed, handler = [], signal.getsignal(signal.SIGTERM)
+  signal_after = lambda step, state: step == 2 and os.kill(os.getpid(), signal.SIGTERM)
+  state = train.train(config, str(tmp_path), print_fn=printed.append, on_step=signal_after)
+  # Step 3 was due for a log, a save and a probe: the probe (minutes at full size) is skipped.
+  assert int(state.step) == 3
+  assert f'Stopped at step 3 (signal {int(signal.SIGTERM)}); rerun the same command to ' \
+         'resume.' in printed
+  records = metrics_lib.read_metrics(str(tmp_path))
+  assert [r['step'] for r in records] == [3] and not any(k.startswith('eval/') for k in records[0])
+  assert checkpoint.load_state(str(tmp_path))[0] == 3
+  assert signal.getsignal(signal.SIGTERM) is handler
+  config.evaluation.every_steps = 0          # free to change between starts
+  assert int(train.train(config, str(tmp_path), print_fn=printed.append).step) == 6
+  assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [3, 6]
