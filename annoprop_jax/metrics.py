@@ -61,26 +61,29 @@ class MetricsLogger:
 
   During training it logs every ``every`` steps and on the last one, with the throughput of
   ``images_per_step`` measured since the previous log (time in ``paused()`` not counted).
-  A run that starts at ``start_step`` (a resume, or 0) first drops the records past that step
-  that an interrupted run wrote, from metrics.jsonl and TensorBoard, so every step is logged
-  once, in order.
+  A training run passes ``start_step`` (the restored step, or 0): the records past it that an
+  interrupted run wrote are dropped first, from metrics.jsonl and TensorBoard, so every step is
+  logged once, in order. Without it (``evaluate`` appending a probe) nothing is dropped.
   """
 
   def __init__(self, workdir, total_steps, print_fn=None, every=0, images_per_step=0,
-               start_step=0):
+               start_step=None):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     self.total_steps = total_steps
     self.every = every
     self.images_per_step = images_per_step
-    self.throughput = Throughput(start_step)
+    self.throughput = Throughput(start_step or 0)
     self.print_fn = print_fn or (lambda line: print(line, flush=True))
     self.is_writer = jax.process_index() == 0
     self._tensorboard = None
     if self.is_writer:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      truncate_metrics(workdir, start_step)
+      purge_step = None
+      if start_step is not None:
+        truncate_metrics(workdir, start_step)
+        purge_step = start_step + 1
       self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                                        purge_step=start_step + 1)
+                                        purge_step=purge_step)
 
   def _append(self, record, prefix):
     with open(self.path, 'a') as f:

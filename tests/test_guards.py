@@ -204,6 +204,11 @@ def test_metrics_past_the_restored_step_are_dropped(tmp_path):
   logger.write(7, {'loss': 0.5, 'learning_rate': 1e-3, 'images_per_sec': 1.0}, 1.0)
   logger.close()
   assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5, 6, 7]
+  # A logger that only appends (evaluate's probe of step 3) keeps everything.
+  logger = metrics_lib.MetricsLogger(str(tmp_path), 20, print_fn=lambda line: None)
+  logger.write_evaluation(3, {'objects_linear': 0.5})
+  logger.close()
+  assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5, 6, 7, 3]
 
 
 def test_resume_identity_holds_what_a_resume_depends_on():
