@@ -58,6 +58,19 @@ def test_probes_read_the_class_written_in_the_box():
   assert whole['score'] < 0.75, whole
 
 
+def test_a_cls_token_comes_first_with_no_overlap():
+  rng = np.random.default_rng(1)
+  tokens, boxes, _, image_index = _images_with_two_objects(rng, 3, 5)
+  cls = rng.normal(size=(3, 16)).astype(np.float32)
+  pooled, marked = box_probes.object_features(tokens, image_index, boxes)
+  cls_pooled, cls_marked = box_probes.object_features(tokens, image_index, boxes, cls)
+  assert cls_marked.shape == (6, 17, 17)
+  np.testing.assert_array_equal(cls_marked[:, 0, :16], cls[image_index])
+  assert not cls_marked[:, 0, 16].any()                    # the CLS token is in no box
+  np.testing.assert_array_equal(cls_marked[:, 1:], marked)
+  np.testing.assert_array_equal(cls_pooled, pooled)        # the box pooling ignores it
+
+
 def test_accuracy_by_size_bins():
   boxes = np.array([[0, 0, 0.2, 0.2], [0, 0, 0.3, 0.5], [0, 0, 0.3, 0.4], [0, 0, 0.9, 0.9]])
   logits = np.eye(3)[[0, 1, 2, 2]]

@@ -5,7 +5,8 @@ Features of one object, from its image's tokens (N, P, D) on a g x g patch grid:
   pooled  the tokens averaged over the box, each patch weighted by the part of it inside the box
           (for the linear and kNN probes)
   marked  every token with one more channel, the part of its patch inside the box, so that an
-          attentive or decoder probe can find the box (the box conditions the attention)
+          attentive or decoder probe can find the box (the box conditions the attention);
+          a cls-pooled encoder's CLS token first, with 0 in that channel
 Scores are the accuracy over all objects and by object size (``SIZE_BINS``, box area).
 """
 import numpy as np
@@ -27,8 +28,9 @@ def patch_overlap(boxes, grid):
   return (rows[:, :, None] * cols[:, None, :]).reshape(len(boxes), grid * grid)
 
 
-def object_features(tokens, image_index, boxes):
-  """Per-object (pooled (M, D), marked tokens (M, P, D + 1)) of the objects' images' tokens."""
+def object_features(tokens, image_index, boxes, cls=None):
+  """Per-object (pooled (M, D), marked tokens (M, P, D + 1)) of the objects' images' tokens;
+  with the images' ``cls`` tokens (N, D) the marked tokens start with it (overlap 0)."""
   grid = int(round(np.sqrt(tokens.shape[1])))
   if grid * grid != tokens.shape[1]:
     raise ValueError(f'{tokens.shape[1]} tokens are not a square grid of patches')
@@ -36,7 +38,11 @@ def object_features(tokens, image_index, boxes):
   tokens = tokens[image_index]
   weights = overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-9)
   pooled = np.einsum('mp,mpd->md', weights, tokens)
-  return pooled, np.concatenate([tokens, overlap[..., None]], axis=-1)
+  marked = np.concatenate([tokens, overlap[..., None]], axis=-1)
+  if cls is not None:
+    first = np.concatenate([cls[image_index], np.zeros((len(image_index), 1), cls.dtype)], -1)
+    marked = np.concatenate([first[:, None], marked], axis=1)
+  return pooled, marked
 
 
 def accuracy_by_size(logits, targets, boxes):

@@ -8,6 +8,7 @@ for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SI
 import time
 
 import ml_collections
+import numpy as np
 
 from annoprop_jax import checkpoint
 from annoprop_jax import errors
@@ -38,6 +39,10 @@ def default_config():
       # first weight decay when there are several, and their own epochs (0: ``epochs``).
       token_learning_rates=(1e-3,),
       token_epochs=0,
+      # With cls pooling the last block's patch outputs get no gradient from a pooled loss
+      # (only the CLS output is read): token probes also see the CLS token, so a probe of
+      # tokens can read what a probe of the pooled vector reads (boxes: with overlap 0).
+      cls_token=True,
       weight_decays=(0.0, 1e-4),
   ))
 
@@ -99,11 +104,15 @@ class Evaluator:
           self.encoder_config, encoder_params, train.images, self.mesh, ec.batch_size)
       test_pooled, test_tokens = encoder_lib.features(
           self.encoder_config, encoder_params, test.images, self.mesh, ec.batch_size)
+      with_cls = ec.cls_token and self.encoder_config.get('pool', 'cls') == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
         train_pooled, train_tokens = box_probes.object_features(
-            train_tokens, train.image_index, train.boxes)
+            train_tokens, train.image_index, train.boxes, train_pooled if with_cls else None)
         test_pooled, test_tokens = box_probes.object_features(
-            test_tokens, test.image_index, test.boxes)
+            test_tokens, test.image_index, test.boxes, test_pooled if with_cls else None)
+      elif with_cls:
+        train_tokens = np.concatenate([train_pooled[:, None], train_tokens], axis=1)
+        test_tokens = np.concatenate([test_pooled[:, None], test_tokens], axis=1)
       for probe in ec.probes:
         common = dict(kind=task.kind, num_classes=train.num_classes)
         if probe == 'knn':
