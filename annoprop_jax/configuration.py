@@ -48,6 +48,10 @@ def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size
       prefetch=8,                # grain prefetch buffer (elements)
       num_workers=0,             # grain worker processes (0: decode in this process); a
                                  # checkpointed data state resumes only with the same count
+      # The stream stops with one line past either: undecodable records in a row, or their
+      # fraction of the records read (after 1000), counted per process (or worker).
+      max_undecodable_run=1000,
+      max_undecodable_fraction=0.1,
   )
 
 
@@ -191,7 +195,7 @@ def validate(config):
 # (checkpoints restore onto another one) and the host-side reading of the data.
 FREE_TO_CHANGE = ('log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
                   'init_from', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
-                  'data.*.prefetch')
+                  'data.*.prefetch', 'data.*.max_undecodable_*', 'model.remat')
 
 
 def resume_identity(config):
@@ -219,15 +223,10 @@ def json_values(tree):
 
 
 def changed_keys(saved, current):
-  """['key: saved -> current', ...] for the keys whose values differ (or exist in one only)."""
-  missing = object()
-  lines = []
-  for key in sorted(set(saved) | set(current)):
-    old, new = saved.get(key, missing), current.get(key, missing)
-    if old != new:
-      show = lambda v: 'absent' if v is missing else repr(v)
-      lines.append(f'{key}: {show(old)} -> {show(new)}')
-  return lines
+  """['key: saved -> current', ...] for the keys both know whose values differ (a key that
+  only one version of the code has is not a change of this run's config)."""
+  return [f'{key}: {saved[key]!r} -> {current[key]!r}'
+          for key in sorted(saved.keys() & current.keys()) if saved[key] != current[key]]
 
 
 def encoder_config(config):

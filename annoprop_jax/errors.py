@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
   """A config value (file, command line or config.json) that cannot work; one clear line."""
+
+
+class DataError(ValueError):
+  """Data that cannot feed the run (e.g. a stream in which nothing decodes); one clear line."""

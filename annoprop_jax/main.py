@@ -216,13 +216,14 @@ def main(argv):
     print(f'wrote {diagnose.write(result, _WORKDIR.value)}')
     return
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   try:
     state = train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (FileNotFoundError, FloatingPointError, checkpoint.NoReadableCheckpointError,
           checkpoint.CheckpointMismatchError, checkpoint.CheckpointSaveError,
-          workdir_lock.WorkdirLockedError, configuration.ConfigError) as e:
+          workdir_lock.WorkdirLockedError, configuration.ConfigError, errors.DataError) as e:
     _one_line_error(str(e))
   if int(state.step) < config.total_steps:
     sys.exit(EXIT_RESUME)

@@ -267,3 +267,36 @@ def test_a_signal_stops_after_its_step_with_a_checkpoint_and_without_its_evaluat
   config.evaluation.every_steps = 0          # free to change between starts
   assert int(train.train(config, str(tmp_path), print_fn=printed.append).step) == 6
   assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [3, 6]
+
+
+def test_a_code_version_with_more_or_fewer_config_keys_is_no_change():
+  assert configuration.changed_keys({'seed': 0, 'old_key': 1}, {'seed': 0, 'new_key': 2}) == []
+  assert configuration.changed_keys({'seed': 0}, {'seed': 2}) == ['seed: 0 -> 2']
+
+
+def _undecodable(pattern, count, **limits):
+  import grain  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  ds = grain.MapDataset.range(count).map(lambda i: None if pattern(i) else {'x': np.int32(i)})
+  ds = ds.to_iter_dataset(allow_nones=True)
+  return iter(pipeline._SkipUndecodable(ds, 1, 0, limits))   # pylint: disable=protected-access
+
+
+def test_a_stream_in_which_nothing_decodes_stops_with_one_line():
+  it = _undecodable(lambda i: i >= 5, 100, max_undecodable_run=10)
+  assert [next(it)['x'] for _ in range(5)] == [0, 1, 2, 3, 4]
+  with pytest.raises(errors.DataError, match=r'11 of 16 records did not decode \(11 in a row'):
+    next(it)
+
+
+@pytest.mark.parametrize('fraction,stops', [(0.4, True), (0.6, False)])
+def test_a_stream_that_skips_too_large_a_fraction_stops(fraction, stops):
+  it = _undecodable(lambda i: i % 2, 4000, max_undecodable_fraction=fraction)   # every other
+  taken = []
+  try:
+    for _ in range(1500):
+      taken.append(next(it))
+  except errors.DataError as e:
+    assert stops and 'did not decode' in str(e)
+  assert len(taken) == (500 if stops else 1500)
+  assert int(taken[-1]['skipped_records']) == len(taken) - 1

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from annoprop_jax import errors
 from annoprop_jax.data import feature_map
 from annoprop_jax.data import scenes
 from annoprop_jax.data import scenes_dataset
@@ -210,43 +211,63 @@ class ViewMaker:
     return example
 
 
-class _SkipUndecodableIterator(grain.DatasetIterator):
-  """Drops None elements, counts them, and remembers the process layout in its state."""
+# A stream stops with a DataError past either limit (per process, or per worker process).
+UNDECODABLE_LIMITS = dict(max_undecodable_run=1000,     # undecodable records in a row
+                          max_undecodable_fraction=0.1)  # of the records read, after 1000
 
-  def __init__(self, parent, process_count, num_workers=0):
+
+class _SkipUndecodableIterator(grain.DatasetIterator):
+  """Drops None elements, counts them, stops when too many of them come (a feature mapped to
+  a non-image, a broken shard), and remembers the process layout in its state."""
+
+  def __init__(self, parent, process_count, num_workers=0, limits=None):
     super().__init__(parent)
-    self._skipped = 0
+    self._skipped = self._read = self._run = 0
     self._process_count = process_count
     self._num_workers = num_workers
+    self._limits = dict(UNDECODABLE_LIMITS, **(limits or {}))
 
   def __next__(self):
     while True:
       element = next(self._parent)
+      self._read += 1
       if element is not None:
+        self._run = 0
         element['skipped_records'] = np.int32(self._skipped)
         return element
       self._skipped += 1
+      self._run += 1
+      self._check()
+
+  def _check(self):
+    run, fraction = self._limits['max_undecodable_run'], self._limits['max_undecodable_fraction']
+    if self._run > run or (self._read >= 1000 and self._skipped > fraction * self._read):
+      raise errors.DataError(
+          f'{self._skipped} of {self._read} records did not decode ({self._run} in a row; '
+          f'limits: max_undecodable_run={run}, max_undecodable_fraction={fraction}): is '
+          f'features.image the image feature, and are the files intact?')
 
   def get_state(self):
-    return {'parent': self._parent.get_state(), 'skipped': self._skipped,
+    return {'parent': self._parent.get_state(), 'skipped': self._skipped, 'read': self._read,
             'process_count': self._process_count, 'num_workers': self._num_workers}
 
   def set_state(self, state):
     worker_processes.check_layout(state, self._num_workers, self._process_count)
     self._parent.set_state(state['parent'])
-    self._skipped = state['skipped']
+    self._skipped, self._read, self._run = state['skipped'], state.get('read', 0), 0
 
 
 class _SkipUndecodable(grain.IterDataset):
 
-  def __init__(self, parent, process_count, num_workers=0):
+  def __init__(self, parent, process_count, num_workers=0, limits=None):
     super().__init__(parent)
     self._process_count = process_count
     self._num_workers = num_workers
+    self._limits = limits
 
   def __iter__(self):
     return _SkipUndecodableIterator(self._parent.__iter__(), self._process_count,
-                                    self._num_workers)
+                                    self._num_workers, self._limits)
 
 
 class _ProcessRows(grain.MapDataset):
@@ -316,7 +337,8 @@ def build_stream(source, stream_config, *, seed, global_batch_size=None, process
                                             prefetch_buffer_size=stream_config.prefetch),
                           allow_nones=True)
   num_workers = stream_config.get('num_workers', 0)
-  ds = _SkipUndecodable(ds, process_count, num_workers)
+  ds = _SkipUndecodable(ds, process_count, num_workers,
+                        {k: stream_config.get(k, v) for k, v in UNDECODABLE_LIMITS.items()})
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   return worker_processes.in_workers(ds, num_workers, process_count)
 
