@@ -165,16 +165,8 @@ class Checkpointer:
 
   def _check_shapes(self, step, abstract_state_tree):
     """CheckpointMismatchError unless step's saved state has this tree's keys and shapes."""
-    saved = _state_metadata(self.directory, step)
-    want = _shapes(abstract_state_tree)
-    got = _shapes(saved)
-    if want != got:
-      missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-      differ = [f'{k} {got[k]} (this run: {want[k]})' for k in sorted(want.keys() & got.keys())
-                if want[k] != got[k]]
-      detail = '; '.join(filter(None, (
-          missing and f'missing {", ".join(missing[:3])}', extra and f'extra {", ".join(extra[:3])}',
-          differ and f'shapes {", ".join(differ[:3])}')))
+    detail = tree_differences(abstract_state_tree, _state_metadata(self.directory, step))
+    if detail:
       raise CheckpointMismatchError(
           f'checkpoint {self.directory}/{step} holds another model ({detail}); resume with the '
           f'config it was trained with, or start a new workdir (--config.init_from to reuse '
@@ -266,6 +258,19 @@ class Checkpointer:
 def _shapes(tree):
   return {jax.tree_util.keystr(path): tuple(leaf.shape)
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def tree_differences(want, got):
+  """'' if the trees have the same keys and shapes, else what differs (the first few)."""
+  want, got = _shapes(want), _shapes(got)
+  if want == got:
+    return ''
+  missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+  differ = [f'{k} {got[k]} (this run: {want[k]})' for k in sorted(want.keys() & got.keys())
+            if want[k] != got[k]]
+  return '; '.join(filter(None, (
+      missing and f'missing {", ".join(missing[:3])}', extra and f'extra {", ".join(extra[:3])}',
+      differ and f'shapes {", ".join(differ[:3])}')))
 
 
 def _state_metadata(directory, step):

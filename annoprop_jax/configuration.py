@@ -176,6 +176,13 @@ def validate(config):
     if name not in config.data:
       continue
     views = config.data[name].views
+    for kind in ('views', 'local_views'):
+      spec = config.data[name][kind]
+      (low, high), (narrow, wide) = spec.scale, spec.ratio
+      check(0 < low <= high <= 1, f'data.{name}.{kind}.scale must be 0 < min <= max <= 1 (area '
+            f'fractions), got {tuple(spec.scale)}')
+      check(0 < narrow <= wide, f'data.{name}.{kind}.ratio must be 0 < min <= max, got '
+            f'{tuple(spec.ratio)}')
     check(views.size % config.model.patch_size == 0,
           f'data.{name}.views.size {views.size} is not divisible by model.patch_size '
           f'{config.model.patch_size}')

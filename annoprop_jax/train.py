@@ -1,6 +1,7 @@
 """The training loop: mesh, init or restore, step, log, checkpoint. Nothing method-specific."""
 import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 
@@ -12,6 +13,7 @@ import optax
 
 from annoprop_jax import checkpoint
 from annoprop_jax import configuration
+from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
 from annoprop_jax import optimizer
@@ -234,6 +236,9 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     closing.callback(checkpointer.close)
     state = _initial_state(config, program, checkpointer, print_fn, allow_config_change)
     step = int(state.step)
+    # The first step's batches are read (and checked) before anything is written.
+    stream = _checked_batches(config, iterators)
+    stream = itertools.chain([next(stream)] if step < config.total_steps else [], stream)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -249,7 +254,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     closing.callback(logger.close)
     finite = _FiniteGuard(checkpointer)
     while step < config.total_steps:
-      batches = {name: next(it) for name, it in iterators.items()}
+      batches = next(stream)
       state, metrics = program.train_step(state, sharding.global_batch(
           {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
@@ -291,6 +296,26 @@ def _check_num_classes(config):
         f'{config.data.annotation.dataset!r} has {classes} classes')
 
 
+def _checked_batches(config, iterators):
+  """Each step's {stream: host batch}, its labels checked (``_check_labels``)."""
+  while True:
+    batches = {name: next(it) for name, it in iterators.items()}
+    _check_labels(config, batches)
+    yield batches
+
+
+def _check_labels(config, batches):
+  """DataError for a class id outside [0, num_classes) in the annotation batch (datasets that
+  do not declare their class count are caught here, not turned into zero targets)."""
+  if 'num_classes' not in config.objective:
+    return
+  labels = batches['annotation']['labels']
+  if labels.size and labels.max() >= config.objective.num_classes:
+    raise errors.DataError(
+        f'the annotation stream has class id {int(labels.max())} but objective.num_classes='
+        f'{config.objective.num_classes}; set num_classes to the dataset\'s class count')
+
+
 def _initial_state(config, program, checkpointer, print_fn, allow_config_change):
   """The newest readable checkpoint's state, else a fresh one (with ``init_from``'s params)."""
   copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s),
@@ -308,6 +333,10 @@ def _initial_state(config, program, checkpointer, print_fn, allow_config_change)
   state = program.init(jax.random.PRNGKey(config.seed))
   if config.init_from:
     _, params, target_params = jax.device_get(checkpoint.load_params(config.init_from))
+    detail = checkpoint.tree_differences(program.abstract_state.params, params)
+    if detail:
+      raise configuration.ConfigError(f'init_from={config.init_from!r} holds the params of '
+                                      f'another model ({detail})')
     state = copy_state(state.replace(params=params, target_params=target_params))
     print_fn(f'Initialised params from {config.init_from}')
   return state

@@ -300,3 +300,48 @@ def test_a_stream_that_skips_too_large_a_fraction_stops(fraction, stops):
     assert stops and 'did not decode' in str(e)
   assert len(taken) == (500 if stops else 1500)
   assert int(taken[-1]['skipped_records']) == len(taken) - 1
+
+
+@pytest.mark.parametrize('name,overrides,error,message', [
+    ('supervised_objects', {'data.annotation.features.labels': 'caption'}, errors.DataError,
+     'features.labels gives bytes values'),
+    ('simclr_scenes', {'data.annotation.features.image': 'caption'}, errors.DataError,
+     'records did not decode'),
+    ('simclr_scenes', {'data.annotation.split': 'tset'}, configuration.ConfigError,
+     "has no split 'tset'"),
+    ('simclr_scenes', {'data.annotation.views.scale': (0.5, 0.2)}, configuration.ConfigError,
+     r'data.annotation.views.scale must be 0 < min <= max <= 1'),
+    ('ab_dino_scenes', {'data.bootstrap.local_views.ratio': (2.0, 0.5)},
+     configuration.ConfigError, 'data.bootstrap.local_views.ratio must be 0 < min <= max'),
+])
+def test_bad_inputs_are_one_error_before_anything_is_written(name, overrides, error, message,
+                                                             tmp_path, tiny_data_dir):
+  config = tiny_config(name, **{'data.data_dir': tiny_data_dir}, **overrides)
+  with pytest.raises(error, match=message):
+    train.train(config, str(tmp_path / 'run'), print_fn=lambda line: None)
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')
+  checkpoints = tmp_path / 'run' / 'checkpoints'
+  assert not checkpoints.exists() or not os.listdir(checkpoints)
+
+
+def test_labels_past_an_undeclared_class_count_are_an_error(tmp_path, tiny_data_dir,
+                                                            monkeypatch):
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(pipeline, 'num_classes', lambda *args, **kwargs: None)   # undeclared
+  config = tiny_config('supervised_objects', **{'data.data_dir': tiny_data_dir,
+                                                'objective.num_classes': 3})
+  with pytest.raises(errors.DataError, match=r'class id \d+ but objective.num_classes=3'):
+    train.train(config, str(tmp_path), print_fn=lambda line: None)
+  assert not os.path.exists(tmp_path / 'config.json')
+
+
+def test_init_from_another_model_is_one_error(tmp_path, tiny_data_dir):
+  params = {'encoder': {'w': jnp.zeros(3)}}
+  other = {'params': params, 'target_params': params, 'step': jnp.int32(1)}
+  saver = _checkpointer(tmp_path / 'other')
+  saver.save(1, other)
+  saver.close()
+  config = tiny_config('simclr_scenes', **{'data.data_dir': tiny_data_dir,
+                                           'init_from': str(tmp_path / 'other')})
+  with pytest.raises(configuration.ConfigError, match='holds the params of another model'):
+    train.train(config, str(tmp_path / 'run'), print_fn=lambda line: None)

@@ -96,8 +96,14 @@ def check(mapping, available, dataset):
 
 
 def as_labels(value):
-  """Class ids as int64 (n,): a list, an array or a scalar image label."""
-  return np.asarray([] if value is None else value, np.int64).reshape(-1)
+  """Class ids as int64 (n,): a list, an array or a scalar image label; DataError for text."""
+  try:
+    return np.asarray([] if value is None else value, np.int64).reshape(-1)
+  except (TypeError, ValueError):
+    raise errors.DataError(
+        f'features.labels gives {type(value).__name__} values such as {str(value)[:40]!r}, '
+        'not class ids: map labels to an integer (ClassLabel) feature, or to "" for none'
+    ) from None
 
 
 def as_boxes(value):

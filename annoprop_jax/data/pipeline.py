@@ -100,7 +100,8 @@ def open_source(data_config, dataset, split):
   directory = dataset_directory(data_config, dataset)
   builder = tfds.builder_from_directory(directory)
   if split not in builder.info.splits:
-    raise ValueError(f'dataset {dataset!r} has no split {split!r}; it has {sorted(builder.info.splits)}')
+    raise errors.ConfigError(f'dataset {dataset!r} has no split {split!r}; it has '
+                             f'{sorted(builder.info.splits)}')
   # Images stay encoded (the Decoder decodes them); other features as tfds decodes them.
   skip = {key: tfds.decode.SkipDecoding() for key, feature in builder.info.features.items()
           if isinstance(feature, tfds.features.Image)}
@@ -326,8 +327,10 @@ def build_stream(source, stream_config, *, seed, global_batch_size=None, process
                      f'JAX processes')
   views, local_views = view_specs(stream_config)
   ds = grain.MapDataset.source(source)
-  if len(ds) == 0:
-    raise ValueError(f'dataset {stream_config.dataset!r} has no records in this split')
+  if len(ds) < process_count:
+    raise errors.ConfigError(f'dataset {stream_config.dataset!r} split '
+                             f'{stream_config.split!r} has {len(ds)} records, fewer than the '
+                             f'{process_count} JAX processes that read it')
   ds = ds.seed(seed).shuffle().repeat(None)
   ds = ds.map(decoder) if decoder.caption_choice == 'first' else ds.random_map(decoder)
   ds = ds.random_map(ViewMaker(views, local_views))
