@@ -1,8 +1,10 @@
 """Orbax checkpoints of the train state together with each data stream's grain iterator.
 
-Layout: ``WORKDIR/checkpoints/<step>/{state, run, data_<stream>}``. ``state`` is a plain nested
-dict of arrays (``state.to_pytree``), so it restores with or without a target; ``run`` is what
-the resume depends on (``configuration.resume_identity``), which the loop compares.
+Layout: ``WORKDIR/checkpoints/<step>/{state, run, checksums, data_<stream>}``. ``state`` is a
+plain nested dict of arrays (``state.to_pytree``), so it restores with or without a target;
+``run`` is what the resume depends on (``configuration.resume_identity``), which the loop
+compares; ``checksums`` holds a checksum of every array and of each iterator state, verified
+after a restore (a bit flipped on disk that still decodes counts as damage).
 
 A restore tells its failures apart:
 - a mismatch (the saved tree or shapes are not this model's; a data iterator saved with another
@@ -16,14 +18,17 @@ Every process restores the same step: a step counts only if all of them read it.
 folders of interrupted saves are removed when the checkpointer opens.
 """
 import contextlib
+import json
 import os
 import shutil
 import time
+import zlib
 
 from absl import logging
 import grain
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -118,12 +123,37 @@ class Checkpointer:
   def _items(self, state_tree, restore=False):
     items = {'state': (ocp.args.StandardRestore(state_tree) if restore
                        else ocp.args.StandardSave(state_tree))}
-    if not restore and self.run is not None:
-      items['run'] = ocp.args.JsonSave(self.run)
+    if not restore:
+      items['checksums'] = ocp.args.JsonSave(self._checksums(state_tree))
+      if self.run is not None:
+        items['run'] = ocp.args.JsonSave(self.run)
     for name, it in self.iterators.items():
       items[f'data_{name}'] = (grain.checkpoint.CheckpointRestore(it) if restore
                                else grain.checkpoint.CheckpointSave(it))
     return ocp.args.Composite(**items)
+
+  def _checksums(self, state_tree):
+    """{'state': {leaf: checksum}, 'data_<stream>': checksum of its iterator state}."""
+    sums = {'state': {k: int(v) for k, v in jax.device_get(array_checksums(state_tree)).items()}}
+    for name, it in self.iterators.items():
+      sums[f'data_{name}'] = zlib.crc32(json.dumps(it.get_state(), sort_keys=True,
+                                                   default=str).encode())
+    return sums
+
+  def _verify(self, step, state_tree):
+    """Damage (RuntimeError) unless the restored state and iterators match the checksums saved
+    with them: a flipped bit that still decodes is caught here."""
+    if not os.path.isdir(os.path.join(self.directory, str(step), 'checksums')):
+      return                                       # saved before checksums existed
+    saved = self.manager.restore(step, args=ocp.args.Composite(
+        checksums=ocp.args.JsonRestore()))['checksums']
+    restored = self._checksums(state_tree)
+    bad = sorted(f'state{k}' for k, v in restored['state'].items()
+                 if saved['state'].get(k) != v)
+    bad += sorted(k for k in restored if k != 'state' and saved.get(k) != restored[k])
+    if bad:
+      raise RuntimeError(f'checksum mismatch in {", ".join(bad[:3])}: a file changed after '
+                         'it was written')
 
   def due(self, step, final):
     """Whether to save ``step``: on the interval, and always when the run ends after it."""
@@ -186,7 +216,9 @@ class Checkpointer:
           raise
         except Exception as e:  # pylint: disable=broad-except  # unreadable metadata: damage
           raise RuntimeError(f'its state metadata does not read ({_first_line(e)})') from e
-        return 0, (*self.restore(abstract_state_tree, step), run)
+        step, tree = self.restore(abstract_state_tree, step)
+        self._verify(step, tree)
+        return 0, (step, tree, run)
       except Exception as e:  # pylint: disable=broad-except  # classified below
         kind = failure_kind(e)
         if kind == 'transient' and attempt < RETRIES:
@@ -253,6 +285,22 @@ class Checkpointer:
         self.manager.check_for_errors()
       finally:
         self.manager.close()
+
+
+@jax.jit
+def array_checksums(tree):
+  """{leaf path: uint32} of the leaves' raw bits b_i: sum of b_i * (2i + 1) mod 2**32, which
+  any single flipped bit changes (the weights are odd)."""
+  def one(x):
+    if x.dtype == jnp.bool_:
+      bits = x.astype(jnp.uint32)
+    else:
+      unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
+      bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    bits = bits.reshape(-1)
+    return jnp.sum(bits * (jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1), dtype=jnp.uint32)
+  return {jax.tree_util.keystr(path): one(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _shapes(tree):

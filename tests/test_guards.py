@@ -3,6 +3,7 @@ damaged, foreign and unreachable checkpoints, failed saves, interrupted saves, m
 past the restored step, config changes between starts, signals."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,27 @@ def test_damaged_step_is_moved_aside_and_its_number_reused(tmp_path, capsys):
   restorer.close()
   assert checkpoint.load_state(str(tmp_path))[0] == 20
   assert int(checkpoint.load_state(str(tmp_path))[1]['step']) == 21
+
+
+def test_arrays_that_decode_but_changed_on_disk_are_damage(tmp_path, capsys):
+  _save(tmp_path, (10, 20))
+  # Step 20's state replaced by step 10's: every file reads back, only the checksums disagree.
+  shutil.rmtree(tmp_path / 'checkpoints' / '20' / 'state')
+  shutil.copytree(tmp_path / 'checkpoints' / '10' / 'state',
+                  tmp_path / 'checkpoints' / '20' / 'state')
+  assert int(checkpoint.load_state(str(tmp_path))[1]['step']) == 10     # it does decode
+  assert _checkpointer(tmp_path).restore_newest_readable(_target())[0] == 10
+  assert "checksum mismatch in state['step'], state['w']" in capsys.readouterr().out
+
+
+def test_a_single_flipped_bit_changes_the_checksum():
+  x = jnp.arange(1000, dtype=jnp.float32).reshape(10, 100)
+  base = checkpoint.array_checksums({'x': x})["['x']"]
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  for index, bit in ((0, 0), (517, 13), (999, 31)):
+    flipped = bits.reshape(-1).at[index].set(bits.reshape(-1)[index] ^ jnp.uint32(1 << bit))
+    changed = jax.lax.bitcast_convert_type(flipped.reshape(10, 100), jnp.float32)
+    assert checkpoint.array_checksums({'x': changed})["['x']"] != base, (index, bit)
 
 
 def test_every_step_damaged_refuses_to_start_from_scratch(tmp_path):
