@@ -27,12 +27,18 @@ checkpoint: a launcher requeues on 75.
 """
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
+from annoprop_jax import stop_request
 
-from annoprop_jax.data import prepare_cli
+if __name__ == '__main__' and sys.argv[1:2] == ['train']:
+  # First thing: a SIGTERM during the imports below already stops the run cleanly.
+  stop_request.StopRequest()
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from annoprop_jax.data import prepare_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 # The training stack (jax, flax, orbax, tfds) is imported only by the commands that need it,
 # so `prepare` and a usage error start in a fraction of a second.
 

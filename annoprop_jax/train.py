@@ -3,7 +3,6 @@ import contextlib
 import dataclasses
 import itertools
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ from annoprop_jax import objectives
 from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import state as state_lib
+from annoprop_jax import stop_request
 from annoprop_jax import target_network
 from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
@@ -101,33 +101,6 @@ def split_microbatches(x, k, mesh=None):
   return micro
 
 
-class StopRequest:
-  """SIGTERM/SIGINT only set a flag (nothing else runs in the handler, so a signal during a
-  print cannot break it); the loop finishes its step, saves and exits. Installed first thing,
-  so a signal during data opening, restore or compilation stops the run as cleanly."""
-
-  def __init__(self):
-    self.signal = 0
-    self._previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      self._previous[sig] = signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal = self.signal or signum
-
-  def agreed(self):
-    """Whether any process was asked to stop: all processes stop after the same step."""
-    if jax.process_count() == 1:
-      return bool(self.signal)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(multihost_utils.process_allgather(np.int32(self.signal)).max())
-
-  def restore(self):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
 class _FiniteGuard:
   """Keeps each step's device-side finiteness flag until the loop is about to log or save,
   then fetches them all at once (no host sync per step) and names the first bad step."""
@@ -189,7 +162,8 @@ def build_program(config, mesh, objective, example):
 
 def train(config, workdir, print_fn=print, on_step=None, allow_config_change=False):
   """Trains ``config`` in ``workdir`` (holding its lock); see ``_train``."""
-  stop = StopRequest()
+  installed = stop_request.active()
+  stop = installed or stop_request.StopRequest()
   try:
     configuration.validate(config)
     os.makedirs(workdir, exist_ok=True)
@@ -198,7 +172,8 @@ def train(config, workdir, print_fn=print, on_step=None, allow_config_change=Fal
     with workdir_lock.WorkdirLock(workdir, log=print_fn):
       return _train(config, workdir, print_fn, on_step, allow_config_change, stop)
   finally:
-    stop.restore()
+    if installed is None:
+      stop.restore()
 
 
 def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
@@ -236,6 +211,11 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     closing.callback(checkpointer.close)
     state = _initial_state(config, program, checkpointer, print_fn, allow_config_change)
     step = int(state.step)
+    if stop.agreed():         # asked to stop while starting: nothing new to save
+      by = stop.signal or 'on another process'
+      print_fn(f'Stopped before step {step + 1} (signal {by}); rerun the same command to '
+               'resume.')
+      return state
     # The first step's batches are read (and checked) before anything is written.
     stream = _checked_batches(config, iterators)
     stream = itertools.chain([next(stream)] if step < config.total_steps else [], stream)

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from annoprop_jax import checkpoint
 from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import stop_request
 from annoprop_jax import train
 
 from conftest import REPO, override, tiny_config
@@ -258,12 +260,16 @@ def test_checkpoint_keeping_is_validated(key, value):
 
 def test_stop_request_sets_its_flag_and_prints_nothing(capsys):
   before = signal.getsignal(signal.SIGTERM)
-  stop = train.StopRequest()
+  stop = stop_request.StopRequest()
   assert not stop.agreed()
   os.kill(os.getpid(), signal.SIGTERM)
-  os.kill(os.getpid(), signal.SIGINT)
-  assert stop.agreed() and stop.signal == signal.SIGTERM     # the first signal is kept
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert stop.agreed() and stop.signal == signal.SIGTERM
+  with pytest.raises(KeyboardInterrupt):       # a second Ctrl-C aborts at once
+    os.kill(os.getpid(), signal.SIGINT)
+  assert stop.signal == signal.SIGTERM         # the first signal is kept
   stop.restore()
+  assert stop_request.active() is None
   assert signal.getsignal(signal.SIGTERM) is before
   assert capsys.readouterr().out == ''
 
@@ -367,3 +373,21 @@ def test_init_from_another_model_is_one_error(tmp_path, tiny_data_dir):
                                            'init_from': str(tmp_path / 'other')})
   with pytest.raises(configuration.ConfigError, match='holds the params of another model'):
     train.train(config, str(tmp_path / 'run'), print_fn=lambda line: None)
+
+
+@pytest.mark.slow
+def test_sigterm_while_starting_exits_with_the_resume_code_without_training(tmp_path,
+                                                                            tiny_data_dir):
+  """The handler is installed before main's imports: a SIGTERM that arrives while the run is
+  still importing, opening its data or compiling ends it cleanly, before any step."""
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'annoprop_jax.main', 'train', '--config=configs/simclr_scenes.py:tiny',
+       f'--workdir={tmp_path}', f'--config.data.data_dir={tiny_data_dir}'], cwd=REPO,
+      env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1'), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  time.sleep(0.3)                       # inside the imports (they take seconds)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 75, err[-2000:]
+  assert 'Stopped before step 1 (signal 15)' in out
+  assert not os.path.exists(tmp_path / 'metrics.jsonl') and not os.path.exists(tmp_path / 'lock')

@@ -1,0 +1,46 @@
+"""Stop requests: SIGTERM and SIGINT (a preemption notice, Ctrl-C) only set a flag.
+
+Nothing else runs in the handler, so a signal during a print or a save cannot break it; the
+training loop reads the flag after each step, saves and exits. ``main`` installs the handler
+for ``train`` before it imports anything heavy, so a signal during start-up, data opening,
+restore or compilation stops the run as cleanly (before its first step: without training).
+A second SIGINT aborts at once (KeyboardInterrupt; the last checkpoint stays).
+"""
+import signal
+
+_active = []          # the installed StopRequest, if any
+
+
+class StopRequest:
+  """Installs the handlers on creation; ``restore()`` puts the previous ones back."""
+
+  def __init__(self):
+    self.signal = 0
+    self._previous = {sig: signal.signal(sig, self._handle)
+                      for sig in (signal.SIGTERM, signal.SIGINT)}
+    _active.append(self)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signal = self.signal or signum
+
+  def agreed(self):
+    """Whether any process was asked to stop: all processes stop after the same step."""
+    import jax  # pylint: disable=g-import-not-at-top
+    if jax.process_count() == 1:
+      return bool(self.signal)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    return bool(multihost_utils.process_allgather(np.int32(self.signal)).max())
+
+  def restore(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    _active.remove(self)
+
+
+def active():
+  """The installed StopRequest, or None."""
+  return _active[-1] if _active else None
