@@ -25,6 +25,7 @@ work (a bad config, a resume with a changed config, a damaged or foreign checkpo
 workdir, a non-finite step), and 75 (``EXIT_RESUME``) when a signal stopped it early after a
 checkpoint: a launcher requeues on 75.
 """
+import errno
 import sys
 
 from annoprop_jax import stop_request
@@ -231,6 +232,11 @@ def main(argv):
           checkpoint.CheckpointMismatchError, checkpoint.CheckpointSaveError,
           workdir_lock.WorkdirLockedError, configuration.ConfigError, errors.DataError) as e:
     _one_line_error(str(e))
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+      raise
+    _one_line_error(f'the disk is full: {e}; the checkpoints and config.json written before '
+                    'are kept')
   if int(state.step) < config.total_steps:
     sys.exit(EXIT_RESUME)
 

@@ -116,11 +116,11 @@ class _FiniteGuard:
     bad = [step for step, ok in self._unchecked if not bool(ok)]
     self._unchecked = []
     if bad:
-      raise FloatingPointError(
-          f'non-finite loss, gradient or parameters at step {bad[0]}; stopping without '
-          f'saving or logging it. The last '
-          f'good checkpoint is step {self.checkpointer.latest_step()} in '
-          f'{self.checkpointer.directory}')
+      latest = self.checkpointer.latest_step()
+      kept = (f'the last good checkpoint is step {latest} in {self.checkpointer.directory}'
+              if latest is not None else 'there is no checkpoint yet')
+      raise FloatingPointError(f'non-finite loss, gradient or parameters at step {bad[0]}; '
+                               f'stopping without saving or logging it; {kept}')
 
 
 def _silent(line):
@@ -219,9 +219,15 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     # The first step's batches are read (and checked) before anything is written.
     stream = _checked_batches(config, iterators)
     stream = itertools.chain([next(stream)] if step < config.total_steps else [], stream)
-    if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if jax.process_index() == 0:      # atomically: a failed write keeps the previous one
+      path = os.path.join(workdir, 'config.json')
+      try:
+        with open(path + '.tmp', 'w') as f:
+          f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        os.replace(path + '.tmp', path)
+      finally:
+        if os.path.exists(path + '.tmp'):
+          os.remove(path + '.tmp')
     evaluator = None
     if config.evaluation.every_steps:
       evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,

@@ -6,6 +6,10 @@ deterministic for a given N but differs between worker counts: an iterator state
 workers cannot be restored with another count (grain 0.2.18 does not detect it), so the count
 is stored in the state and checked. The workers' undecodable-record counters are summed.
 """
+import os
+import threading
+import time
+
 from absl import flags
 import grain
 import numpy as np
@@ -68,6 +72,20 @@ class _WorkerLayout(grain.IterDataset):
     return _WorkerLayoutIterator(self._parent.__iter__(), self._num_workers, self._process_count)
 
 
+def exit_with_parent(worker_index, worker_count):
+  """Grain worker init: a daemon thread ends this worker once the training process is gone.
+  After a SIGKILL nothing else stops the workers, and they would keep its pipes open."""
+  del worker_index, worker_count
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(1.0)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, daemon=True, name='exit_with_parent').start()
+
+
 def in_workers(batches, num_workers, process_count, buffer_size=2):
   """``batches`` (a grain IterDataset) produced by ``num_workers`` processes (0: unchanged)."""
   if not num_workers:
@@ -76,5 +94,6 @@ def in_workers(batches, num_workers, process_count, buffer_size=2):
     # grain's workers read absl flags (DESIGN.md); outside an absl app use their defaults.
     flags.FLAGS.mark_as_parsed()
   ds = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                        per_worker_buffer_size=buffer_size))
+                                                        per_worker_buffer_size=buffer_size),
+                           worker_init_fn=exit_with_parent)
   return _WorkerLayout(ds, num_workers, process_count)
