@@ -18,6 +18,8 @@ counts the steps whose metrics or final arrays differ or are missing.
   corrupt    each item of the newest checkpoint (state, each stream's iterator) truncated,
              zeroed, deleted, or one bit flipped: a warning and a bit-exact resume from the
              previous checkpoint
+  2 processes  (--two_processes) a finished 2-process run whose newest step is damaged in process 1's files only:
+             both fall back to the same step and end bit-identical to the undamaged run
   full disk  a resumed run can write no file over 4 KB (RLIMIT_FSIZE, EFBIG): one line, a
              non-zero exit, the checkpoints and config.json intact; then a bit-exact resume
   race       2-4 runs started together on one workdir: exactly one trains, the others refuse
@@ -277,6 +279,45 @@ class Campaign:
     self.record('full disk', ok and not problems, lost, '; '.join(problems))
     return last
 
+  def two_process_trial(self):
+    """A finished 2-process run whose newest step is damaged in process 1's files only: both
+    processes fall back to the same older step and end bit-identical to the undamaged run."""
+    import socket  # pylint: disable=g-import-not-at-top
+    workdir = self.workdir('two_processes')
+
+    def both():
+      with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+      processes = [subprocess.Popen(
+          self.command(workdir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                       f'--process_id={i}'), cwd=REPO, env=self.env, stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT, text=True) for i in range(2)]
+      return [(p.communicate(timeout=900)[0], p.returncode) for p in processes]
+
+    problems = [f'first run exited {code}' for _, code in both() if code != 0]
+    undamaged = _state(workdir, STEPS)
+    state = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
+    files = [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs
+             if 'process_1' in d]
+    if not files:
+      problems.append('no files of process 1 in the checkpoint')
+    else:
+      victim = max(files, key=os.path.getsize)
+      with open(victim, 'r+b') as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    (out0, code0), (_, code1) = both()
+    problems += [f'resume exited {code0}, {code1}'] if (code0, code1) != (0, 0) else []
+    older = STEPS - EVERY
+    if f'Resumed from {os.path.join(workdir, "checkpoints")}/{older}' not in out0:
+      problems.append(f'process 0 did not resume from step {older}')
+    final = _state(workdir, STEPS)
+    differing = [k for k in undamaged if not np.array_equal(final.get(k), undamaged[k])]
+    if differing:
+      problems.append(f'final arrays differ: {differing[:3]}')
+    self.record('2 processes, newest step damaged in one process\'s files', not problems,
+                int(bool(differing)), '; '.join(problems))
+
   def race_trial(self, steps=5):
     """2-4 runs of ``steps`` steps on one workdir at once: exactly one trains, the others
     refuse in one line, and the winner logs every step once and leaves no lock."""
@@ -414,6 +455,8 @@ def main():
   parser.add_argument('--worker_trials', type=int, default=5)
   parser.add_argument('--race_trials', type=int, default=50)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--two_processes', action='store_true',
+                      help='also the 2-process trial (damage in one process\'s files)')
   parser.add_argument('--root', default=None, help='scratch folder (default: a new temp dir)')
   parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results', 'faults.json'))
   args = parser.parse_args()
@@ -434,6 +477,8 @@ def main():
     for mode in ('truncate', 'zero', 'delete', 'flip a bit'):
       campaign.corrupt_trial(item, mode)
   full_disk_line = campaign.full_disk_trial()
+  if args.two_processes:
+    campaign.two_process_trial()
   for _ in range(args.race_trials):
     campaign.race_trial()
   lines = {'full disk after the first checkpoint': full_disk_line, **campaign.input_trials()}
