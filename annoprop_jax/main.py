@@ -64,6 +64,12 @@ _NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'train: resume a checkpoint with a config that differs in '
     'what the run depends on (schedules, seed, data, model); each change is logged.')
+_TAKEOVER_LOCK = flags.DEFINE_bool(
+    'takeover_lock', False, 'train: take over the workdir lock even if its heartbeat is '
+    'fresh (the run that held it is gone, e.g. a lost host).')
+_LOCK_STALE_SECONDS = flags.DEFINE_float(
+    'lock_stale_seconds', 120.0, 'train: a lock whose heartbeat is older is taken over, '
+    'from any host.')
 
 # train's exit status: 0 finished, 2 an input or state that cannot work (one line on stderr),
 # EXIT_RESUME stopped early (SIGTERM, preemption) after saving: run the same command again.
@@ -227,7 +233,9 @@ def main(argv):
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   try:
-    state = train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    state = train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                        takeover_lock=_TAKEOVER_LOCK.value,
+                        lock_stale_seconds=_LOCK_STALE_SECONDS.value)
   except (FileNotFoundError, FloatingPointError, checkpoint.NoReadableCheckpointError,
           checkpoint.CheckpointMismatchError, checkpoint.CheckpointSaveError,
           workdir_lock.WorkdirLockedError, configuration.ConfigError, errors.DataError) as e:

@@ -160,8 +160,9 @@ def build_program(config, mesh, objective, example):
                  state_shardings=state_shardings, batch_sharding=batch_sharding)
 
 
-def train(config, workdir, print_fn=print, on_step=None, allow_config_change=False):
-  """Trains ``config`` in ``workdir`` (holding its lock); see ``_train``."""
+def train(config, workdir, print_fn=print, on_step=None, allow_config_change=False,
+          takeover_lock=False, lock_stale_seconds=workdir_lock.STALE_AFTER):
+  """Trains ``config`` in ``workdir`` (holding its lock, ``workdir_lock``); see ``_train``."""
   installed = stop_request.active()
   stop = installed or stop_request.StopRequest()
   try:
@@ -169,7 +170,8 @@ def train(config, workdir, print_fn=print, on_step=None, allow_config_change=Fal
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() != 0:
       return _train(config, workdir, _silent, on_step, allow_config_change, stop)
-    with workdir_lock.WorkdirLock(workdir, log=print_fn):
+    with workdir_lock.WorkdirLock(workdir, log=print_fn, stale_after=lock_stale_seconds,
+                                  takeover=takeover_lock):
       return _train(config, workdir, print_fn, on_step, allow_config_change, stop)
   finally:
     if installed is None:

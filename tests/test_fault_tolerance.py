@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -233,8 +232,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 def test_second_run_on_a_locked_workdir_refuses(tmp_path, tiny_data_dir):
   workdir = tmp_path / 'run'
   workdir.mkdir()
-  (workdir / 'lock').write_text(json.dumps({'host': socket.gethostname(), 'pid': os.getpid()}))
+  # A live run elsewhere: another host, a fresh heartbeat.
+  (workdir / 'lock').write_text(json.dumps({'host': 'other-host', 'pid': os.getpid(),
+                                            'heartbeat': time.time(), 'token': 'theirs'}))
   result = _run(str(workdir), tiny_data_dir, '--config.total_steps=5')
   assert result.returncode == 2
-  assert f'workdir is in use by pid {os.getpid()}' in result.stderr
+  assert f'workdir is in use by pid {os.getpid()} on host other-host' in result.stderr
   assert not (workdir / 'checkpoints').exists()

@@ -1,0 +1,95 @@
+"""The workdir lock: a heartbeat instead of pid and host, takeover of stale locks on any host,
+one winner among racing takeovers, --takeover_lock."""
+import json
+import multiprocessing
+import os
+import socket
+import time
+
+import pytest
+
+from annoprop_jax import workdir_lock
+
+
+def _write(workdir, **owner):
+  record = {'host': 'other-host', 'boot': 'x', 'pid': 12345, 'token': 't',
+            'heartbeat': time.time(), **owner}
+  (workdir / 'lock').write_text(json.dumps(record))
+
+
+def _lock(workdir, seen=None, **kwargs):
+  return workdir_lock.WorkdirLock(str(workdir), log=(seen if seen is not None else []).append,
+                                 **kwargs)
+
+
+def test_a_live_lock_refuses_and_a_released_one_is_gone(tmp_path):
+  with _lock(tmp_path) as first:
+    with pytest.raises(workdir_lock.WorkdirLockedError, match='in use by pid'):
+      with _lock(tmp_path):
+        pass
+    assert json.loads((tmp_path / 'lock').read_text())['token'] == first.owner['token']
+  assert not (tmp_path / 'lock').exists()
+
+
+def test_the_heartbeat_is_refreshed_while_the_run_lives(tmp_path):
+  with _lock(tmp_path, heartbeat_every=0.05):
+    first = json.loads((tmp_path / 'lock').read_text())['heartbeat']
+    time.sleep(0.3)
+    assert json.loads((tmp_path / 'lock').read_text())['heartbeat'] > first
+
+
+@pytest.mark.parametrize('owner,reason', [
+    (dict(heartbeat=time.time() - 1000), 'its heartbeat is 1000 s old'),    # any host
+    (None, 'it is empty or unreadable'),
+    (dict(host=socket.gethostname(), boot=workdir_lock._boot_id(), pid=os.getpid()),
+     f'its pid {os.getpid()} is ours'),                                    # restarted container
+    (dict(host=socket.gethostname(), boot='before-the-reboot'), 'rebooted since'),
+])
+def test_stale_locks_are_taken_over_with_a_warning(tmp_path, owner, reason):
+  if owner is None:
+    (tmp_path / 'lock').write_text('')
+  else:
+    _write(tmp_path, **owner)
+  seen = []
+  with _lock(tmp_path, seen):
+    pass
+  assert len(seen) == 1 and 'WARNING: taking over the lock' in seen[0] and reason in seen[0]
+
+
+def test_a_fresh_lock_of_another_host_waits_unless_told(tmp_path):
+  _write(tmp_path)
+  with pytest.raises(workdir_lock.WorkdirLockedError, match='pass --takeover_lock'):
+    with _lock(tmp_path):
+      pass
+  seen = []
+  with _lock(tmp_path, seen, takeover=True):
+    pass
+  assert '--takeover_lock' in seen[0]
+
+
+def _contend(workdir, barrier, results):
+  barrier.wait()
+  try:
+    with workdir_lock.WorkdirLock(workdir, log=lambda line: None):
+      results.put('won')
+      time.sleep(1.0)
+  except workdir_lock.WorkdirLockedError:
+    results.put('refused')
+
+
+def test_of_racing_takeovers_of_a_stale_lock_exactly_one_wins(tmp_path):
+  context = multiprocessing.get_context('fork')
+  for trial in range(5):
+    workdir = tmp_path / str(trial)
+    workdir.mkdir()
+    _write(workdir, heartbeat=time.time() - 1000)
+    barrier, results = context.Barrier(6), context.Queue()
+    racers = [context.Process(target=_contend, args=(str(workdir), barrier, results))
+              for _ in range(6)]
+    for racer in racers:
+      racer.start()
+    for racer in racers:
+      racer.join(30)
+    outcomes = sorted(results.get(timeout=5) for _ in racers)
+    assert outcomes == ['refused'] * 5 + ['won'], (trial, outcomes)
+    assert not (workdir / 'lock.takeover').exists()
