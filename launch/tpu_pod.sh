@@ -9,8 +9,10 @@
 #
 # Defaults come from TPU_NAME, TPU_ZONE, TPU_PROJECT, TPU_ACCELERATOR, TPU_VERSION. The
 # workdir should be a gs:// path (checkpoints are written by all hosts). Rerun the same line
-# after a preemption: the slice is reused (or recreated) and training resumes.
-# --dry-run prints the commands instead of running them.
+# after a preemption, or when the log ends with exit 75 ("stopped early, resume me"): the slice
+# is reused (or recreated), a run still going on it is stopped first (SIGTERM: it saves), and
+# training resumes. The hosts get Python 3.11 from apt when theirs is older (the base images
+# ship 3.10). --dry-run prints the commands instead of running them.
 set -euo pipefail
 
 dry_run=0 spot=0
@@ -46,8 +48,12 @@ archive=/tmp/annoprop_jax_$tpu.tar.gz
 # shellcheck disable=SC2088  # a path on the TPU hosts: their shell expands it
 log='~/annoprop_jax.log'
 args=$(printf '%q ' "$@")
-remote_install="mkdir -p ~/annoprop_jax && tar -xzf ~/annoprop_jax.tar.gz -C ~/annoprop_jax && cd ~/annoprop_jax && python3 -m venv .venv && . .venv/bin/activate && pip install -q -U \"jax[tpu]\" -e ."
-remote_run="cd ~/annoprop_jax && . .venv/bin/activate && nohup python -m annoprop_jax.main ${args}--distributed=on < /dev/null > $log 2>&1 &"
+# A previous run on the hosts gets SIGTERM (it saves a checkpoint) and is waited for ([p]: the
+# pattern does not match this command's own shell).
+remote_stop="pkill -TERM -f '[p]ython -m annoprop_jax.main' || true; while pgrep -f '[p]ython -m annoprop_jax.main' > /dev/null; do sleep 2; done"
+python_311="py=\$(command -v python3.12 || command -v python3.11 || true); if [ -z \"\$py\" ]; then sudo apt-get update -q && sudo apt-get install -y -q python3.11 python3.11-venv && py=python3.11; fi"
+remote_install="$python_311 && mkdir -p ~/annoprop_jax && tar -xzf ~/annoprop_jax.tar.gz -C ~/annoprop_jax && cd ~/annoprop_jax && \$py -m venv .venv && . .venv/bin/activate && pip install -q -U \"jax[tpu]\" -e ."
+remote_run="cd ~/annoprop_jax && . .venv/bin/activate && nohup sh -c 'python -m annoprop_jax.main ${args}--distributed=on; echo \"exit \$?\"' < /dev/null > $log 2>&1 &"
 
 # Shell-quotes one word for display: bare when safe, else in single quotes.
 quote() {
@@ -76,6 +82,7 @@ if [[ $dry_run -eq 1 ]] || ! "${gcloud_tpu[@]}" describe "$tpu" "${where[@]}" >/
 fi
 run tar -czf "$archive" -C "$repo" --exclude=.git --exclude=.venv --exclude=workdirs .
 run "${gcloud_tpu[@]}" scp "$archive" "$tpu:~/annoprop_jax.tar.gz" "${where[@]}" --worker=all
+run "${gcloud_tpu[@]}" ssh "$tpu" "${where[@]}" --worker=all "--command=$remote_stop"
 run "${gcloud_tpu[@]}" ssh "$tpu" "${where[@]}" --worker=all "--command=$remote_install"
 run "${gcloud_tpu[@]}" ssh "$tpu" "${where[@]}" --worker=all "--command=$remote_run"
 run "${gcloud_tpu[@]}" ssh "$tpu" "${where[@]}" --worker=0 "--command=tail -F $log"
