@@ -247,7 +247,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
           {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
       finite.record(step, metrics.pop('finite'))
-      stopping = stop.agreed()
+      stopping = stop.agreed(step)
       final = stopping or step == config.total_steps
       log, save = logger.due(step, final), checkpointer.due(step, final)
       evaluate = (not stopping and evaluator is not None
