@@ -135,10 +135,23 @@ class Checkpointer:
   def _checksums(self, state_tree):
     """{'state': {leaf: checksum}, 'data_<stream>': checksum of its iterator state}."""
     sums = {'state': {k: int(v) for k, v in jax.device_get(array_checksums(state_tree)).items()}}
-    for name, it in self.iterators.items():
-      sums[f'data_{name}'] = zlib.crc32(json.dumps(it.get_state(), sort_keys=True,
-                                                   default=str).encode())
+    # Every process has its own iterator states; the json is written by process 0 only, so it
+    # holds them all, in process order.
+    names = sorted(self.iterators)
+    local = self._iterator_checksums()
+    if jax.process_count() > 1:
+      gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, len(names))
+    else:
+      gathered = local[None]
+    for i, name in enumerate(names):
+      sums[f'data_{name}'] = [int(c) for c in gathered[:, i]]
     return sums
+
+  def _iterator_checksums(self):
+    """This process's CRC32 of each iterator's state (json), in stream-name order."""
+    return np.array([zlib.crc32(json.dumps(self.iterators[n].get_state(), sort_keys=True,
+                                           default=str).encode())
+                     for n in sorted(self.iterators)], np.uint32)
 
   def _verify(self, step, state_tree):
     """Damage (RuntimeError) unless the restored state and iterators match the checksums saved
@@ -147,10 +160,14 @@ class Checkpointer:
       return                                       # saved before checksums existed
     saved = self.manager.restore(step, args=ocp.args.Composite(
         checksums=ocp.args.JsonRestore()))['checksums']
-    restored = self._checksums(state_tree)
-    bad = sorted(f'state{k}' for k, v in restored['state'].items()
-                 if saved['state'].get(k) != v)
-    bad += sorted(k for k in restored if k != 'state' and saved.get(k) != restored[k])
+    arrays = jax.device_get(array_checksums(state_tree))
+    bad = sorted(f'state{k}' for k, v in arrays.items() if saved['state'].get(k) != int(v))
+    index = jax.process_index()        # no collective here: only this process's iterators
+    for name, crc in zip(sorted(self.iterators), self._iterator_checksums()):
+      per_process = saved.get(f'data_{name}')
+      per_process = per_process if isinstance(per_process, list) else [per_process]
+      if index >= len(per_process) or per_process[index] != int(crc):
+        bad.append(f'data_{name}')
     if bad:
       raise RuntimeError(f'checksum mismatch in {", ".join(bad[:3])}: a file changed after '
                          'it was written')
@@ -193,6 +210,19 @@ class Checkpointer:
       return None
     return self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))['run']
 
+  def _check_layout(self, step):
+    """CheckpointMismatchError if step's iterator states were saved by another number of
+    processes (grain keeps one file per process and would only say a file is missing)."""
+    count = jax.process_count()
+    for name in self.iterators:
+      folder = os.path.join(self.directory, str(step), f'data_{name}')
+      saved = {f.rsplit('-of-', 1)[1].split('.')[0] for f in _listdir(folder) if '-of-' in f}
+      if saved and saved != {str(count)}:
+        raise CheckpointMismatchError(
+            f'{folder} was saved by {", ".join(sorted(saved))} JAX processes and this run has '
+            f'{count}; resume with the same process count, or start a new run from these '
+            f'weights with --config.init_from')
+
   def _check_shapes(self, step, abstract_state_tree):
     """CheckpointMismatchError unless step's saved state has this tree's keys and shapes."""
     detail = tree_differences(abstract_state_tree, _state_metadata(self.directory, step))
@@ -207,6 +237,7 @@ class Checkpointer:
     (mismatch, no memory, a transient error that persisted)."""
     for attempt in range(RETRIES + 1):
       try:
+        self._check_layout(step)
         run = self.saved_run(step)
         if check_run is not None:
           check_run(step, run)
@@ -245,6 +276,10 @@ class Checkpointer:
       outcome, result = self._read(abstract_state_tree, step, check_run)
       worst = _all_processes(outcome, np.max)
       if worst == 0:
+        # Only now, with a step to resume from, are the damaged ones moved aside: if none
+        # reads, they all stay, and every later start refuses as this one does.
+        for bad in damaged:
+          self._quarantine(bad)
         if damaged:
           self.log(f'WARNING: moved the damaged checkpoint steps {damaged} to '
                    f'{self.damaged_directory}; resuming from step {step}')
@@ -252,16 +287,15 @@ class Checkpointer:
       if worst == 2:
         if outcome == 2:
           raise result
-        raise RuntimeError(f'another process could not restore {self.directory}/{step}; '
-                           'see its log')
+        raise CheckpointMismatchError(f'another process could not restore '
+                                      f'{self.directory}/{step}; see its log')
       error = _first_line(result) if outcome else 'another process could not read it'
       self.log(f'WARNING: checkpoint {self.directory}/{step} is unreadable ({error}); '
                f'falling back to an older one')
-      self._quarantine(step)
       damaged.append(step)
     raise NoReadableCheckpointError(
-        f'no readable checkpoint in {self.directory} (steps {damaged}, now in '
-        f'{self.damaged_directory}); refusing to train from scratch over them')
+        f'no readable checkpoint in {self.directory} (steps {damaged}, all damaged; left '
+        f'where they are); refusing to train from scratch over them')
 
   def _quarantine(self, step):
     """Process 0 moves ``step`` to the damaged folder; every process then forgets it."""
@@ -301,6 +335,10 @@ def array_checksums(tree):
     return jnp.sum(bits * (jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1), dtype=jnp.uint32)
   return {jax.tree_util.keystr(path): one(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _listdir(path):
+  return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _shapes(tree):

@@ -23,6 +23,12 @@ class StopRequest:
                       for sig in (signal.SIGTERM, signal.SIGINT)}
     _active.append(self)
 
+  def reinstall(self):
+    """Takes the signals back: ``jax.distributed.initialize`` installs its own SIGTERM
+    handler (XLA's preemption notifier), which would hide a preemption from the loop."""
+    for sig in self._previous:
+      signal.signal(sig, self._handle)
+
   def _handle(self, signum, frame):
     del frame
     if self.signal and signum == signal.SIGINT:

@@ -165,6 +165,7 @@ def train(config, workdir, print_fn=print, on_step=None, allow_config_change=Fal
   """Trains ``config`` in ``workdir`` (holding its lock, ``workdir_lock``); see ``_train``."""
   installed = stop_request.active()
   stop = installed or stop_request.StopRequest()
+  stop.reinstall()
   try:
     configuration.validate(config)
     os.makedirs(workdir, exist_ok=True)

@@ -109,7 +109,15 @@ def prepare(config, data_dir, num_workers=None, log=print):
   ctx = multiprocessing.get_context('spawn')
   with ctx.Pool(num_workers) as pool:
     builder = Scenes(config, pool=pool, data_dir=os.path.expanduser(data_dir))
-    builder.download_and_prepare(file_format='array_record')
+    try:
+      builder.download_and_prepare(file_format='array_record')
+    except FileExistsError:
+      # Another process (a multi-process run on one machine, a racing start) wrote the same
+      # deterministic dataset first: its copy is complete, ours is discarded.
+      if not os.path.exists(os.path.join(directory, 'dataset_info.json')):
+        raise
+      log(f'Another process wrote {directory} first; using it')
+      return directory
   with open(os.path.join(directory, 'scenes_config.json'), 'w') as f:
     json.dump({'spec': dataclasses.asdict(config.spec), 'seed': config.seed,
                'sizes': dict(config.sizes)}, f, indent=2)
