@@ -293,9 +293,21 @@ class Campaign:
           self.command(workdir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
                        f'--process_id={i}'), cwd=REPO, env=self.env, stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True) for i in range(2)]
-      return [(p.communicate(timeout=900)[0], p.returncode) for p in processes]
+      results = []
+      for p in processes:
+        try:
+          results.append((p.communicate(timeout=300)[0], p.returncode))
+        except subprocess.TimeoutExpired:     # a hang: the processes disagree somewhere
+          for q in processes:
+            q.kill()
+          results.append((p.communicate()[0], 'hung'))
+      return results
 
     problems = [f'first run exited {code}' for _, code in both() if code != 0]
+    if problems:
+      self.record('2 processes, newest step damaged in one process\'s files', False, 0,
+                  '; '.join(problems))
+      return
     undamaged = _state(workdir, STEPS)
     state = os.path.join(workdir, 'checkpoints', str(STEPS), 'state')
     files = [os.path.join(d, f) for d, _, fs in os.walk(state) for f in fs
@@ -311,7 +323,10 @@ class Campaign:
     older = STEPS - EVERY
     if f'Resumed from {os.path.join(workdir, "checkpoints")}/{older}' not in out0:
       problems.append(f'process 0 did not resume from step {older}')
-    final = _state(workdir, STEPS)
+    try:
+      final = _state(workdir, STEPS)
+    except FileNotFoundError:
+      final = {}
     differing = [k for k in undamaged if not np.array_equal(final.get(k), undamaged[k])]
     if differing:
       problems.append(f'final arrays differ: {differing[:3]}')
