@@ -38,14 +38,16 @@ def test_the_heartbeat_is_refreshed_while_the_run_lives(tmp_path):
     assert json.loads((tmp_path / 'lock').read_text())['heartbeat'] > first
 
 
-@pytest.mark.parametrize('owner,reason', [
-    (dict(heartbeat=time.time() - 1000), 'its heartbeat is 1000 s old'),    # any host
-    (None, 'it is empty or unreadable'),
-    (dict(host=socket.gethostname(), boot=workdir_lock._boot_id(), pid=os.getpid()),
-     f'its pid {os.getpid()} is ours'),                                    # restarted container
-    (dict(host=socket.gethostname(), boot='before-the-reboot'), 'rebooted since'),
-])
-def test_stale_locks_are_taken_over_with_a_warning(tmp_path, owner, reason):
+# Ids without values: every xdist worker must collect the same test names.
+@pytest.mark.parametrize('case', ['old heartbeat', 'empty', 'our own pid', 'rebooted'])
+def test_stale_locks_are_taken_over_with_a_warning(tmp_path, case):
+  here = dict(host=socket.gethostname(), boot=workdir_lock._boot_id())  # pylint: disable=protected-access
+  owner, reason = {
+      'old heartbeat': (dict(heartbeat=time.time() - 1000), 'its heartbeat is 1000 s old'),
+      'empty': (None, 'it is empty or unreadable'),
+      'our own pid': (dict(here, pid=os.getpid()), f'its pid {os.getpid()} is ours'),
+      'rebooted': (dict(here, boot='before-the-reboot'), 'rebooted since'),
+  }[case]
   if owner is None:
     (tmp_path / 'lock').write_text('')
   else:
