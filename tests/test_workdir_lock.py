@@ -80,7 +80,7 @@ def _contend(workdir, barrier, results):
 
 
 def test_of_racing_takeovers_of_a_stale_lock_exactly_one_wins(tmp_path):
-  context = multiprocessing.get_context('fork')
+  context = multiprocessing.get_context('spawn')   # no fork of a process running JAX threads
   for trial in range(5):
     workdir = tmp_path / str(trial)
     workdir.mkdir()
