@@ -18,6 +18,7 @@ from annoprop_jax.evaluation import evaluator
 from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import target_network
+from annoprop_jax.data import pipeline
 from annoprop_jax.data import scenes
 
 REMAT_POLICIES = ('none', 'full', 'dots')
@@ -48,10 +49,10 @@ def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size
       prefetch=8,                # grain prefetch buffer (elements)
       num_workers=0,             # grain worker processes (0: decode in this process); a
                                  # checkpointed data state resumes only with the same count
-      # The stream stops with one line past either: undecodable records in a row, or their
-      # fraction of the records read (after 1000), counted per process (or worker).
-      max_undecodable_run=1000,
-      max_undecodable_fraction=0.1,
+      # The stream stops with one line past either: undecodable records in a row
+      # (max_undecodable_run), or their fraction of the records read after 1000
+      # (max_undecodable_fraction), counted per process (or worker).
+      **pipeline.UNDECODABLE_LIMITS,
   )
 
 
@@ -219,7 +220,7 @@ def resume_identity(config):
       if isinstance(value, ml_collections.ConfigDict):
         walk(value, dotted + '.')
       else:
-        flat[dotted] = list(value) if isinstance(value, tuple) else value
+        flat[dotted] = value
   walk(config, '')
   return json_values(flat)
 

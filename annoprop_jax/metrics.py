@@ -135,11 +135,11 @@ class MetricsLogger:
 
 
 def truncate_metrics(workdir, step):
-  """Keeps the records of metrics.jsonl up to ``step`` (rewritten atomically); returns how many
-  it dropped. A torn last line (a kill mid-write) is dropped too."""
+  """Keeps the records of metrics.jsonl up to ``step`` (rewritten atomically). A torn last line
+  (a kill mid-write) is dropped too."""
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
-    return 0
+    return
   with open(path) as f:
     lines = [line for line in f if line.strip()]
   kept = []
@@ -154,7 +154,6 @@ def truncate_metrics(workdir, step):
     with open(path + '.tmp', 'w') as f:
       f.writelines(kept)
     os.replace(path + '.tmp', path)
-  return len(lines) - len(kept)
 
 
 def read_metrics(workdir):

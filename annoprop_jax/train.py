@@ -7,7 +7,6 @@ import os
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
-import numpy as np
 import optax
 
 from annoprop_jax import checkpoint
@@ -222,15 +221,8 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     # The first step's batches are read (and checked) before anything is written.
     stream = _checked_batches(config, iterators)
     stream = itertools.chain([next(stream)] if step < config.total_steps else [], stream)
-    if jax.process_index() == 0:      # atomically: a failed write keeps the previous one
-      path = os.path.join(workdir, 'config.json')
-      try:
-        with open(path + '.tmp', 'w') as f:
-          f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-        os.replace(path + '.tmp', path)
-      finally:
-        if os.path.exists(path + '.tmp'):
-          os.remove(path + '.tmp')
+    if jax.process_index() == 0:
+      _write_config(workdir, config)
     evaluator = None
     if config.evaluation.every_steps:
       evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
@@ -272,6 +264,18 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
                  'rerun the same command to resume.')
         break
   return state
+
+
+def _write_config(workdir, config):
+  """WORKDIR/config.json, atomically: a failed write (a full disk) keeps the previous one."""
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path + '.tmp', 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(path + '.tmp', path)
+  finally:
+    if os.path.exists(path + '.tmp'):
+      os.remove(path + '.tmp')
 
 
 def _check_num_classes(config):
