@@ -62,6 +62,7 @@ class Campaign:
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
     self.references = {}
     self.rows = {}
+    self._since = time.perf_counter()  # the seconds of a kind: from the previous record to its own
 
   def workdir(self, name):
     path = os.path.join(self.root, name)
@@ -138,7 +139,11 @@ class Campaign:
     return code
 
   def record(self, kind, survived, lost, detail=''):
-    row = self.rows.setdefault(kind, {'trials': 0, 'survived': 0, 'lost': 0, 'failures': []})
+    row = self.rows.setdefault(kind, {'trials': 0, 'survived': 0, 'lost': 0, 'seconds': 0.0,
+                                      'failures': []})
+    now = time.perf_counter()
+    row['seconds'] += now - self._since
+    self._since = now
     row['trials'] += 1
     row['survived'] += int(survived)
     row['lost'] += lost
@@ -456,9 +461,10 @@ def _ranges(steps):
 
 
 def markdown(rows, lines):
-  out = ['| fault | trials | survived bit-exact | lost steps |', '|---|---|---|---|']
+  out = ['| fault | trials | survived bit-exact | lost steps | seconds |', '|---|---|---|---|---|']
   for kind, row in rows.items():
-    out.append(f'| {kind} | {row["trials"]} | {row["survived"]} | {row["lost"]} |')
+    out.append(f'| {kind} | {row["trials"]} | {row["survived"]} | {row["lost"]} '
+               f'| {row["seconds"]:.0f} |')
   out += ['', '| bad input | the line it produced |', '|---|---|']
   out += [f'| {name} | `{line}` |' for name, line in lines.items()]
   return '\n'.join(out)
