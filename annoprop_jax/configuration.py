@@ -265,12 +265,11 @@ def load(path):
 def load_run(workdir):
   """The config a run wrote to ``WORKDIR/config.json``, on its method's schema (so tuples stay
   tuples and unknown keys are errors), locked."""
-  import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: is {workdir!r} a training workdir?')
-  with open(path) as f:
-    saved = json.load(f)
+  from annoprop_jax import storage  # pylint: disable=g-import-not-at-top
+  path = storage.path(workdir) / 'config.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist: is {str(workdir)!r} a training workdir?')
+  saved = json.loads(path.read_text())
   config = base_config(saved['objective']['name'])
   for old, new in MOVED_KEYS.items():
     if old in saved:

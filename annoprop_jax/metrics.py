@@ -1,13 +1,14 @@
 """Metrics to ``WORKDIR/metrics.jsonl``, TensorBoard event files in ``WORKDIR/tensorboard`` and a
-progress line with ETA (process 0 only)."""
+progress line with ETA (process 0 only). The workdir may be a bucket (``storage``)."""
 import contextlib
 import json
 import math
-import os
 import time
 
 import jax
 import numpy as np
+
+from annoprop_jax import storage
 
 
 def _to_python(value):
@@ -64,11 +65,13 @@ class MetricsLogger:
   A training run passes ``start_step`` (the restored step, or 0): the records past it that an
   interrupted run wrote are dropped first, from metrics.jsonl and TensorBoard, so every step is
   logged once, in order. Without it (``evaluate`` appending a probe) nothing is dropped.
+  A bucket object cannot be appended to: on a ``gs://`` workdir each record rewrites the whole
+  file (one upload, small next to a checkpoint), so a killed run loses no logged record.
   """
 
   def __init__(self, workdir, total_steps, print_fn=None, every=0, images_per_step=0,
                start_step=None):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = storage.path(workdir) / 'metrics.jsonl'
     self.total_steps = total_steps
     self.every = every
     self.images_per_step = images_per_step
@@ -82,12 +85,20 @@ class MetricsLogger:
       if start_step is not None:
         truncate_metrics(workdir, start_step)
         purge_step = start_step + 1
-      self._tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+      self._tensorboard = SummaryWriter(str(storage.path(workdir) / 'tensorboard'),
                                         purge_step=purge_step)
+    self._text = None             # a bucket's file content, rewritten on each record
+    if self.is_writer and storage.is_remote(self.path):
+      self._text = self.path.read_text() if self.path.exists() else ''
 
   def _append(self, record, prefix):
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    line = json.dumps(record) + '\n'
+    if self._text is None:
+      with self.path.open('a') as f:
+        f.write(line)
+    else:
+      self._text += line
+      storage.write_atomically(self.path, self._text)
     for key, value in record.items():
       if (is_curve(key) and isinstance(value, (int, float))
           and not isinstance(value, bool)):
@@ -137,11 +148,10 @@ class MetricsLogger:
 def truncate_metrics(workdir, step):
   """Keeps the records of metrics.jsonl up to ``step`` (rewritten atomically). A torn last line
   (a kill mid-write) is dropped too."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = storage.path(workdir) / 'metrics.jsonl'
+  if not path.exists():
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
+  lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
   kept = []
   for line in lines:
     try:
@@ -151,11 +161,9 @@ def truncate_metrics(workdir, step):
     if record.get('step', 0) <= step:
       kept.append(line if line.endswith('\n') else line + '\n')
   if len(kept) < len(lines):
-    with open(path + '.tmp', 'w') as f:
-      f.writelines(kept)
-    os.replace(path + '.tmp', path)
+    storage.write_atomically(path, ''.join(kept))
 
 
 def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (storage.path(workdir) / 'metrics.jsonl').read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -2,7 +2,6 @@
 import contextlib
 import dataclasses
 import itertools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ from annoprop_jax import optimizer
 from annoprop_jax import sharding
 from annoprop_jax import state as state_lib
 from annoprop_jax import stop_request
+from annoprop_jax import storage
 from annoprop_jax import target_network
 from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
@@ -167,7 +167,8 @@ def train(config, workdir, print_fn=print, on_step=None, allow_config_change=Fal
   stop.reinstall()
   try:
     configuration.validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() != 0:
       return _train(config, workdir, _silent, on_step, allow_config_change, stop)
     with workdir_lock.WorkdirLock(workdir, log=print_fn, stale_after=lock_stale_seconds,
@@ -268,14 +269,8 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
 
 def _write_config(workdir, config):
   """WORKDIR/config.json, atomically: a failed write (a full disk) keeps the previous one."""
-  path = os.path.join(workdir, 'config.json')
-  try:
-    with open(path + '.tmp', 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + '.tmp', path)
-  finally:
-    if os.path.exists(path + '.tmp'):
-      os.remove(path + '.tmp')
+  storage.write_atomically(storage.path(workdir) / 'config.json',
+                           config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _check_num_classes(config):

@@ -10,7 +10,8 @@ lock over, with a warning, when the lock is stale:
   container has a fresh pid namespace, so the dead owner's pid can be ours), or the machine
   has rebooted since (another boot id);
 or when ``takeover`` (``--takeover_lock``) says so. Of several runs taking over one stale lock
-at once exactly one wins: a takeover needs ``WORKDIR/lock.takeover``, created exclusively.
+at once exactly one wins: a takeover needs ``WORKDIR/lock.takeover``, created exclusively
+(``storage.create_exclusive``: a local workdir or a bucket).
 """
 import json
 import os
@@ -18,6 +19,8 @@ import socket
 import threading
 import time
 import uuid
+
+from annoprop_jax import storage
 
 STALE_AFTER = 120.0        # seconds without a heartbeat after which any host may take over
 HEARTBEAT_EVERY = 20.0
@@ -46,23 +49,12 @@ def _alive(pid):
   return True
 
 
-def _create_exclusive(path, text):
-  """Writes ``text`` to a new ``path``; False if it exists (O_EXCL: one creator wins)."""
-  try:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-  except FileExistsError:
-    return False
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  return True
-
-
 class WorkdirLock:
   """Context manager; only JAX process 0 should take it."""
 
   def __init__(self, workdir, log=print, stale_after=STALE_AFTER,
                heartbeat_every=HEARTBEAT_EVERY, takeover=False):
-    self.path = os.path.join(workdir, 'lock')
+    self.path = storage.path(workdir) / 'lock'
     self.log = log
     self.stale_after = stale_after
     self.heartbeat_every = heartbeat_every
@@ -76,7 +68,7 @@ class WorkdirLock:
     return json.dumps({**self.owner, 'heartbeat': time.time()})
 
   def __enter__(self):
-    if not _create_exclusive(self.path, self._record()):
+    if not storage.create_exclusive(self.path, self._record()):
       self._take_over(self._read())
     _HELD.add(self.owner['token'])
     self._thread = threading.Thread(target=self._beat, daemon=True, name='workdir_lock')
@@ -85,8 +77,7 @@ class WorkdirLock:
 
   def _read(self):
     try:
-      with open(self.path) as f:
-        owner = json.load(f)
+      owner = json.loads(self.path.read_text())
       return owner if isinstance(owner, dict) else {}
     except FileNotFoundError:
       return None
@@ -120,22 +111,22 @@ class WorkdirLock:
           f'{time.time() - owner["heartbeat"]:.0f} s ago; {self.path}); wait for that run to '
           f'end, or pass --takeover_lock once it is gone (a lock without a heartbeat for '
           f'{self.stale_after:.0f} s is taken over by itself)')
-    takeover = self.path + '.takeover'
-    if not _create_exclusive(takeover, self._record()):
+    takeover = self.path.with_name('lock.takeover')
+    if not storage.create_exclusive(takeover, self._record()):
       # Another run is taking over right now, or one died doing it long ago.
-      if time.time() - os.path.getmtime(takeover) < self.stale_after:
+      if storage.age(takeover) < self.stale_after:
         raise WorkdirLockedError(f'another run is taking over {self.path}; it owns the workdir')
-      os.remove(takeover)
+      takeover.unlink(missing_ok=True)
       return self._take_over(self._read())
     try:
       if self._read() != owner:        # it changed since we judged it: judge again
         return self._take_over(self._read())
       if owner is not None:
-        os.remove(self.path)
-      if not _create_exclusive(self.path, self._record()):
+        self.path.unlink(missing_ok=True)
+      if not storage.create_exclusive(self.path, self._record()):
         raise WorkdirLockedError(f'another run took {self.path} first')
     finally:
-      os.remove(takeover)
+      takeover.unlink(missing_ok=True)
     if owner is not None:
       self.log(f'WARNING: taking over the lock of pid {owner.get("pid")} on host '
                f'{owner.get("host")}: {reason} ({self.path})')
@@ -145,10 +136,7 @@ class WorkdirLock:
       if (self._read() or {}).get('token') != self.owner['token']:
         self.log(f'WARNING: {self.path} is no longer ours: another run took over this workdir')
         return
-      tmp = f'{self.path}.{self.owner["token"]}'
-      with open(tmp, 'w') as f:
-        f.write(self._record())
-      os.replace(tmp, self.path)
+      storage.write_atomically(self.path, self._record())
 
   def __exit__(self, *exc):
     _HELD.discard(self.owner['token'])
@@ -156,7 +144,4 @@ class WorkdirLock:
     if self._thread is not None:
       self._thread.join()
     if (self._read() or {}).get('token') == self.owner['token']:
-      try:
-        os.remove(self.path)
-      except FileNotFoundError:
-        pass
+      self.path.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
 import dataclasses
 import io
 import json
-import os
 import zlib
 
 import grain
@@ -28,6 +27,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from annoprop_jax import errors
+from annoprop_jax import storage
 from annoprop_jax.data import feature_map
 from annoprop_jax.data import scenes
 from annoprop_jax.data import scenes_dataset
@@ -70,25 +70,26 @@ def scenes_config_from(data_config):
 
 
 def dataset_directory(data_config, dataset, prepare_scenes=True):
-  """Directory of a prepared tfds dataset: the embedded scenes, a tfds name, or a path."""
-  data_dir = os.path.expanduser(data_config.data_dir)
+  """Directory of a prepared tfds dataset: the embedded scenes, a tfds name, or a path (local
+  or ``gs://``, as ``data_dir`` may be)."""
+  data_dir = storage.path(data_config.data_dir)
   if dataset == 'scenes':
     scenes_config = scenes_config_from(data_config)
     if prepare_scenes:
       return scenes_dataset.prepare(scenes_config, data_dir)
     return scenes_config.directory(data_dir)
-  if os.path.exists(os.path.join(os.path.expanduser(dataset), 'dataset_info.json')):
-    return os.path.expanduser(dataset)
+  if (storage.path(dataset) / 'dataset_info.json').exists():
+    return storage.path(dataset)
   name, _, version = dataset.partition(':')
-  root = os.path.join(data_dir, *name.split('/'))
+  root = data_dir.joinpath(*name.split('/'))
   if version:
-    root = os.path.join(root, version)
-  elif os.path.isdir(root):
-    versions = sorted(v for v in os.listdir(root) if v[:1].isdigit())
-    root = os.path.join(root, versions[-1]) if versions else root
-  if not os.path.exists(os.path.join(root, 'dataset_info.json')):
+    root = root / version
+  elif root.is_dir():
+    versions = sorted(v.name for v in root.iterdir() if v.name[:1].isdigit())
+    root = root / versions[-1] if versions else root
+  if not (root / 'dataset_info.json').exists():
     raise FileNotFoundError(
-        f'dataset {dataset!r} is not prepared under data_dir={data_dir!r} (looked in {root}). '
+        f'dataset {dataset!r} is not prepared under data_dir={str(data_dir)!r} (looked in {root}). '
         f'Prepare it as an array_record tfds dataset there (e.g. `tfds build {name} '
         f'--file_format=array_record --data_dir={data_dir}`), or point --config.data.data_dir '
         f'at the folder that holds it. The embedded dataset is called "scenes".')
@@ -115,9 +116,8 @@ def dataset_identity(data_config, names):
   identity = {}
   for name in names:
     stream = data_config[name]
-    with open(os.path.join(dataset_directory(data_config, stream.dataset),
-                           'dataset_info.json')) as f:
-      info = json.load(f)
+    info = json.loads((dataset_directory(data_config, stream.dataset)
+                       / 'dataset_info.json').read_text())
     split = next((s for s in info.get('splits', ()) if s['name'] == stream.split), {})
     records = sum(int(n) for n in split.get('shardLengths', ()))
     identity[f'data.{name}.records'] = (f'{info.get("name")} {info.get("version")} '

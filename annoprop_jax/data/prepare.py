@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
 
+from annoprop_jax import storage
 from annoprop_jax.data import formats
 from annoprop_jax.data.formats import PrepareError
 from annoprop_jax.data.formats import coco
@@ -89,7 +90,8 @@ class Options:
     return self
 
   def directory(self):
-    return os.path.join(os.path.expanduser(self.output), self.name, VERSION)
+    """Where the dataset goes: ``OUTPUT/NAME/VERSION``, a local path or a ``gs://`` URL."""
+    return os.fspath(storage.path(self.output) / self.name / VERSION)
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,24 +138,21 @@ class Job:
 
   @property
   def path(self):
-    return os.path.join(self.directory,
-                        shard_filename(self.options.name, self.split, self.index, self.num_shards))
+    return storage.path(self.directory) / shard_filename(self.options.name, self.split,
+                                                         self.index, self.num_shards)
 
   @property
   def manifest_path(self):
-    return os.path.join(self.directory, PROGRESS_DIR,
-                        f'{self.split}-{self.index:05d}-of-{self.num_shards:05d}.json')
+    return (storage.path(self.directory) / PROGRESS_DIR
+            / f'{self.split}-{self.index:05d}-of-{self.num_shards:05d}.json')
 
   def done(self):
-    return os.path.exists(self.path) and os.path.exists(self.manifest_path)
+    return self.path.exists() and self.manifest_path.exists()
 
 
 def _write_json(path, data):
-  """Writes ``data`` to ``path`` through a temporary file and a rename (never half-written)."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, indent=1)
-  os.replace(tmp, path)
+  """Writes ``data`` to ``path``, never half-written (``storage.write_atomically``)."""
+  storage.write_atomically(path, json.dumps(data, indent=1))
 
 
 def _one_line(text):
@@ -165,7 +164,13 @@ def write_shard(job):
   fmt = FORMATS[job.options.format]
   feats = features(job.class_names, job.video)
   serializer = _serializer(job.class_names, job.video)
-  tmp = f'{job.path}.tmp{os.getpid()}'
+  # A local file first (array_record writes local files only), renamed or uploaded when done.
+  remote = storage.is_remote(job.path)
+  if remote:
+    fd, tmp = tempfile.mkstemp(suffix='.array_record')
+    os.close(fd)
+  else:
+    tmp = f'{job.path}.tmp{os.getpid()}'
   writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
   examples, skipped = 0, []
   try:
@@ -182,9 +187,13 @@ def write_shard(job):
       examples += 1
   finally:
     writer.close()
-  os.replace(tmp, job.path)
+  if remote:
+    storage.put(tmp, job.path)
+    os.remove(tmp)
+  else:
+    os.replace(tmp, job.path)
   manifest = {'split': job.split, 'index': job.index, 'examples': examples,
-              'num_bytes': os.path.getsize(job.path), 'skipped': skipped}
+              'num_bytes': job.path.stat().length, 'skipped': skipped}
   _write_json(job.manifest_path, manifest)
   return manifest
 
@@ -203,11 +212,10 @@ def _fingerprint(options, plan):
 
 
 def _check_plan(directory, options, plan):
-  path = os.path.join(directory, PROGRESS_DIR, 'plan.json')
+  path = directory / PROGRESS_DIR / 'plan.json'
   fingerprint = _fingerprint(options, plan)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if path.exists():
+    old = json.loads(path.read_text())
     if old['fingerprint'] != fingerprint:
       raise PrepareError(
           f'{directory} holds a prepare of other inputs or settings ({old["format"]} from '
@@ -219,12 +227,12 @@ def _check_plan(directory, options, plan):
 
 
 def _remove_temporaries(directory):
-  for folder in (directory, os.path.join(directory, PROGRESS_DIR)):
-    for f in os.listdir(folder):
-      if re.search(r'\.tmp\d+$', f):
-        os.remove(os.path.join(folder, f))
-      elif f.startswith('.info-tmp'):
-        shutil.rmtree(os.path.join(folder, f), ignore_errors=True)
+  for folder in (directory, directory / PROGRESS_DIR):
+    for f in folder.iterdir():
+      if re.search(r'\.tmp\d+$', f.name):
+        f.unlink(missing_ok=True)
+      elif f.name.startswith('.info-tmp'):
+        f.rmtree(missing_ok=True)
 
 
 def _run(jobs, num_workers):
@@ -277,15 +285,16 @@ def prepare(options, log=_print, stop_after_shards=None, progress_interval=5.0):
   """
   options.validate()
   plan = FORMATS[options.format].plan(options)
-  directory = options.directory()
-  os.makedirs(os.path.join(directory, PROGRESS_DIR), exist_ok=True)
+  directory = storage.path(options.directory())
+  (directory / PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
   _check_plan(directory, options, plan)
   _remove_temporaries(directory)
-  jobs = [Job(directory, split, i, len(tasks), task, plan.class_names, plan.video, options)
+  jobs = [Job(os.fspath(directory), split, i, len(tasks), task, plan.class_names, plan.video,
+              options)
           for split, tasks in plan.splits.items() for i, task in enumerate(tasks)]
   todo = [job for job in jobs if not job.done()]
-  if todo and os.path.exists(os.path.join(directory, 'dataset_info.json')):
-    os.remove(os.path.join(directory, 'dataset_info.json'))   # incomplete until finalised
+  if todo:
+    (directory / 'dataset_info.json').unlink(missing_ok=True)   # incomplete until finalised
   if not todo:
     log(f'{options.name}: all {len(jobs)} shards already written')
   elif len(todo) < len(jobs):
@@ -301,11 +310,11 @@ def prepare(options, log=_print, stop_after_shards=None, progress_interval=5.0):
 
 
 def finalize(directory, options, plan, jobs, log=_print):
-  """Writes dataset_info.json, features.json and the report from the shards' manifests."""
+  """Writes dataset_info.json, features.json and the report from the shards' manifests;
+  returns the dataset's directory (a local path or a gs:// URL)."""
   manifests = {}
   for job in jobs:
-    with open(job.manifest_path) as f:
-      manifests[job.split, job.index] = json.load(f)
+    manifests[job.split, job.index] = json.loads(job.manifest_path.read_text())
   split_infos, report_splits, skipped = [], {}, []
   for split, tasks in plan.splits.items():
     shards = [manifests[split, i] for i in range(len(tasks))]
@@ -323,7 +332,7 @@ def finalize(directory, options, plan, jobs, log=_print):
             filetype_suffix='array_record')))
   if not split_infos:
     raise PrepareError(f'no example of {options.input} could be read; see '
-                       f'{os.path.join(directory, PROGRESS_DIR)} for the reasons')
+                       f'{directory / PROGRESS_DIR} for the reasons')
   identity = tfds.core.dataset_info.DatasetIdentity(
       name=options.name, version=tfds.core.Version(VERSION), data_dir=directory,
       module_name=__name__)
@@ -336,18 +345,19 @@ def finalize(directory, options, plan, jobs, log=_print):
           'fps': options.fps, 'annotations': options.annotations}))
   info.set_file_format('array_record')
   info.set_splits(tfds.core.SplitDict(split_infos))
-  tmp = tempfile.mkdtemp(dir=directory, prefix='.info-tmp')
-  info.write_to_directory(tmp)
-  # dataset_info.json last: its presence marks a complete dataset.
-  for f in sorted(os.listdir(tmp), key=lambda f: f == 'dataset_info.json'):
-    os.replace(os.path.join(tmp, f), os.path.join(directory, f))
-  os.rmdir(tmp)
-  report = {'dataset': directory, 'name': options.name, 'format': options.format,
+  tmp = tempfile.mkdtemp(prefix='annoprop-info-')
+  try:
+    info.write_to_directory(tmp)
+    # dataset_info.json last: its presence marks a complete dataset.
+    storage.put_folder(tmp, directory, last=('dataset_info.json',))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  report = {'dataset': os.fspath(directory), 'name': options.name, 'format': options.format,
             'input': os.path.abspath(options.input), 'splits': report_splits,
             'skipped': skipped}
-  _write_json(os.path.join(directory, REPORT), report)
+  _write_json(directory / REPORT, report)
   log(summary(report))
-  return directory
+  return os.fspath(directory)
 
 
 def summary(report, max_listed=10):

@@ -11,12 +11,14 @@ import io
 import json
 import multiprocessing
 import os
+import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from annoprop_jax import storage
 from annoprop_jax.data import scenes
 from annoprop_jax.data import shapes
 
@@ -39,7 +41,7 @@ class ScenesConfig:
     return f'r{self.spec.resolution}_{hashlib.sha1(blob.encode()).hexdigest()[:10]}'
 
   def directory(self, data_dir):
-    return os.path.join(os.path.expanduser(data_dir), 'scenes', self.name, VERSION)
+    return storage.path(data_dir) / 'scenes' / self.name / VERSION
 
 
 def _render(args):
@@ -98,7 +100,15 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
 def prepare(config, data_dir, num_workers=None, log=print):
   """Writes the dataset described by ``config`` unless it is already complete; returns its dir."""
   directory = config.directory(data_dir)
-  if os.path.exists(os.path.join(directory, 'dataset_info.json')):
+  if (directory / 'dataset_info.json').exists():
+    return directory
+  if storage.is_remote(directory):
+    # tfds writes array_record shards through a writer of local files only: build it here,
+    # then upload it (dataset_info.json last: its presence marks a complete dataset).
+    with tempfile.TemporaryDirectory(prefix='annoprop-scenes-') as local:
+      built = prepare(config, local, num_workers, log)
+      log(f'Uploading it to {directory}')
+      storage.put_folder(built, directory, last=('dataset_info.json',))
     return directory
   config.spec.validate()
   total = sum(n for _, n in config.sizes)
@@ -108,18 +118,18 @@ def prepare(config, data_dir, num_workers=None, log=print):
   # Spawned (not forked) workers: the caller may already run JAX, which is multithreaded.
   ctx = multiprocessing.get_context('spawn')
   with ctx.Pool(num_workers) as pool:
-    builder = Scenes(config, pool=pool, data_dir=os.path.expanduser(data_dir))
+    builder = Scenes(config, pool=pool, data_dir=storage.path(data_dir))
     try:
       builder.download_and_prepare(file_format='array_record')
     except FileExistsError:
       # Another process (a multi-process run on one machine, a racing start) wrote the same
       # deterministic dataset first: its copy is complete, ours is discarded.
-      if not os.path.exists(os.path.join(directory, 'dataset_info.json')):
+      if not (directory / 'dataset_info.json').exists():
         raise
       log(f'Another process wrote {directory} first; using it')
       return directory
-  with open(os.path.join(directory, 'scenes_config.json'), 'w') as f:
-    json.dump({'spec': dataclasses.asdict(config.spec), 'seed': config.seed,
-               'sizes': dict(config.sizes)}, f, indent=2)
+  storage.write_atomically(directory / 'scenes_config.json', json.dumps(
+      {'spec': dataclasses.asdict(config.spec), 'seed': config.seed,
+       'sizes': dict(config.sizes)}, indent=2))
   log(f'Wrote {total} images in {time.time() - start:.1f}s')
   return directory

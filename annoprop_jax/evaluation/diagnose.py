@@ -14,7 +14,6 @@ read-out of its own view. A decoder that uses the action has kl_true below kl_sh
 below kl_copy where views overlap little); kl_true ~ kl_shuffled says it ignores the box.
 """
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,7 @@ import numpy as np
 
 from annoprop_jax import checkpoint
 from annoprop_jax import objectives
+from annoprop_jax import storage
 from annoprop_jax.data import pipeline
 from annoprop_jax.objectives import bootstrap
 
@@ -118,8 +118,7 @@ def table(result):
 
 def write(result, workdir):
   """Writes ``WORKDIR/diagnose/step_<N>.json``; returns its path."""
-  path = os.path.join(workdir, 'diagnose', f'step_{result["step"]}.json')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=1, sort_keys=True)
+  path = storage.path(workdir) / 'diagnose' / f'step_{result["step"]}.json'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  storage.write_atomically(path, json.dumps(result, indent=1, sort_keys=True))
   return path

@@ -5,7 +5,6 @@
 """
 import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from annoprop_jax import sharding
+from annoprop_jax import storage
 from annoprop_jax.models import vit
 
 ENCODER_CONFIG = 'encoder_config.json'
@@ -58,24 +58,23 @@ def _jitted_apply(encoder_config_items, mesh):
 
 def export(params, encoder_config, directory):
   """Writes the encoder's params and config to ``directory`` (a new folder)."""
-  directory = os.path.abspath(directory)
+  directory = storage.path(directory)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(directory, 'params'), params)
+    checkpointer.save(directory / 'params', params)
   if jax.process_index() == 0:
-    with open(os.path.join(directory, ENCODER_CONFIG), 'w') as f:
-      json.dump(encoder_config, f, indent=2, sort_keys=True)
+    storage.write_atomically(directory / ENCODER_CONFIG,
+                             json.dumps(encoder_config, indent=2, sort_keys=True))
   return directory
 
 
 def load_encoder(directory):
   """(encoder_config, params) of an ``export``ed encoder; ``vit.ViT(**encoder_config)`` applies
   them: ``ViT(**config).apply({'params': params}, images)`` -> (pooled, patch tokens)."""
-  directory = os.path.abspath(directory)
-  path = os.path.join(directory, ENCODER_CONFIG)
-  if not os.path.exists(path):
+  directory = storage.path(directory)
+  path = directory / ENCODER_CONFIG
+  if not path.exists():
     raise FileNotFoundError(f'{directory} is not an exported encoder (no {ENCODER_CONFIG})')
-  with open(path) as f:
-    encoder_config = json.load(f)
+  encoder_config = json.loads(path.read_text())
   with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(os.path.join(directory, 'params'))
+    params = checkpointer.restore(directory / 'params')
   return encoder_config, jax.tree.map(jnp.asarray, params)
