@@ -173,6 +173,8 @@ def test_train_stop_resume_evaluate_export_on_a_bucket(emulator, tmp_path, tiny_
                                           metrics.read_metrics(str(tmp_path / 'reference'))]
   assert json.loads(storage.path(f'{workdir}/config.json').read_text())['total_steps'] == steps
   assert not storage.path(f'{workdir}/lock').exists()
+  events = list(storage.path(f'{workdir}/tensorboard').iterdir())   # tensorboardX's GCS writer
+  assert events and all(e.stat().length > 0 for e in events)
 
   evaluated = run('evaluate', f'--workdir={workdir}')
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
