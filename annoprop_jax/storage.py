@@ -8,12 +8,14 @@ expanded), so that no bucket URL is ever read as a relative folder named ``gs:``
 
 Buckets have no renames that are atomic and no appends, but an object appears whole or not at
 all; the operations below keep the guarantees of their local versions on both. Writers that
-only know local files (array_record's) write to a local file that ``put`` then uploads.
+only know local files (array_record's) write through ``local_file``.
 """
+import contextlib
 import functools
 import os
 import re
 import shutil
+import tempfile
 import time
 
 from etils import epath
@@ -43,46 +45,50 @@ def _fresh_listings(protocol):
   fsspec.config.conf.setdefault(protocol, {}).setdefault('use_listings_cache', False)
 
 
-def write_atomically(target, data):
-  """Writes ``data`` (str or bytes) to ``target`` so that readers see the old or the new
-  content, never a part: a temporary file renamed over it locally; one upload on a bucket."""
+@contextlib.contextmanager
+def local_file(target):
+  """A local file name to write ``target``'s new content into (for writers that know only local
+  files, like array_record's). When the block ends without an error the file becomes ``target``
+  whole, never seen half-written: renamed over it locally, uploaded in one piece to a bucket
+  (an object appears only once complete). On an error ``target`` keeps its old content."""
   target = path(target)
-  write = 'write_bytes' if isinstance(data, bytes) else 'write_text'
-  if is_remote(target):
-    getattr(target, write)(data)
-    return
-  tmp = target.with_name(f'{target.name}.tmp{os.getpid()}')
+  remote = is_remote(target)
+  if remote:
+    fd, tmp = tempfile.mkstemp(prefix='annoprop-')
+    os.close(fd)
+  else:
+    tmp = f'{target}.tmp{os.getpid()}'
   try:
-    getattr(tmp, write)(data)
-    os.replace(tmp, target)
+    yield tmp
+    if remote:
+      with open(tmp, 'rb') as src, target.open('wb') as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    else:
+      os.replace(tmp, target)
   finally:
-    if tmp.exists():
-      tmp.unlink()
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
-def put(local_file, target):
-  """Copies ``local_file`` to ``target`` (streamed), never seen half-written: through a
-  temporary file and a rename locally; one upload, visible once complete, on a bucket."""
-  target = path(target)
-  if is_remote(target):
-    with open(local_file, 'rb') as src, target.open('wb') as dst:
-      shutil.copyfileobj(src, dst, 1 << 24)
-    return
-  tmp = target.with_name(f'{target.name}.tmp{os.getpid()}')
-  shutil.copyfile(local_file, tmp)
-  os.replace(tmp, target)
+def write_atomically(target, data):
+  """Writes ``data`` (str or bytes) to ``target``; readers see the old or the new content,
+  never a part (``local_file``)."""
+  with local_file(target) as tmp, open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
+    f.write(data)
 
 
 def put_folder(local_folder, target, last=()):
-  """``put`` of every file under ``local_folder`` to the same place under ``target``; the
-  files named in ``last`` (e.g. the one whose presence marks a complete dataset) go last."""
+  """Copies every file under ``local_folder`` to the same place under ``target``, each whole
+  (``local_file``); the files named in ``last`` (e.g. the one whose presence marks a complete
+  dataset) go last."""
   target = path(target)
   files = sorted((os.path.relpath(os.path.join(d, f), local_folder)
                   for d, _, names in os.walk(local_folder) for f in names),
                  key=lambda name: (os.path.basename(name) in last, name))
   for name in files:
     (target / name).parent.mkdir(parents=True, exist_ok=True)
-    put(os.path.join(local_folder, name), target / name)
+    with local_file(target / name) as tmp:
+      shutil.copyfile(os.path.join(local_folder, name), tmp)
 
 
 def create_exclusive(target, text):

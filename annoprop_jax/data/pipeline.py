@@ -78,8 +78,9 @@ def dataset_directory(data_config, dataset, prepare_scenes=True):
     if prepare_scenes:
       return scenes_dataset.prepare(scenes_config, data_dir)
     return scenes_config.directory(data_dir)
-  if (storage.path(dataset) / 'dataset_info.json').exists():
-    return storage.path(dataset)
+  given = storage.path(dataset)          # a dataset named by its folder
+  if (given / 'dataset_info.json').exists():
+    return given
   name, _, version = dataset.partition(':')
   root = data_dir.joinpath(*name.split('/'))
   if version:

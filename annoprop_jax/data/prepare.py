@@ -164,34 +164,25 @@ def write_shard(job):
   fmt = FORMATS[job.options.format]
   feats = features(job.class_names, job.video)
   serializer = _serializer(job.class_names, job.video)
-  # A local file first (array_record writes local files only), renamed or uploaded when done.
-  remote = storage.is_remote(job.path)
-  if remote:
-    fd, tmp = tempfile.mkstemp(suffix='.array_record')
-    os.close(fd)
-  else:
-    tmp = f'{job.path}.tmp{os.getpid()}'
-  writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
   examples, skipped = 0, []
-  try:
-    for item in fmt.examples(job.task, job.options):
-      if isinstance(item, formats.Skipped):
-        skipped.append([item.source, _one_line(item.reason)])
-        continue
-      try:
-        record = serializer.serialize_example(feats.encode_example(item))
-      except Exception as e:  # pylint: disable=broad-except  # e.g. a box outside [0, 1]
-        skipped.append([item['source_id'], _one_line(f'bad annotation: {type(e).__name__}: {e}')])
-        continue
-      writer.write(record)
-      examples += 1
-  finally:
-    writer.close()
-  if remote:
-    storage.put(tmp, job.path)
-    os.remove(tmp)
-  else:
-    os.replace(tmp, job.path)
+  # array_record writes local files only: a local file that becomes the shard when complete.
+  with storage.local_file(job.path) as tmp:
+    writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
+    try:
+      for item in fmt.examples(job.task, job.options):
+        if isinstance(item, formats.Skipped):
+          skipped.append([item.source, _one_line(item.reason)])
+          continue
+        try:
+          record = serializer.serialize_example(feats.encode_example(item))
+        except Exception as e:  # pylint: disable=broad-except  # e.g. a box outside [0, 1]
+          skipped.append([item['source_id'],
+                          _one_line(f'bad annotation: {type(e).__name__}: {e}')])
+          continue
+        writer.write(record)
+        examples += 1
+    finally:
+      writer.close()
   manifest = {'split': job.split, 'index': job.index, 'examples': examples,
               'num_bytes': job.path.stat().length, 'skipped': skipped}
   _write_json(job.manifest_path, manifest)
