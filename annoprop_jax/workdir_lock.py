@@ -114,7 +114,11 @@ class WorkdirLock:
     takeover = self.path.with_name('lock.takeover')
     if not storage.create_exclusive(takeover, self._record()):
       # Another run is taking over right now, or one died doing it long ago.
-      if storage.age(takeover) < self.stale_after:
+      try:
+        taking_over = storage.age(takeover) < self.stale_after
+      except FileNotFoundError:          # that takeover just ended: judge the lock again
+        return self._take_over(self._read())
+      if taking_over:
         raise WorkdirLockedError(f'another run is taking over {self.path}; it owns the workdir')
       takeover.unlink(missing_ok=True)
       return self._take_over(self._read())
