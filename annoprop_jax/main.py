@@ -4,7 +4,9 @@ Commands:
   train         train (or resume) in --workdir
   evaluate      probe the latest (or --step) checkpoint of --workdir; print a table and
                 append it to the run's metrics (--config optional: the run's config.json)
-  export        write the encoder of --workdir's latest (or --step) checkpoint to --output
+  export        write the encoder of --workdir's latest (or --step) checkpoint to --output:
+                --format=orbax (default; load_encoder reads it) or safetensors (timm's names
+                and model config, for timm.create_model + load_state_dict)
   diagnose      AB runs: whether the decoder uses the action, on --batches of the run's
                 streams (KL of Q to its targets with true and shuffled moves, by IoU); prints a
                 table and writes WORKDIR/diagnose/step_N.json
@@ -149,6 +151,7 @@ def _evaluate_or_export(command, config):
   from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import encoder  # pylint: disable=g-import-not-at-top
   from annoprop_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import timm_format  # pylint: disable=g-import-not-at-top
   which = objectives.probe_params(config.objective, config.evaluation.params)
   try:
     if command == 'evaluate':
@@ -161,10 +164,15 @@ def _evaluate_or_export(command, config):
       return
     if not flags.FLAGS.output:
       _one_line_error('export needs --output=DIR (a new folder for the encoder)')
+    export_format = flags.FLAGS.format or 'orbax'
+    if export_format not in ('orbax', 'safetensors'):
+      _one_line_error(f'export --format={export_format}: use orbax (params for load_encoder) '
+                      'or safetensors (timm)')
     step, params, target_params = checkpoint.load_params(_WORKDIR.value, _STEP.value)
-    path = encoder.export(evaluator.probed_encoder(which, params, target_params),
-                          configuration.encoder_config(config), flags.FLAGS.output)
-    print(f'exported the {which} encoder of step {step} to {path}')
+    write = encoder.export if export_format == 'orbax' else timm_format.export
+    path = write(evaluator.probed_encoder(which, params, target_params),
+                 configuration.encoder_config(config), flags.FLAGS.output)
+    print(f'exported the {which} encoder of step {step} to {path} ({export_format})')
   except (FileNotFoundError, ValueError) as e:
     _one_line_error(str(e))
 

@@ -17,6 +17,7 @@ from annoprop_jax import sharding
 from annoprop_jax import train
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import tasks
+from annoprop_jax.evaluation import timm_format
 from annoprop_jax.models import vit
 from conftest import REPO, fresh_evaluator, tiny_config, xla_flags
 
@@ -127,6 +128,20 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   jax.tree.map(np.testing.assert_array_equal, params, target_params['encoder'])
   with pytest.raises(FileNotFoundError, match='not an exported encoder'):
     encoder_lib.load_encoder(str(tmp_path))
+  # `export --format=safetensors` writes the same (target) encoder in timm's names
+  # (test_timm_export checks that timm computes the same features from them).
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', 'export',
+                           f'--workdir={workdir}', f'--output={tmp_path / "timm"}',
+                           '--format=safetensors'],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'exported the target encoder of step 8' in result.stdout
+  import safetensors.numpy  # pylint: disable=g-import-not-at-top
+  weights = safetensors.numpy.load_file(str(tmp_path / 'timm' / timm_format.WEIGHTS))
+  np.testing.assert_array_equal(weights['blocks.0.mlp.fc1.weight'],
+                                np.asarray(target_params['encoder']['block0']['MlpBlock_0']
+                                           ['Dense_0']['kernel']).T)
+  assert len(weights) == len(timm_format.state_dict(params, encoder_config))
 
 
 def test_token_probes_get_their_own_sweep_and_epochs(monkeypatch, tiny_data_dir):

@@ -7,7 +7,8 @@ import os
 
 from absl import flags
 
-_FORMAT = flags.DEFINE_string('format', None, 'prepare: coco, imagefolder, webdataset or video.')
+_FORMAT = flags.DEFINE_string('format', None, 'prepare: coco, imagefolder, webdataset or video; '
+                              'export: orbax (default) or safetensors (timm).')
 _INPUT = flags.DEFINE_string('input', None, 'prepare: the source folder.')
 _OUTPUT = flags.DEFINE_string('output', None,
                               'prepare: the data_dir to write into (OUTPUT/NAME/1.0.0); '

@@ -1,0 +1,114 @@
+"""`export --format=safetensors`: timm builds the exported encoder and computes its features.
+
+timm imports torchvision at import time, for things a ViT does not use (FrozenBatchNorm2d, the
+data transforms). Where no working torchvision is installed (the PyPI wheel is a CUDA build that
+does not load beside the CPU torch), those imports get empty stand-ins.
+"""
+import importlib.abc
+import importlib.machinery
+import json
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch  # the [test] extra installs the CPU build: no skip, a missing torch fails
+
+from annoprop_jax.evaluation import timm_format
+from annoprop_jax.models import vit
+
+
+class _StandIn(type):
+  """A class whose every attribute is another such class (subclassable, isinstance-able)."""
+
+  def __getattr__(cls, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _StandIn(name, (), {})
+
+
+class _StandInModule(types.ModuleType):
+
+  def __getattr__(self, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _StandIn(name, (), {})
+
+
+class _StandInTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+
+  def find_spec(self, name, path, target=None):
+    del path, target
+    if name == 'torchvision' or name.startswith('torchvision.'):
+      return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    return _StandInModule(spec.name)
+
+  def exec_module(self, module):
+    module.__path__ = []
+
+
+def _import_timm():
+  try:
+    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+  except Exception:  # pylint: disable=broad-except
+    for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
+      del sys.modules[name]
+    sys.meta_path.insert(0, _StandInTorchvision())
+  import timm as module  # pylint: disable=g-import-not-at-top
+  return module
+
+
+timm = _import_timm()
+
+
+def _encoder(pool, posemb, seed=0):
+  config = dict(patch_size=8, width=64, depth=2, num_heads=4, mlp_ratio=4.0, pool=pool,
+                posemb=posemb, image_size=32)
+  model = vit.ViT(**config)
+  params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3), jnp.uint8))['params']
+  # At init the biases are ~1e-6, LayerNorms 1 / 0 and the CLS token 0: noise on every
+  # parameter, so that a bias, norm or token in the wrong place shows.
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+  params = jax.tree.unflatten(treedef, [
+      leaf + 0.2 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)])
+  return model, config, params
+
+
+@pytest.mark.parametrize('pool,posemb', [('cls', 'learned'), ('mean', 'sincos')])
+def test_timm_loads_the_export_and_computes_the_same_features(tmp_path, pool, posemb):
+  model, config, params = _encoder(pool, posemb)
+  directory = timm_format.export(params, config, str(tmp_path / 'timm'))
+  spec = json.loads((directory / timm_format.TIMM_CONFIG).read_text())
+  net = timm.create_model(spec['model_name'], pretrained=False, **spec['kwargs'])
+  import safetensors.torch  # pylint: disable=g-import-not-at-top
+  result = net.load_state_dict(
+      safetensors.torch.load_file(str(directory / timm_format.WEIGHTS)), strict=True)
+  assert not result.missing_keys and not result.unexpected_keys
+  net.eval()
+
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  pooled, _ = model.apply({'params': params}, images)
+  mean, std = np.array(spec['mean']), np.array(spec['std'])
+  x = torch.from_numpy(((images / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+  with torch.no_grad():
+    timm_pooled = net(x).numpy()
+  assert timm_pooled.shape == (4, 64)
+  assert np.abs(np.asarray(pooled)).mean() > 0.1          # features that are not ~0
+  np.testing.assert_allclose(timm_pooled, np.asarray(pooled), atol=1e-4, rtol=0)
+
+
+def test_model_config_names_timm_vits():
+  config = dict(vit.vit_size('S/16'), mlp_ratio=4.0, pool='cls', posemb='learned', image_size=224)
+  spec = timm_format.model_config(config)
+  assert spec['model_name'] == 'vit_small_patch16_224'
+  assert spec['kwargs']['embed_dim'] == 384 and spec['kwargs']['global_pool'] == 'token'
+  # A size timm has no name for still gets the whole architecture from the kwargs.
+  spec = timm_format.model_config(dict(vit.vit_size('cpu_small/8'), pool='mean', image_size=64))
+  assert spec['kwargs']['embed_dim'] == 128 and spec['kwargs']['depth'] == 4
+  assert not spec['kwargs']['class_token'] and spec['kwargs']['global_pool'] == 'avg'
