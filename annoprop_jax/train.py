@@ -241,6 +241,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
           {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
       finite.record(step, metrics.pop('finite'))
+      logger.add(metrics)
       stopping = stop.agreed(step)
       final = stopping or step == config.total_steps
       log, save = logger.due(step, final), checkpointer.due(step, final)
@@ -249,7 +250,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
       if log or save or evaluate or on_step is not None:
         finite.check()
       if log:
-        logger.write_step(step, metrics, pipeline.stream_metrics(batches))
+        logger.write_step(step, pipeline.stream_metrics(batches))
       if save:
         checkpointer.save(step, state_lib.to_pytree(state))
       with logger.paused():

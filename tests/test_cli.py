@@ -4,8 +4,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from annoprop_jax import configuration
+from annoprop_jax import optimizer
 from conftest import REPO, xla_flags
 
 pytestmark = pytest.mark.slow
@@ -35,6 +38,12 @@ def test_train_writes_metrics_and_checkpoints_loss_goes_down_and_resumes(tmp_pat
   assert [r['step'] for r in records] == list(range(5, 51, 5))
   for key in ('step', 'loss', 'learning_rate', 'weight_decay', 'images_per_sec'):
     assert all(key in r for r in records)
+  # Logged scalars are means over the log window: the learning rate of steps 0-4 (warm-up).
+  config = configuration.load_run(workdir)
+  schedule = optimizer.learning_rate_schedule(config.optimizer, config.total_steps)
+  window = [float(schedule(s)) for s in range(5)]
+  assert window[0] != window[-1]
+  assert records[0]['learning_rate'] == pytest.approx(np.mean(window), rel=1e-5)
   first = sum(r['loss'] for r in records[:2]) / 2
   last = sum(r['loss'] for r in records[-2:]) / 2
   assert last < first - 0.05, [r['loss'] for r in records]

@@ -1,5 +1,7 @@
 """diagnose: the moves are shuffled within each image only, KL by hand, and on a short AB_Sup
 run the decoder's Q is closer to its targets with the true moves than with shuffled ones."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,3 +45,15 @@ def test_a_trained_decoder_uses_the_action(tmp_path, tiny_data_dir):
   # ... and it needs the true box: shuffled moves fit the targets worse, by half the measured gap.
   assert overall['kl_shuffled'] - overall['kl_true'] > 0.005, diagnose.table(result)
   assert 'kl_shuffled' in diagnose.table(result)
+
+  # `visualize` draws this run: value maps (a class of the scenes), attention, views, charts.
+  from annoprop_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+  index = visualize.visualize(config, configuration.encoder_config(config), str(tmp_path),
+                              str(tmp_path / 'pictures'), num_images=2)
+  page = index.read_text()
+  for name in ('training.png', 'value_map_0.png', 'attention_1.png', 'views_1.png'):
+    assert f'src="{name}"' in page
+    height, width, _ = visualize.image_array((tmp_path / 'pictures' / name).read_bytes()).shape
+    assert width > 300 and height > 150, (name, width, height)
+  maps = json.loads((tmp_path / 'pictures' / 'value_maps.json').read_text())
+  assert len(maps) == 2 and 0 <= maps[0]['q_min'] <= maps[0]['q_max'] <= 1

@@ -251,6 +251,23 @@ def test_metrics_past_the_restored_step_are_dropped(tmp_path):
   assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5, 6, 7, 3]
 
 
+def test_logged_train_metrics_are_window_means(tmp_path):
+  logger = metrics_lib.MetricsLogger(str(tmp_path), 8, print_fn=lambda line: None, every=4,
+                                     start_step=0)
+  nan = float('nan')
+  for loss, accuracy in ((1.0, 0.5), (2.0, nan), (3.0, 0.7), (6.0, nan)):
+    logger.add({'loss': jnp.float32(loss), 'learning_rate': jnp.float32(loss / 10),
+                'value_accuracy_iou_0': jnp.float32(accuracy)})
+  record = logger.write_step(4, {})
+  assert record['loss'] == pytest.approx(3.0)                 # (1 + 2 + 3 + 6) / 4, not 6
+  assert record['value_accuracy_iou_0'] == pytest.approx(0.6)  # the steps that had such pairs
+  logger.add({'loss': jnp.float32(5.0), 'learning_rate': jnp.float32(0.5),
+              'value_accuracy_iou_0': jnp.float32(nan)})
+  record = logger.write_step(5, {})                          # a new window
+  assert record['loss'] == pytest.approx(5.0) and record['value_accuracy_iou_0'] is None
+  logger.close()
+
+
 def test_resume_identity_holds_what_a_resume_depends_on():
   config = tiny_config('ab_dino_scenes').unlock()
   identity = configuration.resume_identity(config)
