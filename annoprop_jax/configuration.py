@@ -16,6 +16,7 @@ from annoprop_jax import errors
 from annoprop_jax import objectives
 from annoprop_jax.evaluation import evaluator
 from annoprop_jax import optimizer
+from annoprop_jax import profiling
 from annoprop_jax import sharding
 from annoprop_jax import target_network
 from annoprop_jax.data import pipeline
@@ -73,6 +74,8 @@ def base_config(objective_name):
   config.keep_checkpoints = 3         # the last N checkpoints are kept ...
   config.keep_checkpoint_every = 0    # ... plus every M-th step (0: none)
   config.init_from = config_dict.placeholder(str)   # params of another run's checkpoint dir
+  config.profile_steps = ''           # 'A,B': a jax.profiler trace of train steps A-B for
+                                      # TensorBoard's profile tab ('': none)
   config.model = dict(patch_size=8, width=128, depth=4, num_heads=4, mlp_ratio=4.0,
                       pool='cls', posemb='learned',
                       dtype='float32',     # compute dtype (bfloat16: mixed precision; params,
@@ -117,6 +120,7 @@ def apply_variant(config, variant):
       config.data[stream].local_views.size = 8
       config.data[stream].num_threads = 1
   objectives.tiny(config.objective)
+  config.evaluation.visualize = False   # no pictures in TensorBoard at every toy evaluation
   if 'bootstrap' in config.data:
     config.data.bootstrap.batch_size = 8
   return config
@@ -164,6 +168,7 @@ def validate(config):
         f'model.dtype must be float32 or bfloat16, got {config.model.dtype!r}')
   check(config.model.remat in REMAT_POLICIES,
         f'model.remat must be one of {REMAT_POLICIES}, got {config.model.remat!r}')
+  profiling.parse_steps(config.profile_steps)
   sharding.validate_rules(config.mesh.rules)
   evaluator.validate(config.evaluation)
   objectives.base_method(config.objective.name)      # a known objective
@@ -202,7 +207,7 @@ def validate(config):
 # were trained with): where data and logs are, how often to log, save and probe, the mesh
 # (checkpoints restore onto another one) and the host-side reading of the data.
 FREE_TO_CHANGE = ('log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
-                  'init_from', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
+                  'init_from', 'profile_steps', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
                   'data.*.prefetch', 'data.*.max_undecodable_*', 'model.remat')
 
 

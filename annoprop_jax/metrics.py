@@ -177,9 +177,50 @@ class MetricsLogger:
       self._append(record, '')
     return record
 
+  def write_config(self, config, metric_tags):
+    """The run's config in TensorBoard: as text (the whole JSON) and as hparams (its scalar
+    leaves by dotted key, tuples as text), compared on ``metric_tags`` in the HPARAMS tab."""
+    if not self.is_writer:
+      return
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+    self._tensorboard.add_text('config', '```\n' + config.to_json(indent=2) + '\n```', 0)
+    for protobuf in summary.hparams(flat_hparams(config.to_dict()),
+                                    {tag: 0.0 for tag in metric_tags}):
+      self._tensorboard.file_writer.add_summary(protobuf)
+    self._tensorboard.flush()
+
+  def write_image(self, tag, image, step):
+    """An (H, W, 3) uint8 image at ``step``."""
+    if self.is_writer:
+      self._tensorboard.add_image(tag, np.asarray(image), step, dataformats='HWC')
+      self._tensorboard.flush()
+
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
+
+
+def flat_hparams(tree, prefix=''):
+  """{dotted key: bool, int, float or str} of a nested dict (lists and None as text)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flat_hparams(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+  return flat
+
+
+def view_grid(images, max_images=8, gap=2):
+  """(N, V, S, S, 3) uint8 views -> one image: the first ``max_images`` images in rows, each
+  row its V views, ``gap`` white pixels between them."""
+  images = np.asarray(images)[:max_images]
+  n, v, s = images.shape[:3]
+  grid = np.full((n * (s + gap) - gap, v * (s + gap) - gap, 3), 255, np.uint8)
+  for i in range(n):
+    for j in range(v):
+      grid[i * (s + gap):i * (s + gap) + s, j * (s + gap):j * (s + gap) + s] = images[i, j]
+  return grid
 
 
 def truncate_metrics(workdir, step):

@@ -14,6 +14,7 @@ from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
 from annoprop_jax import optimizer
+from annoprop_jax import profiling
 from annoprop_jax import sharding
 from annoprop_jax import state as state_lib
 from annoprop_jax import stop_request
@@ -221,7 +222,8 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
       return state
     # The first step's batches are read (and checked) before anything is written.
     stream = _checked_batches(config, iterators)
-    stream = itertools.chain([next(stream)] if step < config.total_steps else [], stream)
+    first = [next(stream)] if step < config.total_steps else []
+    stream = itertools.chain(first, stream)
     if jax.process_index() == 0:
       _write_config(workdir, config)
     evaluator = None
@@ -234,14 +236,20 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
         workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
         images_per_step=sum(config.data[name].batch_size for name in datasets))
     closing.callback(logger.close)
+    _log_run_start(config, logger, first, step, state, workdir, print_fn)
+    pictures = _Pictures(config) if evaluator is not None and config.evaluation.visualize else None
+    profiler = profiling.StepProfiler(config.profile_steps, workdir, print_fn)
+    closing.callback(profiler.close)
     finite = _FiniteGuard(checkpointer)
     while step < config.total_steps:
       batches = next(stream)
+      profiler.before(step + 1)
       state, metrics = program.train_step(state, sharding.global_batch(
           {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
       finite.record(step, metrics.pop('finite'))
       logger.add(metrics)
+      profiler.after(step, state)
       stopping = stop.agreed(step)
       final = stopping or step == config.total_steps
       log, save = logger.due(step, final), checkpointer.due(step, final)
@@ -259,6 +267,9 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
                                                            state.target_params))
           logger.write_evaluation(step, results)
           print_fn(evaluator_lib.table(results, step))
+          if pictures is not None:
+            for tag, image in pictures(state, step, batches).items():
+              logger.write_image(tag, image, step)
         if on_step is not None:
           on_step(step, state)
       if stopping:
@@ -266,6 +277,50 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
                  'rerun the same command to resume.')
         break
   return state
+
+
+def _log_run_start(config, logger, first, step, state, workdir, print_fn):
+  """The model's parameters (printed total, table in WORKDIR/parameters.txt), and in
+  TensorBoard the config (text and hparams) and the views of the first batch of each stream."""
+  if jax.process_index() != 0:
+    return
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+  storage.write_atomically(storage.path(workdir) / 'parameters.txt',
+                           parameter_overview.get_parameter_overview(state.params,
+                                                                     include_stats=False))
+  sizes = {name: parameter_overview.count_parameters(tree)
+           for name, tree in state.params.items()}
+  print_fn(f'{sum(sizes.values()):,} parameters: '
+           + ', '.join(f'{name} {size:,}' for name, size in sizes.items())
+           + f' (table: {workdir}/parameters.txt)')
+  tags = ['train/loss'] + [f'eval/{task}_{probe}' for task in config.evaluation.tasks
+                           for probe in config.evaluation.probes]
+  logger.write_config(config, tags if config.evaluation.every_steps else tags[:1])
+  for batches in first:
+    for name, batch in batches.items():
+      for key in ('images', 'local_images'):
+        if key in batch:
+          logger.write_image(f'views/{name}_{key}', metrics_lib.view_grid(batch[key]), step)
+
+
+class _Pictures:
+  """The TensorBoard pictures of each evaluation (``evaluation.visualize``), on the first
+  validation image; single-process runs only (the pictures compute on one host)."""
+
+  def __init__(self, config):
+    from annoprop_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+    self.visualize, self.config = visualize, config
+    self.image = None
+    if jax.process_count() == 1:
+      images, boxes = visualize.load_images(config, (), 1)
+      self.image, self.boxes = (images[0], boxes[0]) if images else (None, None)
+
+  def __call__(self, state, step, batches):
+    if self.image is None:
+      return {}
+    return self.visualize.tensorboard_pictures(
+        self.config, configuration.encoder_config(self.config), state_lib.to_pytree(state),
+        step, self.image, self.boxes, pipeline.device_part(batches['annotation']))
 
 
 def _write_config(workdir, config):

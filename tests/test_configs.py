@@ -7,7 +7,7 @@ import pytest
 
 from annoprop_jax import configuration
 from annoprop_jax import objectives
-from conftest import REPO
+from conftest import REPO, tiny_config
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True))
 
@@ -68,3 +68,13 @@ def test_the_moved_batch_size_is_an_error_in_a_file_and_migrated_in_an_old_run(t
   run = configuration.load_run(str(tmp_path))
   assert run.data.annotation.batch_size == 48 and 'batch_size' not in run
   assert run.data.bootstrap.batch_size == config.data.bootstrap.batch_size == 32
+
+
+@pytest.mark.parametrize('value', ['5', '4,2', '0,3', 'a,b', '1,2,3'])
+def test_profile_steps_must_be_two_ordered_steps(value):
+  config = tiny_config('dino_scenes').unlock()
+  config.profile_steps = '3,5'
+  configuration.validate(config)
+  config.profile_steps = value
+  with pytest.raises(configuration.ConfigError, match='profile_steps must be "A,B"'):
+    configuration.validate(config)

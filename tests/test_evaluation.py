@@ -55,11 +55,10 @@ def test_features_of_a_padded_sharded_batch_equal_direct_apply():
   np.testing.assert_allclose(tokens, direct_tokens, rtol=1e-4, atol=1e-5)
 
 
-def _event_tags(directory):
-  """Scalar tags and values of the TensorBoard event files in ``directory`` (TFRecord framing:
-  length, its CRC, the Event proto, its CRC)."""
+def _event_values(directory):
+  """(step, summary value) of every summary in the TensorBoard event files in ``directory``
+  (TFRecord framing: length, its CRC, the Event proto, its CRC)."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  tags = {}
   for path in glob.glob(os.path.join(directory, 'events.out.tfevents.*')):
     with open(path, 'rb') as f:
       data = f.read()
@@ -69,18 +68,36 @@ def _event_tags(directory):
       event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
       offset += 12 + length + 4
       for value in event.summary.value:
-        tags.setdefault(value.tag, []).append((event.step, value.simple_value))
+        yield event.step, value
+
+
+def _event_tags(directory):
+  """{tag: [(step, scalar value)]}."""
+  tags = {}
+  for step, value in _event_values(directory):
+    tags.setdefault(value.tag, []).append((step, value.simple_value))
   return tags
+
+
+def _event_kinds(directory):
+  """{tag: [(step, 'image' | the plugin's name)]} of the non-scalar summaries."""
+  kinds = {}
+  for step, value in _event_values(directory):
+    kind = 'image' if value.HasField('image') else value.metadata.plugin_data.plugin_name
+    if kind:
+      kinds.setdefault(value.tag, []).append((step, kind))
+  return kinds
 
 
 @pytest.mark.slow
 def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir):
   workdir = str(tmp_path / 'run')
-  config = tiny_config('dino_scenes', **{
+  config = tiny_config('ab_dino_scenes', **{
       'data.data_dir': tiny_data_dir, 'total_steps': 8, 'log_every': 4, 'checkpoint_every': 4,
       'evaluation.every_steps': 4, 'evaluation.train_examples': 48,
       'evaluation.test_examples': 24, 'evaluation.probes': ('knn', 'linear'),
-      'evaluation.tasks': ('objects', 'presence'), 'evaluation.epochs': 2})
+      'evaluation.tasks': ('objects', 'presence'), 'evaluation.epochs': 2,
+      'evaluation.visualize': True, 'profile_steps': '2,3'})
   lines = []
   train.train(config, workdir, print_fn=lines.append)
   evals = [r for r in metrics_lib.read_metrics(workdir) if 'eval/objects_knn' in r]
@@ -97,6 +114,19 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   assert tags['eval/objects_knn'] == [(4, pytest.approx(evals[0]['eval/objects_knn'])),
                                       (8, pytest.approx(evals[1]['eval/objects_knn']))]
   assert 'train/annotation_data_fingerprint' not in tags
+  # ... the config (text and hparams), the first batch's views, the pictures of each
+  # evaluation, and a profile of steps 2-3 for the profile tab.
+  kinds = _event_kinds(os.path.join(workdir, 'tensorboard'))
+  assert kinds['config/text_summary'] == [(0, 'text')]
+  assert kinds['_hparams_/experiment'] == [(0, 'hparams')]
+  for tag in ('views/annotation_images', 'views/bootstrap_images'):
+    assert kinds[tag] == [(0, 'image')]
+  for tag in ('pictures/value_map', 'pictures/attention', 'pictures/views'):
+    assert kinds[tag] == [(4, 'image'), (8, 'image')]
+  assert glob.glob(os.path.join(workdir, 'tensorboard', 'plugins', 'profile', '*',
+                                '*.xplane.pb'))
+  assert any('wrote a profile of steps 2-3' in line for line in lines)
+  assert os.path.getsize(os.path.join(workdir, 'parameters.txt')) > 1000
 
   # The run's config.json reads back as the config it trained with.
   assert configuration.load_run(workdir).to_dict() == config.to_dict()

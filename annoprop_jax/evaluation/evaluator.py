@@ -44,6 +44,9 @@ def default_config():
       # tokens can read what a probe of the pooled vector reads (boxes: with overlap 0).
       cls_token=True,
       weight_decays=(0.0, 1e-4),
+      # At every evaluation, pictures of the first validation image in TensorBoard (a value
+      # map for AB runs, the attention maps, the views; single-process runs): ``visualize``.
+      visualize=True,
   ))
 
 

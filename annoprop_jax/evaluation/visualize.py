@@ -348,3 +348,13 @@ def image_array(png):
   return np.asarray(Image.open(io.BytesIO(png)).convert('RGB'))
 
 
+def tensorboard_pictures(config, encoder_config, state, step, image, object_boxes,
+                         annotation_batch):
+  """{tag: (H, W, 3) uint8} of one image at an evaluation during training: its value map (AB
+  runs), attention maps and views."""
+  pictures = Pictures(config, encoder_config, state, step, annotation_batch)
+  out = {'pictures/attention': pictures.attention(image), 'pictures/views': pictures.views(image, 0)}
+  if pictures.values is not None:
+    out['pictures/value_map'] = pictures.value_map(image, default_source_box(object_boxes))[1]
+  return {tag: image_array(png_bytes(figure)) for tag, figure in out.items()}
+
