@@ -81,22 +81,24 @@ def draw_value_map(image, vmap, annotation_name, thumbnail=None):
     _show(axes[1, 0], thumbnail, 'the annotation l')
   elif rows > 1:
     axes[1, 0].axis('off')
-  high = max(float(vmap.q.max()), float(vmap.p.max()) if vmap.p is not None else 0.0)
-  for s in range(sizes):
-    side = vmap.boxes[s, 0, 0, 2] - vmap.boxes[s, 0, 0, 0]
-    centres = (vmap.boxes[s, :, 0, 0] + vmap.boxes[s, :, 0, 2]) / 2
-    half = (centres[1] - centres[0]) / 2
-    extent = (centres[0] - half, centres[-1] + half, centres[-1] + half, centres[0] - half)
-    for row, (values, name) in enumerate([(vmap.q, 'Q_AB(l | source, box)'),
-                                          (vmap.p, 'p_target(l | box)')][:rows]):
+    axes[1, 0].text(0, 0.5, 'each cell: the box of\nthat size centred there;\ndashed: the source box',
+                    fontsize=9, va='center', transform=axes[1, 0].transAxes)
+  rows_of = [(vmap.q, 'Q_AB(l | source, box)'), (vmap.p, 'p_target(l | box)')][:rows]
+  for row, (values, name) in enumerate(rows_of):
+    low, high = float(values.min()), float(values.max())   # each row on its own scale
+    for s in range(sizes):
+      side = vmap.boxes[s, 0, 0, 2] - vmap.boxes[s, 0, 0, 0]
+      centres = (vmap.boxes[s, :, 0, 0] + vmap.boxes[s, :, 0, 2]) / 2
+      half = (centres[1] - centres[0]) / 2
+      extent = (centres[0] - half, centres[-1] + half, centres[-1] + half, centres[0] - half)
       ax = axes[row, s + 1]
       _show(ax, image, f'{name}\nbox side {side:.1f}')
-      shown = ax.imshow(values[s], extent=extent, cmap='magma', alpha=0.7, vmin=0.0, vmax=high,
-                        interpolation='nearest')
+      shown = ax.imshow(values[s], extent=extent, cmap='magma', alpha=0.85, vmin=low,
+                        vmax=high, interpolation='nearest')
       ax.set_xlim(0, 1)
       ax.set_ylim(1, 0)
       _box(ax, vmap.source_box, 'white', width=1.0, style='--')
-  figure.colorbar(shown, ax=axes, shrink=0.8, label='probability of l')
+    figure.colorbar(shown, ax=axes[row, 1:], shrink=0.9, label='probability of l')
   return figure
 
 
