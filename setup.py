@@ -16,7 +16,7 @@ setup(
         'ml-collections>=1.0,<2',
         'tensorflow-datasets>=4.9.9,<5',
         'grain>=0.2.15,<0.4',
-        'clu>=0.0.12',          # parameter_overview: a run's parameter table (no TensorFlow)
+        'clu>=0.0.12',          # metrics.Average (window means), parameter_overview (no TF)
         'array-record>=0.8',
         'pillow>=10',
         'matplotlib>=3.7',      # visualize: value maps, attention maps, charts

@@ -5,6 +5,7 @@ import json
 import math
 import time
 
+from clu import metrics as clu_metrics
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,33 +58,34 @@ class Throughput:
 
 
 @jax.jit
-def _window_sums(sums, metrics):
-  """``sums`` plus one step's ``metrics``: per key (sum, count) of the finite values (an IoU
-  bin with no pair in a step is NaN in that step only)."""
-  def one(v):
-    finite = jnp.isfinite(v)
-    return jnp.where(finite, v, 0.0).astype(jnp.float32), finite.astype(jnp.float32)
-  step = {k: one(v) for k, v in metrics.items()}
-  if sums is None:
+def _window_sums(window, metrics):
+  """``window`` ({key: clu Average}) merged with one step's ``metrics``; only finite values
+  count (an IoU bin with no pair in a step is NaN in that step only)."""
+  def average(value):
+    value = jnp.asarray(value, jnp.float32).reshape(-1)
+    return clu_metrics.Average.from_model_output(value, mask=jnp.isfinite(value))
+  step = {k: average(v) for k, v in metrics.items()}
+  if window is None:
     return step
-  return jax.tree.map(jnp.add, sums, step)
+  return {k: window[k].merge(step[k]) for k in step}
 
 
 class WindowMean:
-  """A step's metrics summed on the device every step (one small async op) and read as their
-  means over the steps since the last read: a logged loss is the window's, not one step's."""
+  """A step's metrics accumulated on the device every step (one small async op) and read as
+  their means over the steps since the last read: a logged loss is the window's, not one
+  step's."""
 
   def __init__(self):
-    self._sums = None
+    self._window = None
 
   def add(self, metrics):
-    self._sums = _window_sums(self._sums, metrics)
+    self._window = _window_sums(self._window, metrics)
 
   def read(self):
     """{key: mean over the window} (NaN where a value was never finite); starts a new window."""
-    sums, self._sums = jax.device_get(self._sums), None
-    return {k: np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            for k, (total, count) in sums.items()}
+    window, self._window = jax.device_get(self._window), None
+    return {k: np.where(a.count > 0, a.total / np.maximum(a.count, 1), np.nan)
+            for k, a in window.items()}
 
 
 class MetricsLogger:
