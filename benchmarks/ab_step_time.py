@@ -85,7 +85,7 @@ def main():
     ab_cfg.objective.bootstrap.gamma = args.gamma
     t_base, v_base = time_step(base_cfg, args.steps)
     t_ab, v_ab = time_step(ab_cfg, args.steps)
-    split = (f'{ab_cfg.batch_size}x{ab_cfg.data.annotation.views.num} annotation + '
+    split = (f'{ab_cfg.data.annotation.batch_size}x{ab_cfg.data.annotation.views.num} annotation + '
              f'{ab_cfg.data.bootstrap.batch_size}x{ab_cfg.data.bootstrap.views.num} bootstrap')
     print(f'{ab:18s} {1000 * t_ab:7.1f} ms ({v_ab} views: {split}) | {base:14s} '
           f'{1000 * t_base:7.1f} ms ({v_base} views) | ratio {t_ab / t_base:.2f}x '
