@@ -154,7 +154,8 @@ def method_config(method, seed, args, gamma=None):
   config.update(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=steps)
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
   config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples,
-                           dataset=args.probe_dataset, tasks=tuple(args.probe_tasks.split(',')))
+                           dataset=args.probe_dataset, tasks=tuple(args.probe_tasks.split(',')),
+                           visualize=False)   # scores only: no pictures at each evaluation
   return config
 
 
