@@ -321,7 +321,7 @@ def visualize(config, encoder_config, workdir, out, step=None, image_paths=(), n
     entries.append((save(f'views_{i}.png', pictures.views(image, i)),
                     'A sample of the run\'s views of this image and the moves between them.'))
     sections.append((f'Image {i}', entries))
-  records = [r for r in metrics_lib.read_metrics(workdir)] if (
+  records = metrics_lib.read_metrics(workdir) if (
       storage.path(workdir) / 'metrics.jsonl').exists() else []
   k = num_candidates(config)
   chart = draw_training_charts([r for r in records if 'loss' in r], np.log(k) if k else None)
