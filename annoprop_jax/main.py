@@ -61,8 +61,8 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'HOST:PORT of process 0, for launches JAX cannot detect.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
-_STEP = flags.DEFINE_integer('step', None, 'evaluate / export / diagnose: the checkpoint step '
-                             '(default: the latest).')
+_STEP = flags.DEFINE_integer('step', None, 'evaluate / export / diagnose / visualize: the '
+                             'checkpoint step (default: the latest).')
 _BATCHES = flags.DEFINE_integer('batches', 4, 'diagnose: batches of the run\'s streams.')
 _OUT = flags.DEFINE_string('out', None, 'visualize: the folder for the pictures and index.html '
                            '(default: WORKDIR/visualize).')

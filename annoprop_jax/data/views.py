@@ -99,6 +99,15 @@ def _jitter(pixels, rng, strength, hue, grayscale):
   return pixels
 
 
+def crop(image, box, size):
+  """(size, size, 3) uint8: ``box`` (in [0, 1]) of the PIL ``image`` resized bilinearly, the
+  pixels of a view."""
+  y0, x0, y1, x1 = box
+  return np.asarray(image.resize((size, size), Image.BILINEAR,
+                                 box=(x0 * image.width, y0 * image.height,
+                                      x1 * image.width, y1 * image.height)))
+
+
 def make_views(image, rng, spec):
   """Cuts ``spec.num`` views out of ``image`` (H, W, 3 uint8).
 
@@ -110,10 +119,7 @@ def make_views(image, rng, spec):
   views, view_boxes, flips = [], [], []
   for _ in range(spec.num):
     box = sample_crop_box(rng, (height, width), spec.scale, spec.ratio)
-    y0, x0, y1, x1 = box
-    crop = pil.resize((spec.size, spec.size), Image.BILINEAR,
-                      box=(x0 * width, y0 * height, x1 * width, y1 * height))
-    pixels = np.asarray(crop)
+    pixels = crop(pil, box, spec.size)
     flip = bool(spec.flip and rng.uniform() < 0.5)
     if flip:
       pixels = pixels[:, ::-1]

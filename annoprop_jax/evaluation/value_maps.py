@@ -14,6 +14,7 @@ from PIL import Image
 
 from annoprop_jax import objectives
 from annoprop_jax.data import boxes as boxes_lib
+from annoprop_jax.data import views as views_lib
 from annoprop_jax.models import network as network_lib
 
 SIZES = (0.3, 0.5, 0.7)     # target box sides, fractions of the image side
@@ -57,14 +58,6 @@ def value_map(q_of_moves, source_box, annotation, p_of_boxes=None, sizes=SIZES, 
                   None if p is None else p.reshape(boxes.shape[:3]), int(annotation))
 
 
-def crop(image, box, size):
-  """(size, size, 3) uint8: ``box`` of ``image`` resized, as the pipeline cuts a view."""
-  h, w = image.shape[:2]
-  y0, x0, y1, x1 = np.asarray(box, np.float64)
-  return np.asarray(Image.fromarray(image).resize(
-      (size, size), Image.BILINEAR, box=(x0 * w, y0 * h, x1 * w, y1 * h)))
-
-
 class RunValues:
   """Q_AB and p_target of an AB run's checkpoint, as ``value_map`` reads them.
 
@@ -99,11 +92,12 @@ class RunValues:
 
   def p_of_boxes(self, image):
     """(T, 4) boxes of ``image`` -> (T, L) target-network probabilities of their views."""
+    pil = Image.fromarray(image)
     return lambda boxes: np.asarray(self._p(
-        self._target_params, np.stack([crop(image, b, self.view_size) for b in boxes])))
+        self._target_params, np.stack([views_lib.crop(pil, b, self.view_size) for b in boxes])))
 
   def q_of_moves(self, image, source_box):
-    source = crop(image, source_box, self.view_size)
+    source = views_lib.crop(Image.fromarray(image), source_box, self.view_size)
     return lambda moves: np.asarray(self._q(self._params, source,
                                             jnp.asarray(moves, jnp.float32)))
 

@@ -13,6 +13,7 @@ For each image (the run's validation images, or files given):
 and for the run: value accuracy by source-target IoU bin over training and the teacher / target
 entropies against log K, from metrics.jsonl.
 """
+import functools
 import html
 import io
 import json
@@ -20,6 +21,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from annoprop_jax import checkpoint
 from annoprop_jax import metrics as metrics_lib
@@ -183,7 +185,6 @@ def load_images(config, paths, count):
   """(images, object boxes): ``paths`` read as RGB, or the first ``count`` images of the run's
   annotation dataset's validation split (its train split when it has none)."""
   if paths:
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     images = []
     for path in paths:
       with storage.path(path).open('rb') as f:
@@ -238,11 +239,18 @@ def _class_names(config):
   return list(getattr(feature, 'names', []) or [])
 
 
+@functools.lru_cache(maxsize=4)
+def _jitted_attention(encoder_config_items):
+  """One compiled attention-map function per encoder: each evaluation's pictures reuse it."""
+  return jax.jit(lambda params, images: attention_maps.last_block_attention(
+      dict(encoder_config_items), params, images))
+
+
 class Pictures:
   """The pictures of one checkpoint: built once (compiled functions), drawn per image."""
 
   def __init__(self, config, encoder_config, state, step, annotation_batch=None, seed=0):
-    self.config, self.step, self.seed = config, step, seed
+    self.config, self.seed = config, seed
     self.encoder_config = encoder_config
     which = objectives.probe_params(config.objective, config.evaluation.params)
     self.encoder = (state['target_params'] if which == 'target' else state['params'])['encoder']
@@ -258,13 +266,12 @@ class Pictures:
       self.annotation_batch = annotation_batch
       self.values = value_maps.RunValues(self.objective, state, annotation_batch, step,
                                          config.data.bootstrap.views.size)
-    self._attention = jax.jit(lambda params, images: attention_maps.last_block_attention(
-        encoder_config, params, images))
+    self._attention = _jitted_attention(tuple(sorted(encoder_config.items())))
 
   def attention(self, image):
     patch = self.encoder_config['patch_size']
     size = max(patch, image.shape[0] // patch * patch)
-    resized = value_maps.crop(image, boxes_lib.UNIT_BOX, size)
+    resized = views_lib.crop(Image.fromarray(image), boxes_lib.UNIT_BOX, size)
     maps = np.asarray(self._attention(self.encoder, jnp.asarray(resized[None])))[0]
     return draw_attention(image, maps)
 
@@ -346,7 +353,6 @@ def visualize(config, encoder_config, workdir, out, step=None, image_paths=(), n
 
 def image_array(png):
   """(H, W, 3) uint8 of PNG bytes (for TensorBoard)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   return np.asarray(Image.open(io.BytesIO(png)).convert('RGB'))
 
 
