@@ -19,6 +19,7 @@ setup(
         'clu>=0.0.12',          # metrics.Average (window means), parameter_overview (no TF)
         'array-record>=0.8',
         'pillow>=10',
+        'opencv-python-headless>=4.8',  # views: antialiased crop-resizes and colour maps, GIL released
         'matplotlib>=3.7',      # visualize: value maps, attention maps, charts
         'numpy>=1.26',
         'absl-py>=2',

@@ -1,9 +1,10 @@
 """Images per second of each input stream alone (host pipeline only, no model).
 
-  python benchmarks/pipeline_throughput.py [--config=configs/dino_scenes.py] [--batches=50]
+  python benchmarks/pipeline_throughput.py [--config=configs/ab_dino_scenes.py] [--batches=50]
 
-The annotation stream uses the config's views; the bootstrap stream is the AB recipe
-(METHOD.md): 4 views of RandomResizedCrop(0.05-1), no colour jitter.
+Both streams are the config's (an AB config has both; the bootstrap stream is the AB recipe of
+METHOD.md: 4 views of RandomResizedCrop(0.05-1), no flips, no colour jitter). Rates are per
+core: one read thread and no worker processes is one core's work.
 
 JPEG sources at paper resolution (224 px views), with grain worker processes:
 
@@ -13,11 +14,18 @@ JPEG sources at paper resolution (224 px views), with grain worker processes:
 renders 2,000 scenes upscaled to 480 px JPEGs in COCO layout (benchmarks/jpeg_scenes.py),
 prepares them with ``prepare --format=coco`` and measures JPEG decoding alone, then each
 stream for every worker count and ``resize`` setting.
+
+Beside it, what one accelerator's train step consumes: ``--demand=configs/paper/ab_dino_coco.py``
+counts the FLOPs of that config's step per view (XLA's cost analysis of the lowered step, at a
+small batch: per-view work) and turns a device's peak (``--device_tflops``, default an H100
+SXM's 989 dense bf16 TFLOP/s) at an assumed ``--mfu`` (default 0.4) into views/s per device,
+and so into the host cores per device that each stream needs.
 """
 import argparse
 import os
 import time
 
+from annoprop_jax import aot
 from annoprop_jax import configuration
 from annoprop_jax.data import pipeline
 
@@ -46,13 +54,28 @@ def measure_decoding(config, dataset, resize, images=300):
   return len(records) / (time.perf_counter() - start)
 
 
+def flops_per_view(config_file, images=4):
+  """FLOPs of ``config_file``'s train step per view (all streams' views), at ``images`` images
+  per stream (the bootstrap stream half of that), one CPU device, no micro-batches."""
+  config = configuration.load(config_file)
+  config.microbatches = 1
+  config.mesh.update(data=1, fsdp=1, tensor=1)
+  views = 0
+  for name in ('annotation', 'bootstrap'):
+    if name in config.data:
+      stream = config.data[name]
+      stream.batch_size = images if name == 'annotation' else max(1, images // 2)
+      views += stream.batch_size * (stream.views.num + stream.local_views.num)
+  return aot.flops_per_step(config) / views
+
+
 def _ints(text):
   return [int(v) for v in text.split(',')]
 
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('--config', default='configs/dino_scenes.py')
+  parser.add_argument('--config', default='configs/ab_dino_scenes.py')
   parser.add_argument('--batches', type=int, default=50)
   parser.add_argument('--data_dir', default=None)
   parser.add_argument('--jpeg', type=int, default=0,
@@ -63,7 +86,16 @@ def main():
   parser.add_argument('--num_workers', default='0', help='grain worker processes, e.g. 0,1,2')
   parser.add_argument('--resize', default='0', help='shorter side after decoding, e.g. 0,256')
   parser.add_argument('--threads', type=int, default=0, help='grain read threads (0: config)')
+  parser.add_argument('--demand', default='', help='a config whose step sets the demand')
+  parser.add_argument('--device_tflops', type=float, default=989.0)
+  parser.add_argument('--mfu', type=float, default=0.4)
   args = parser.parse_args()
+  demand = 0.0
+  if args.demand:
+    flops = flops_per_view(args.demand)
+    demand = args.device_tflops * 1e12 * args.mfu / flops
+    print(f'{args.demand}: {flops / 1e9:.1f} GFLOPs per view per step; a {args.device_tflops:g} '
+          f'TFLOP/s device at MFU {args.mfu:g} consumes {demand:,.0f} views/s', flush=True)
   config = configuration.load(args.config)
   if args.data_dir:
     config.data.data_dir = args.data_dir
@@ -75,24 +107,30 @@ def main():
     for resize in _ints(args.resize):
       rate = measure_decoding(config, annotation.dataset, resize)
       print(f'JPEG decode only, 1 thread, resize {resize}: {rate:7.0f} images/s', flush=True)
-  if args.size:
-    annotation.views.size = args.size
-    annotation.local_views.size = max(8, args.size * 3 // 7)
-  if args.threads:
-    annotation.num_threads = args.threads
-  bootstrap = annotation.copy_and_resolve_references()
-  bootstrap.views.update(num=4, scale=(0.05, 1.0), colour_jitter=0.0, grayscale=0.0)
+  streams = {name: config.data[name] for name in ('annotation', 'bootstrap')
+             if name in config.data}
+  for stream in streams.values():
+    stream.dataset = annotation.dataset
+    if args.size:
+      stream.views.size = args.size
+      stream.local_views.size = max(8, args.size * 3 // 7)
+    if args.threads:
+      stream.num_threads = args.threads
   print(f'{os.cpu_count()} CPU cores', flush=True)
   for num_workers in _ints(args.num_workers):
     for resize in _ints(args.resize):
-      for name, stream in (('annotation', annotation), ('bootstrap', bootstrap)):
+      for name, stream in streams.items():
         stream.update(num_workers=num_workers, resize=resize)
         rate = measure(config, stream, batch_size, args.batches)
         v = stream.views
         print(f'{name:10s} stream: {rate:7.0f} images/s  ({rate * v.num:7.0f} views/s; {v.num} '
-              f'views of {v.size}px, scale {tuple(v.scale)}, jitter {v.colour_jitter}, '
+              f'views of {v.size}px, scale {tuple(v.scale)}, flip {v.flip}, jitter '
+              f'{v.colour_jitter}/hue {v.hue_jitter}/grey {v.grayscale}, '
               f'{stream.num_threads} threads, {num_workers} workers, resize {resize}, '
               f'batch {batch_size})', flush=True)
+        if demand:
+          print(f'{"":10s}   one device needs {demand / (rate * v.num):.1f} cores of this stream',
+                flush=True)
 
 
 if __name__ == '__main__':

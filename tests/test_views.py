@@ -91,3 +91,66 @@ def test_hue_jitter_changes_hues_only_where_it_is_asked_for():
   plain = views.make_views(red, np.random.default_rng(0), views.ViewSpec(
       num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))['images']
   assert (plain == red).all()
+
+
+def _sequential_jitter(pixels, rng, strength, hue, grayscale):
+  """The jitter op by op on float pixels (the definition that colour_transform composes)."""
+  ops = ((0, 1, 2) if strength > 0 else ()) + ((3,) if hue > 0 else ())
+  luma = np.array([0.299, 0.587, 0.114])
+  for op in (rng.permutation(ops) if ops else ()):
+    if op == 3:
+      pixels = views.rotate_hue(pixels, rng.uniform(-hue, hue))
+      continue
+    factor = rng.uniform(max(0.0, 1 - strength), 1 + strength)
+    if op == 0:
+      pixels = pixels * factor
+    elif op == 1:
+      pixels = (pixels - pixels.mean()) * factor + pixels.mean()
+    else:
+      grey = (pixels @ luma)[..., None]
+      pixels = (pixels - grey) * factor + grey
+  if grayscale > 0 and rng.uniform() < grayscale:
+    pixels = np.repeat((pixels @ luma)[..., None], 3, axis=-1)
+  return pixels
+
+
+def test_one_affine_colour_map_is_the_jitter_ops_in_sequence():
+  pixels = np.random.default_rng(0).uniform(0, 255, (16, 16, 3))
+  for seed in range(20):
+    a, b = views.colour_transform(np.random.default_rng(seed), 0.4, 0.2, 0.5,
+                                  pixels.reshape(-1, 3).mean(0))
+    want = _sequential_jitter(pixels, np.random.default_rng(seed), 0.4, 0.2, 0.5)
+    np.testing.assert_allclose(pixels @ a.T + b, want, atol=1e-3)
+
+
+def test_jittered_views_are_their_crops_through_the_colour_map():
+  image = np.random.default_rng(1).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+  spec = views.ViewSpec(num=1, size=16, flip=False, colour_jitter=0.4, hue_jitter=0.3,
+                        grayscale=0.3)
+  for seed in range(10):
+    rng = np.random.default_rng(seed)
+    out = views.make_views(image, rng, spec)
+    plain = views.crop(image, out['boxes'][0], 16).astype(np.float64)
+    rng = np.random.default_rng(seed)                 # replay: the box, then the jitter draws
+    views.sample_crop_box(rng, (48, 48), spec.scale, spec.ratio)
+    want = np.clip(np.rint(_sequential_jitter(plain, rng, 0.4, 0.3, 0.3)), 0, 255)
+    assert np.abs(out['images'][0] - want).max() <= 1
+
+
+def test_crop_resamples_as_an_antialiased_bilinear_resize():
+  from PIL import Image   # pylint: disable=g-import-not-at-top  # the reference resampler
+  y, x = np.mgrid[:120, :160] / 12.0
+  image = np.stack([127 + 100 * np.sin(y + x), 127 + 100 * np.cos(y * 1.3), 127 + 80 * np.sin(x)],
+                   -1).astype(np.uint8)
+  rng = np.random.default_rng(0)
+  for size, scale in ((24, (0.3, 1.0)), (96, (0.05, 0.2)), (64, (0.2, 1.0))):
+    for _ in range(5):
+      box = views.sample_crop_box(rng, (120, 160), scale, (3 / 4, 4 / 3))
+      y0, x0, y1, x1 = box
+      want = np.asarray(Image.fromarray(image).resize(
+          (size, size), Image.BILINEAR, box=(x0 * 160, y0 * 120, x1 * 160, y1 * 120)))
+      assert np.abs(views.crop(image, box, size).astype(float) - want).mean() < 1.0
+  # Shrinking a 2-pixel checkerboard 8x leaves its mean grey, not an aliased pattern.
+  board = np.kron((np.indices((64, 64)).sum(0) % 2) * 255, np.ones((1, 1)))[..., None]
+  shrunk = views.crop(np.repeat(board, 3, -1).astype(np.uint8), (0, 0, 1, 1), 8)
+  assert np.abs(shrunk.astype(float) - 127.5).max() < 8

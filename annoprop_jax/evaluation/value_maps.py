@@ -10,7 +10,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from annoprop_jax import objectives
 from annoprop_jax.data import boxes as boxes_lib
@@ -92,12 +91,11 @@ class RunValues:
 
   def p_of_boxes(self, image):
     """(T, 4) boxes of ``image`` -> (T, L) target-network probabilities of their views."""
-    pil = Image.fromarray(image)
     return lambda boxes: np.asarray(self._p(
-        self._target_params, np.stack([views_lib.crop(pil, b, self.view_size) for b in boxes])))
+        self._target_params, np.stack([views_lib.crop(image, b, self.view_size) for b in boxes])))
 
   def q_of_moves(self, image, source_box):
-    source = views_lib.crop(Image.fromarray(image), source_box, self.view_size)
+    source = views_lib.crop(image, source_box, self.view_size)
     return lambda moves: np.asarray(self._q(self._params, source,
                                             jnp.asarray(moves, jnp.float32)))
 

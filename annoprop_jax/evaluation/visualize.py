@@ -271,7 +271,7 @@ class Pictures:
   def attention(self, image):
     patch = self.encoder_config['patch_size']
     size = max(patch, image.shape[0] // patch * patch)
-    resized = views_lib.crop(Image.fromarray(image), boxes_lib.UNIT_BOX, size)
+    resized = views_lib.crop(image, boxes_lib.UNIT_BOX, size)
     maps = np.asarray(self._attention(self.encoder, jnp.asarray(resized[None])))[0]
     return draw_attention(image, maps)
 
