@@ -62,7 +62,8 @@ def _sums(objective, params, target_params, state, batch, step, rng):
   v = boot['moves'].shape[1]
   identity = jnp.broadcast_to(boot['moves'][:, jnp.arange(v), jnp.arange(v)][:, :, None],
                               boot['moves'].shape)
-  read_out = objective.predictions(params, target_params, state, batch, step, actions=identity)
+  read_out = objective.predictions(params, target_params, state, batch, step, actions=identity,
+                                   all_views=True)
   diagonal = read_out.log_q[:, jnp.arange(v), jnp.arange(v)]           # Q(. | x_i, a_ii)
   return sums, jnp.mean(kl(true.p_next, diagonal))
 

@@ -10,8 +10,9 @@ batch). Its target, from the EMA target network with stop-gradient, is
 and the loss is CE(y_ij, Q_AB(. | x_i, a_ij)) averaged over pairs (i, j), then images.
 Total loss = base loss (annotation batch, online parameters) + weight * AB loss.
 
-All pairs of all views are computed in one packed decoder call per source view (T = V targets,
-the diagonal included and masked out unless configured), so every view costs one encoder pass.
+All pairs of all views are computed in one packed decoder call per source view, so every view
+costs one encoder pass; a source view is decoded for the V - 1 other views only, unless the
+identity pairs are trained (``include_diagonal``) or read (``predictions(all_pairs=True)``).
 """
 import dataclasses
 from typing import Any
@@ -127,17 +128,31 @@ def diagnostics(log_q, y, pairs, view_boxes, moves, box_config):
   return out
 
 
-def all_pair_moves(moves):
-  """(B, V, V, 4) moves -> (B * V, V, 4): for each source view, the moves to all V views."""
-  b, v = moves.shape[:2]
-  return moves.reshape(b * v, v, 4)
+def target_views(num_views, include_diagonal):
+  """(V, T) static: the views each source view is decoded for, all V or the V - 1 others."""
+  return np.array([[j for j in range(num_views) if include_diagonal or j != i]
+                   for i in range(num_views)])
 
 
-def decode_pairs(net, params, tokens, moves):
-  """phi_AB for every ordered pair: (B, V, V, W)."""
+def decode_pairs(net, params, tokens, moves, targets):
+  """phi_AB of the pairs (i, targets[i, t]): (B, V, T, W), one packed decoder call per source
+  view (``tokens`` (B * V, N, D), ``moves`` (B, V, V, 4))."""
   b, v = moves.shape[:2]
-  phi = network_lib.apply(net, params, Network.decode, tokens, all_pair_moves(moves))
-  return phi.reshape(b, v, v, -1)
+  if targets.shape[1] < v:
+    moves = moves[:, np.arange(v)[:, None], targets]                # (B, V, T, 4)
+  phi = network_lib.apply(net, params, Network.decode, tokens, moves.reshape(b * v, -1, 4))
+  return phi.reshape(b, v, targets.shape[1], -1)
+
+
+def all_pairs(values, targets):
+  """(B, V, T, ...) values of the decoded pairs -> (B, V, V, ...); a pair that was not decoded
+  (i, i) repeats a decoded value of its row, which every mask of the identity pair removes."""
+  v = targets.shape[0]
+  if targets.shape[1] == v:
+    return values
+  column = {(i, int(j)): t for i in range(v) for t, j in enumerate(targets[i])}
+  return jnp.stack([jnp.stack([values[:, i, column.get((i, j), 0)] for j in range(v)], axis=1)
+                    for i in range(v)], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,10 +186,12 @@ class AnnotationBootstrapping:
                            **self.method.init_inputs(annotation))['params']
     return params, self.method.init_state()
 
-  def predictions(self, params, target_params, state, batch, step, actions=None):
+  def predictions(self, params, target_params, state, batch, step, actions=None,
+                  all_views=False):
     """The base result and, for every ordered pair (i, j) of bootstrap views, log Q_AB (online,
     with ``actions``: by default the moves, or one constant move without ``actions``) and the
-    target y (target network, the same actions for its next moves)."""
+    target y (target network, the same actions for its next moves). The identity pairs (i, i)
+    of log Q_AB are decoded only when trained or asked for (``all_views``)."""
     cfg, method, net = self.config, self.method, self.net
     ann, boot = batch['annotation'], batch['bootstrap']
     params = method.step_params(params, step)
@@ -187,17 +204,21 @@ class AnnotationBootstrapping:
     if actions is None:
       actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
     _, tokens = network_lib.encode_views(net, params, boot['images'])
-    log_q = method.ab_log_probs(net, params, decode_pairs(net, params, tokens, actions),
-                                base.candidates)
+    targets = target_views(v, cfg.include_diagonal or all_views)
+    log_q = all_pairs(method.ab_log_probs(net, params,
+                                          decode_pairs(net, params, tokens, actions, targets),
+                                          base.candidates), targets)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
     target_pooled, target_tokens = network_lib.encode_views(net, target_params, boot['images'])
     p_next = method.target_probs(net, target_params, target_pooled, base.target_candidates,
                                  state, step)
     q_next = None
     if cfg.gamma:
-      q_next = jnp.exp(method.ab_log_probs(
-          net, target_params, decode_pairs(net, target_params, target_tokens, actions),
-          base.target_candidates))
+      next_targets = target_views(v, cfg.next_include_identity)
+      q_next = jnp.exp(all_pairs(method.ab_log_probs(
+          net, target_params, decode_pairs(net, target_params, target_tokens, actions,
+                                           next_targets),
+          base.target_candidates), next_targets))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs)
 
