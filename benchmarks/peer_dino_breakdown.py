@@ -32,6 +32,8 @@ from main_dino import DINOLoss  # pylint: disable=g-import-not-at-top
 
 parser = argparse.ArgumentParser()
 parser.add_argument('--steps', type=int, default=15)
+parser.add_argument('--ops', action='store_true',
+                    help='torch.profiler of the encoder forward + backward, time per aten op')
 args = parser.parse_args()
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -102,6 +104,24 @@ def whole_step():
   opt.step()
   ema()
 
+
+def op_profile(calls=5):
+  """The encoder forward + backward under torch.profiler: self CPU ms per call of each op."""
+  encoder_forward_backward()
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    for _ in range(calls):
+      encoder_forward_backward()
+  rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+  total = sum(e.self_cpu_time_total for e in rows) / 1000 / calls
+  print(f'  encoder forward + backward: {total:.1f} ms of ops per call (self CPU time)')
+  for e in rows[:16]:
+    ms = e.self_cpu_time_total / 1000 / calls
+    print(f'    {e.key:44s} {ms:8.2f} ms {100 * ms / total:5.1f}%', flush=True)
+
+
+if args.ops:
+  op_profile()
+  sys.exit(0)
 
 for name, fn in (('encoder forward (teacher: 128 views, no grad)', encoder_forward),
                  ('encoder forward + backward', encoder_forward_backward),
