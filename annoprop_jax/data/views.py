@@ -131,10 +131,11 @@ def crop(image, box, size):
   Bilinear interpolation, antialiased where the box shrinks: a Gaussian of the variance of a
   bilinear (triangle) kernel stretched by the shrink factor f, less the variance the
   interpolation itself adds, sigma^2 = (f^2 - 1) / 6 source pixels, blurs the box's pixels
-  first (what PIL's antialiased bilinear resize does with a triangle kernel; mean difference
-  from it 0.1 grey levels, in a quarter of its time). A box's pixel centres map onto the view's
+  first (what PIL's antialiased bilinear resize does with a triangle kernel; 0.1-0.2 grey
+  levels from it on average, in a third to a half of its time). A box's pixel centres map onto the view's
   (the half-pixel convention of PIL and OpenCV); outside the image its edge pixels repeat.
   """
+  image = np.ascontiguousarray(image)          # OpenCV takes no negative strides
   height, width = image.shape[:2]
   y0, x0, y1, x1 = box[0] * height, box[1] * width, box[2] * height, box[3] * width
   fy, fx = (y1 - y0) / size, (x1 - x0) / size            # source pixels per view pixel
