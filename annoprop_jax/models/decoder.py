@@ -10,6 +10,7 @@ mean-pooled into one vector, phi_AB(x1, a).
 import flax.linen as nn
 import jax.numpy as jnp
 
+from annoprop_jax.models import layer_norm
 from annoprop_jax.models import vit
 
 
@@ -44,13 +45,13 @@ class DecoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x, memory, self_mask):
     dtype = jnp.dtype(self.dtype)
-    y = nn.LayerNorm(dtype=dtype)(x)
+    y = layer_norm.LayerNorm(dtype=dtype)(x)
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=dtype,
                                             name='self_attention')(y, y, mask=self_mask)
-    y = nn.LayerNorm(dtype=dtype)(x)
+    y = layer_norm.LayerNorm(dtype=dtype)(x)
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=dtype,
                                             name='cross_attention')(y, memory)
-    y = nn.LayerNorm(dtype=dtype)(x)
+    y = layer_norm.LayerNorm(dtype=dtype)(x)
     return x + vit.MlpBlock(self.mlp_dim, dtype=dtype)(y)
 
 
@@ -78,11 +79,11 @@ class AnnotationDecoder(nn.Module):
     queries = BoxTokens(self.width, self.bins, self.low, self.high, name='box_tokens')(moves)
     x = queries.reshape(s, t * 4, self.width).astype(dtype)
     memory = nn.Dense(self.width, dtype=dtype, name='memory_projection')(
-        nn.LayerNorm(dtype=dtype, name='memory_norm')(patch_tokens.astype(dtype)))
+        layer_norm.LayerNorm(dtype=dtype, name='memory_norm')(patch_tokens.astype(dtype)))
     owner = jnp.arange(t * 4) // 4
     self_mask = (owner[:, None] == owner[None, :])[None, None]      # block diagonal
     for i in range(self.depth):
       x = DecoderBlock(self.num_heads, int(self.width * self.mlp_ratio), self.dtype,
                        name=f'block{i}')(x, memory, self_mask)
-    x = nn.LayerNorm(dtype=dtype, name='decoder_norm')(x).astype(jnp.float32)
+    x = layer_norm.LayerNorm(dtype=dtype, name='decoder_norm')(x).astype(jnp.float32)
     return x.reshape(s, t, 4, self.width).mean(axis=2)

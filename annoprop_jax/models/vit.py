@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from annoprop_jax.models import layer_norm
+
 # width, depth, heads (MLP ratio 4). Paper sizes plus tiny ones that train on a CPU.
 VIT_SIZES = {
     'cpu_tiny': (64, 2, 2),
@@ -72,12 +74,12 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None):
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = layer_norm.LayerNorm(dtype=self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype,
         kernel_init=nn.initializers.xavier_uniform())(y, y, mask=mask)
     x = x + y
-    y = nn.LayerNorm(dtype=self.dtype)(x)
+    y = layer_norm.LayerNorm(dtype=self.dtype)(x)
     return x + MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
 
 
@@ -132,7 +134,7 @@ class ViT(nn.Module):
     for i in range(self.depth):
       x = block(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
                 name=f'block{i}')(x)
-    x = nn.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
+    x = layer_norm.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
     if self.pool == 'cls':
       return x[:, 0], x[:, 1:]
     return x.mean(axis=1), x
