@@ -10,6 +10,7 @@ from annoprop_jax.data import boxes as boxes_lib
 from annoprop_jax.evaluation import attention_maps
 from annoprop_jax.evaluation import value_maps
 from annoprop_jax.evaluation import visualize
+from annoprop_jax.models import layer_norm
 from annoprop_jax.models import vit
 
 
@@ -62,7 +63,7 @@ def test_attention_maps_are_the_last_blocks_attention(pool):
   np.testing.assert_allclose(maps.sum(axis=(2, 3)), 1.0, rtol=1e-5)
   _, state = model.apply({'params': params}, images, mutable=['intermediates'],
                          capture_intermediates=lambda m, _: isinstance(
-                             m, (nn.LayerNorm, nn.MultiHeadDotProductAttention)))
+                             m, (layer_norm.LayerNorm, nn.MultiHeadDotProductAttention)))
   block = state['intermediates']['block1']
   y = block['LayerNorm_0']['__call__'][0]
   want = block['MultiHeadDotProductAttention_0']['__call__'][0]

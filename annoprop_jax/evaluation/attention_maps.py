@@ -1,10 +1,10 @@
 """Attention maps as DINO's paper draws them: in the ViT's last block, the attention of the
 pooled query over the patches, per head: the CLS token's row (``pool='cls'``), or for a
 mean-pooled encoder the mean of all rows (what the pooled vector gathers)."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from annoprop_jax.models import layer_norm
 from annoprop_jax.models import vit
 
 
@@ -15,7 +15,7 @@ def last_block_attention(encoder_config, params, images):
   model = vit.ViT(**config)
   last = f'block{config["depth"] - 1}'
   _, state = model.apply({'params': params}, images, capture_intermediates=(
-      lambda module, _: isinstance(module, nn.LayerNorm) and module.name == 'LayerNorm_0'),
+      lambda module, _: isinstance(module, layer_norm.LayerNorm) and module.name == 'LayerNorm_0'),
                          mutable=['intermediates'])
   y = state['intermediates'][last]['LayerNorm_0']['__call__'][0]      # (B, T, D)
   attention = params[last]['MultiHeadDotProductAttention_0']
