@@ -14,8 +14,9 @@ def last_block_attention(encoder_config, params, images):
   config = dict(encoder_config, remat='none')
   model = vit.ViT(**config)
   last = f'block{config["depth"] - 1}'
-  _, state = model.apply({'params': params}, images, capture_intermediates=(
-      lambda module, _: isinstance(module, layer_norm.LayerNorm) and module.name == 'LayerNorm_0'),
+  first_norm = lambda module, _: (isinstance(module, layer_norm.LayerNorm)
+                                  and module.name == 'LayerNorm_0')
+  _, state = model.apply({'params': params}, images, capture_intermediates=first_norm,
                          mutable=['intermediates'])
   y = state['intermediates'][last]['LayerNorm_0']['__call__'][0]      # (B, T, D)
   attention = params[last]['MultiHeadDotProductAttention_0']
