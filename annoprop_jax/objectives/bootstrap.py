@@ -12,7 +12,7 @@ Total loss = base loss (annotation batch, online parameters) + weight * AB loss.
 
 All pairs of all views are computed in one packed decoder call per source view, so every view
 costs one encoder pass; a source view is decoded for the V - 1 other views only, unless the
-identity pairs are trained (``include_diagonal``) or read (``predictions(all_pairs=True)``).
+identity pairs are trained (``include_diagonal``) or read (``predictions(all_views=True)``).
 """
 import dataclasses
 from typing import Any
