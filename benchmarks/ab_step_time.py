@@ -56,7 +56,8 @@ def synthetic_stream(rng, images, stream):
   return out
 
 
-def _median_ms(fn, *args, steps):
+def median_ms(fn, *args, steps):
+  """Median ms of ``fn(*args)`` over ``steps`` calls after a first (compiling) one."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(steps):
@@ -67,27 +68,29 @@ def _median_ms(fn, *args, steps):
 
 
 class StepTimer:
-  """One config's jitted train step on a synthetic batch, ready to time again and again."""
+  """One config's jitted train step on a synthetic batch, ready to time again and again; with
+  ``donate`` the step consumes the state it is given (call it on copies of ``state``)."""
 
-  def __init__(self, config):
+  def __init__(self, config, donate=False):
     self.config = config
     self.objective = objectives.build(config.objective, configuration.encoder_config(config))
     rng = np.random.default_rng(0)
     self.batch = {name: synthetic_stream(rng, config.data[name].batch_size, config.data[name])
                   for name in self.objective.streams}
-    tx, schedules = optimizer.make(config.optimizer, config.total_steps)
+    self.tx, schedules = optimizer.make(config.optimizer, config.total_steps)
     params, extras = self.objective.init(jax.random.PRNGKey(0), self.batch)
     self.state = state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
-        target_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+        target_params=jax.tree.map(jnp.copy, params), opt_state=self.tx.init(params),
         rng=jax.random.PRNGKey(1), extras=extras)
-    self.step = jax.jit(train.make_train_step(self.objective, tx, schedules, config))
+    self.step = jax.jit(train.make_train_step(self.objective, self.tx, schedules, config),
+                        donate_argnums=0 if donate else ())
     self.batch = jax.device_put(self.batch)
     self.views = sum(config.data[n].batch_size * config.data[n].views.num
                      for n in self.objective.streams)
 
   def time(self, steps):
-    return _median_ms(self.step, self.state, self.batch, steps=steps)
+    return median_ms(self.step, self.state, self.batch, steps=steps)
 
   def once(self):
     start = time.perf_counter()
@@ -160,7 +163,7 @@ def breakdown(timer, steps):
     parts['target decoder, all pairs (gamma > 0, fwd)'] = (target_decoder, target, target_tokens)
   parts['AB loss, target y, diagnostics (fwd)'] = (
       lambda *a: loss_and_diagnostics(*a), log_q, p_next, q_next)
-  return {name: _median_ms(jax.jit(fn), *args, steps=steps)
+  return {name: median_ms(jax.jit(fn), *args, steps=steps)
           for name, (fn, *args) in parts.items()}
 
 

@@ -27,11 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ab_step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top,wrong-import-position
-from annoprop_jax import objectives  # pylint: disable=g-import-not-at-top,wrong-import-position
-from annoprop_jax import optimizer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from annoprop_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax import target_network  # pylint: disable=g-import-not-at-top,wrong-import-position
-from annoprop_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax.models import network as network_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PEER_SIZE = {'model.width': 192, 'model.depth': 4, 'model.num_heads': 3, 'model.patch_size': 8,
@@ -57,32 +53,11 @@ def config_at_peer_size(overrides=()):
   return configuration.validate(config)
 
 
-def _median_ms(fn, args, steps):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
-
-
-class OurStep:
-  """The jitted train step and its parts on one synthetic batch."""
+class OurStep(ab_step_time.StepTimer):
+  """The jitted train step (donating its state) and its parts on one synthetic batch."""
 
   def __init__(self, config):
-    self.config = config
-    self.objective = objectives.build(config.objective, configuration.encoder_config(config))
-    rng = np.random.default_rng(0)
-    self.batch = jax.device_put({'annotation': ab_step_time.synthetic_stream(
-        rng, config.data.annotation.batch_size, config.data.annotation)})
-    self.tx, schedules = optimizer.make(config.optimizer, config.total_steps)
-    params, extras = self.objective.init(jax.random.PRNGKey(0), self.batch)
-    self.state = state_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, target_params=jax.tree.map(jnp.copy, params),
-        opt_state=self.tx.init(params), rng=jax.random.PRNGKey(1), extras=extras)
-    self.step = jax.jit(train.make_train_step(self.objective, self.tx, schedules, config),
-                        donate_argnums=0)
+    super().__init__(config, donate=True)
 
   def steps_per_sec(self, steps):
     state = jax.tree.map(jnp.copy, self.state)
@@ -115,7 +90,8 @@ class OurStep:
         'EMA update': (jax.jit(lambda t, p: target_network.update(t, p, 0.996)),
                        (s.target_params, s.params)),
     }
-    out = {name: _median_ms(fn, args, steps) for name, (fn, args) in parts.items()}
+    out = {name: ab_step_time.median_ms(fn, *args, steps=steps)
+           for name, (fn, args) in parts.items()}
     state, times = jax.tree.map(jnp.copy, s), []
     for _ in range(steps + 1):             # the first call only compiles
       start = time.perf_counter()
