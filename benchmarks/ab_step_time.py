@@ -125,26 +125,24 @@ def breakdown(timer, steps):
   result = method.base_loss(net, params, target, extras, ann, step, bootstrap=True)   # eager
   candidates, target_candidates = result.candidates, result.target_candidates
   _, tokens = network_lib.encode_views(net, params, boot['images'])
-  log_q = bootstrap_lib.all_pairs(method.ab_log_probs(net, params, bootstrap_lib.decode_pairs(
-      net, params, tokens, boot['moves'], targets), candidates), targets)
+  log_q = bootstrap_lib.pair_log_probs(method, net, params, tokens, boot['moves'], targets,
+                                       candidates)
   y = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(2), log_q.shape), -1)
 
   def online_encoder(params):
     return total(network_lib.encode_views(net, params, boot['images']))
 
   def decoder(params, tokens):
-    phi = bootstrap_lib.decode_pairs(net, params, tokens, boot['moves'], targets)
-    return jnp.sum(y * bootstrap_lib.all_pairs(method.ab_log_probs(net, params, phi, candidates),
-                                               targets))
+    return jnp.sum(y * bootstrap_lib.pair_log_probs(method, net, params, tokens, boot['moves'],
+                                                    targets, candidates))
 
   def target_network(target):
     pooled, target_tokens = network_lib.encode_views(net, target, boot['images'])
     return method.target_probs(net, target, pooled, target_candidates, extras, step), target_tokens
 
   def target_decoder(target, target_tokens):
-    phi = bootstrap_lib.decode_pairs(net, target, target_tokens, boot['moves'], next_targets)
-    return jnp.exp(bootstrap_lib.all_pairs(method.ab_log_probs(net, target, phi,
-                                                               target_candidates), next_targets))
+    return jnp.exp(bootstrap_lib.pair_log_probs(method, net, target, target_tokens, boot['moves'],
+                                                next_targets, target_candidates))
 
   def loss_and_diagnostics(log_q, p_next, q_next):
     y = bootstrap_lib.bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)

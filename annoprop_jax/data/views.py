@@ -67,6 +67,7 @@ def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # RGB -> grey (ITU-R BT.601)
+_GREY = np.outer(np.ones(3), _LUMA)                     # colour -> its grey in every channel
 
 
 def hue_rotation(turns):
@@ -107,11 +108,10 @@ def colour_transform(rng, strength, hue, grayscale, channel_mean):
       elif op == 1:                                 # contrast, about the current mean level
         m, offset = factor * np.eye(3), (1 - factor) * np.mean(a @ channel_mean + b)
       else:                                         # saturation, about each pixel's grey
-        m = factor * np.eye(3) + (1 - factor) * np.outer(np.ones(3), _LUMA)
+        m = factor * np.eye(3) + (1 - factor) * _GREY
     a, b = m @ a, m @ b + offset
   if grayscale > 0 and rng.uniform() < grayscale:
-    grey = np.outer(np.ones(3), _LUMA)
-    a, b = grey @ a, grey @ b
+    a, b = _GREY @ a, _GREY @ b
   return a, b
 
 
@@ -132,8 +132,9 @@ def crop(image, box, size):
   bilinear (triangle) kernel stretched by the shrink factor f, less the variance the
   interpolation itself adds, sigma^2 = (f^2 - 1) / 6 source pixels, blurs the box's pixels
   first (what PIL's antialiased bilinear resize does with a triangle kernel; 0.1-0.2 grey
-  levels from it on average, in a third to a half of its time). A box's pixel centres map onto the view's
-  (the half-pixel convention of PIL and OpenCV); outside the image its edge pixels repeat.
+  levels from it on average, in a third to a half of its time). A box's pixel centres map onto
+  the view's (the half-pixel convention of PIL and OpenCV); outside the image its edge pixels
+  repeat.
   """
   image = np.ascontiguousarray(image)          # OpenCV takes no negative strides
   height, width = image.shape[:2]

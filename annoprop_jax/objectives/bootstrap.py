@@ -155,6 +155,14 @@ def all_pairs(values, targets):
                     for i in range(v)], axis=1)
 
 
+def pair_log_probs(method, net, params, tokens, moves, targets, candidates):
+  """log Q_AB (B, V, V, L) of ``params`` for the pairs (i, targets[i, t]) (see ``all_pairs`` for
+  the pairs not decoded): the decoder on the moves, then the method's AB head over the
+  candidates."""
+  phi = decode_pairs(net, params, tokens, moves, targets)
+  return all_pairs(method.ab_log_probs(net, params, phi, candidates), targets)
+
+
 @dataclasses.dataclass(frozen=True)
 class PairPredictions:
   """What annotation bootstrapping computes on a batch (``AnnotationBootstrapping.predictions``)."""
@@ -204,21 +212,17 @@ class AnnotationBootstrapping:
     if actions is None:
       actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
     _, tokens = network_lib.encode_views(net, params, boot['images'])
-    targets = target_views(v, cfg.include_diagonal or all_views)
-    log_q = all_pairs(method.ab_log_probs(net, params,
-                                          decode_pairs(net, params, tokens, actions, targets),
-                                          base.candidates), targets)
+    log_q = pair_log_probs(method, net, params, tokens, actions,
+                           target_views(v, cfg.include_diagonal or all_views), base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
     target_pooled, target_tokens = network_lib.encode_views(net, target_params, boot['images'])
     p_next = method.target_probs(net, target_params, target_pooled, base.target_candidates,
                                  state, step)
     q_next = None
     if cfg.gamma:
-      next_targets = target_views(v, cfg.next_include_identity)
-      q_next = jnp.exp(all_pairs(method.ab_log_probs(
-          net, target_params, decode_pairs(net, target_params, target_tokens, actions,
-                                           next_targets),
-          base.target_candidates), next_targets))
+      q_next = jnp.exp(pair_log_probs(method, net, target_params, target_tokens, actions,
+                                      target_views(v, cfg.next_include_identity),
+                                      base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs)
 
