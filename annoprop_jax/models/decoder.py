@@ -10,6 +10,7 @@ mean-pooled into one vector, phi_AB(x1, a).
 import flax.linen as nn
 import jax.numpy as jnp
 
+from annoprop_jax.models import attention as attention_lib
 from annoprop_jax.models import layer_norm
 from annoprop_jax.models import vit
 
@@ -41,15 +42,19 @@ class DecoderBlock(nn.Module):
   num_heads: int
   mlp_dim: int
   dtype: str = 'float32'
+  attention: str = 'auto'        # attention.IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x, memory, self_mask):
     dtype = jnp.dtype(self.dtype)
+    attend = attention_lib.attention_fn(self.attention)
     y = layer_norm.LayerNorm(dtype=dtype)(x)
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=dtype,
+                                            attention_fn=attend,
                                             name='self_attention')(y, y, mask=self_mask)
     y = layer_norm.LayerNorm(dtype=dtype)(x)
     x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=dtype,
+                                            attention_fn=attend,
                                             name='cross_attention')(y, memory)
     y = layer_norm.LayerNorm(dtype=dtype)(x)
     return x + vit.MlpBlock(self.mlp_dim, dtype=dtype)(y)
@@ -71,6 +76,7 @@ class AnnotationDecoder(nn.Module):
   low: float = -5.0
   high: float = 6.0
   dtype: str = 'float32'
+  attention: str = 'auto'        # attention.IMPLEMENTATIONS (the encoder's model.attention)
 
   @nn.compact
   def __call__(self, patch_tokens, moves):
@@ -84,6 +90,6 @@ class AnnotationDecoder(nn.Module):
     self_mask = (owner[:, None] == owner[None, :])[None, None]      # block diagonal
     for i in range(self.depth):
       x = DecoderBlock(self.num_heads, int(self.width * self.mlp_ratio), self.dtype,
-                       name=f'block{i}')(x, memory, self_mask)
+                       self.attention, name=f'block{i}')(x, memory, self_mask)
     x = layer_norm.LayerNorm(dtype=dtype, name='decoder_norm')(x).astype(jnp.float32)
     return x.reshape(s, t, 4, self.width).mean(axis=2)

@@ -34,6 +34,7 @@ class TextTransformer(nn.Module):
   max_len: int = 162
   vocab_size: int = tokenizer.VOCAB_SIZE
   dtype: str = 'float32'          # compute dtype; params stay float32
+  attention: str = 'auto'         # attention.IMPLEMENTATIONS (the encoder's model.attention)
 
   @nn.compact
   def __call__(self, tokens):
@@ -53,7 +54,7 @@ class TextTransformer(nn.Module):
     mask = nn.make_attention_mask(valid, valid)                     # (B, 1, L, L)
     for i in range(self.depth):
       x = vit.EncoderBlock(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
-                           name=f'block{i}')(x, mask=mask)
+                           attention=self.attention, name=f'block{i}')(x, mask=mask)
     x = nn.LayerNorm(dtype=dtype, name='text_norm')(x).astype(jnp.float32)
     pooled = jnp.take_along_axis(x, end[:, None, None], axis=1)[:, 0]
     assert pooled.shape == (b, self.width) and x.shape == (b, length, self.width)

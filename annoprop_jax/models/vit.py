@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from annoprop_jax.models import attention as attention_lib
 from annoprop_jax.models import layer_norm
 
 # width, depth, heads (MLP ratio 4). Paper sizes plus tiny ones that train on a CPU.
@@ -71,13 +72,15 @@ class EncoderBlock(nn.Module):
   num_heads: int
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
+  attention: str = 'auto'        # attention.IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x, mask=None):
     y = layer_norm.LayerNorm(dtype=self.dtype)(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform())(y, y, mask=mask)
+        kernel_init=nn.initializers.xavier_uniform(),
+        attention_fn=attention_lib.attention_fn(self.attention))(y, y, mask=mask)
     x = x + y
     y = layer_norm.LayerNorm(dtype=self.dtype)(x)
     return x + MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
@@ -98,6 +101,7 @@ class ViT(nn.Module):
   posemb: str = 'learned'        # 'learned' or 'sincos'
   dtype: str = 'float32'         # compute dtype; params stay float32
   remat: str = 'none'            # 'none', 'full' (recompute each block) or 'dots' (keep matmuls)
+  attention: str = 'auto'        # 'auto', 'plain', 'xla' or 'cudnn' (models/attention.py)
   image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
 
   @nn.compact
@@ -133,7 +137,7 @@ class ViT(nn.Module):
     block = remat_block(EncoderBlock, self.remat)
     for i in range(self.depth):
       x = block(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
-                name=f'block{i}')(x)
+                attention=self.attention, name=f'block{i}')(x)
     x = layer_norm.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
     if self.pool == 'cls':
       return x[:, 0], x[:, 1:]

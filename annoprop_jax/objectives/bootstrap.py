@@ -185,7 +185,8 @@ class AnnotationBootstrapping:
     self.net = Network(
         encoder_kwargs=encoder_config,
         decoder_kwargs=dict(**ab.decoder.to_dict(), **ab.box.to_dict(),
-                            dtype=encoder_config.get('dtype', 'float32')),
+                            dtype=encoder_config['dtype'],
+                            attention=encoder_config['attention']),
         **method.modules(encoder_config, bootstrap=True))
 
   def init(self, rng, batch):
