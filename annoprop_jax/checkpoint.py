@@ -408,3 +408,21 @@ def load_state(path, step=None):
     finally:
       logging.set_verbosity(verbosity)
   return step, tree['state']
+
+
+def saved_worker_counts(workdir):
+  """{stream: grain worker processes} its data iterators were saved with, in the newest step
+  under ``WORKDIR/checkpoints`` ({} when there is none, or it does not say): the counts a resume
+  must read with (``pipeline.reading_plan``)."""
+  directory = storage.path(workdir) / 'checkpoints'
+  steps = sorted((int(f.name) for f in directory.iterdir() if f.name.isdigit()),
+                 reverse=True) if directory.is_dir() else []
+  counts = {}
+  for folder in (directory / str(steps[0])).iterdir() if steps else ():
+    files = sorted(folder.glob(f'process_{jax.process_index()}-of-*.json'))
+    if folder.name.startswith('data_') and files:
+      try:
+        counts[folder.name[len('data_'):]] = int(json.loads(files[0].read_text())['num_workers'])
+      except (ValueError, KeyError, TypeError):
+        pass          # unreadable: the restore itself reports it
+  return counts

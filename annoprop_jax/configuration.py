@@ -21,6 +21,7 @@ from annoprop_jax import sharding
 from annoprop_jax import target_network
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import scenes
+from annoprop_jax.models import attention
 
 REMAT_POLICIES = ('none', 'full', 'dots')
 
@@ -46,10 +47,13 @@ def stream_config(batch_size, dataset='scenes', split='train', num_views=2, size
                        colour_jitter=colour_jitter, hue_jitter=0.0, grayscale=grayscale),
       max_objects=8,             # annotations padded/truncated to this many objects
       max_caption_bytes=scenes.MAX_CAPTION_BYTES,   # longer captions are cut
-      num_threads=2,             # grain read threads
+      num_threads=2,             # grain read threads (per worker process)
       prefetch=8,                # grain prefetch buffer (elements)
       num_workers=0,             # grain worker processes (0: decode in this process); a
-                                 # checkpointed data state resumes only with the same count
+                                 # checkpointed data state resumes only with the same count.
+                                 # -1 here or in num_threads: sized for this host's cores and
+                                 # the streams' work (pipeline.reading_plan; the paper configs
+                                 # do so); a resume keeps the count it was saved with
       # The stream stops with one line past either: undecodable records in a row
       # (max_undecodable_run), or their fraction of the records read after 1000
       # (max_undecodable_fraction), counted per process (or worker).
@@ -69,6 +73,11 @@ def base_config(objective_name):
   config.seed = 0
   config.total_steps = 1000
   config.microbatches = 1             # gradient accumulation: micro-batches per optimizer step
+  # Bit-identical reruns and resumes. CPU and TPU are deterministic either way; on GPUs the
+  # train step is compiled with XLA's deterministic ops (scatter-adds such as the box tokens'
+  # gradient, and cuDNN/cuBLAS algorithms, without atomics), at a cost that
+  # benchmarks/accelerator.py measures. False: XLA's fastest, run-to-run noise in the last bits.
+  config.deterministic = True
   config.log_every = 50
   config.checkpoint_every = 500
   config.keep_checkpoints = 3         # the last N checkpoints are kept ...
@@ -80,8 +89,13 @@ def base_config(objective_name):
                       pool='cls', posemb='learned',
                       dtype='float32',     # compute dtype (bfloat16: mixed precision; params,
                                            # optimizer state and losses stay float32)
-                      remat='none')        # recompute encoder blocks in the backward pass:
+                      remat='none',        # recompute encoder blocks in the backward pass:
                                            # 'full', 'dots' (keep matmul outputs) or 'none'
+                      # attention's implementation in the encoder, the annotation decoder and
+                      # the text tower: 'auto' (cuDNN flash attention on NVIDIA GPUs in bf16,
+                      # else 'plain'), 'plain' (Flax's), 'xla' (jax.nn.dot_product_attention's
+                      # XLA path: scores and softmax in float32) or 'cudnn'; models/attention.py
+                      attention='auto')
   config.objective = objectives.default_config(objective_name)
   config.optimizer = optimizer.default_config()
   config.target_network = target_network.default_config()
@@ -118,7 +132,7 @@ def apply_variant(config, variant):
     if stream in config.data:
       config.data[stream].views.size = 16
       config.data[stream].local_views.size = 8
-      config.data[stream].num_threads = 1
+      config.data[stream].update(num_threads=1, num_workers=0)
   objectives.tiny(config.objective)
   config.evaluation.visualize = False   # no pictures in TensorBoard at every toy evaluation
   if 'bootstrap' in config.data:
@@ -168,6 +182,12 @@ def validate(config):
         f'model.dtype must be float32 or bfloat16, got {config.model.dtype!r}')
   check(config.model.remat in REMAT_POLICIES,
         f'model.remat must be one of {REMAT_POLICIES}, got {config.model.remat!r}')
+  check(config.model.attention in attention.IMPLEMENTATIONS,
+        f'model.attention must be one of {attention.IMPLEMENTATIONS}, got '
+        f'{config.model.attention!r}')
+  check(config.model.attention != 'cudnn' or config.model.dtype == 'bfloat16',
+        "model.attention='cudnn' needs model.dtype='bfloat16' (cuDNN's flash attention takes "
+        "bf16 or fp16 only)")
   profiling.parse_steps(config.profile_steps)
   sharding.validate_rules(config.mesh.rules)
   evaluator.validate(config.evaluation)
@@ -197,8 +217,13 @@ def validate(config):
           f'{stream.batch_size}')
     check(stream.caption_choice in ('first', 'random'),
           f'data.{name}.caption_choice must be first or random, got {stream.caption_choice!r}')
-    check(stream.resize >= 0 and stream.num_workers >= 0,
-          f'data.{name}.resize and data.{name}.num_workers must be >= 0')
+    check(stream.resize >= 0, f'data.{name}.resize must be >= 0, got {stream.resize}')
+    check(stream.num_workers >= 0 or stream.num_workers == pipeline.AUTO,
+          f'data.{name}.num_workers must be >= 0, or -1 (sized for the host), got '
+          f'{stream.num_workers}')
+    check(stream.num_threads >= 1 or stream.num_threads == pipeline.AUTO,
+          f'data.{name}.num_threads must be >= 1, or -1 (sized for the host), got '
+          f'{stream.num_threads}')
   objectives.validate(config)
   return config
 
@@ -206,9 +231,10 @@ def validate(config):
 # What a run may change between its starts (the rest of the config is what its checkpoints
 # were trained with): where data and logs are, how often to log, save and probe, the mesh
 # (checkpoints restore onto another one) and the host-side reading of the data.
-FREE_TO_CHANGE = ('log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
+FREE_TO_CHANGE = ('deterministic', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
                   'init_from', 'profile_steps', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
-                  'data.*.prefetch', 'data.*.max_undecodable_*', 'model.remat')
+                  'data.*.prefetch', 'data.*.max_undecodable_*', 'model.remat',
+                  'model.attention')
 
 
 def resume_identity(config):
@@ -307,7 +333,8 @@ def _merge(config, saved, prefix):
 def paper_scale(config, annotation_images, annotation_views, bootstrap_images=1024,
                 views_seen=800_000_000):
   """METHOD.md's recipe: ViT-S/16 at 224 px in bf16, 4 bootstrap views of RandomResizedCrop
-  0.05-1 without colour jitter, 8192 views per step, AdamW 1e-3 with warm-up and cosine decay."""
+  0.05-1 without colour jitter, 8192 views per step, AdamW 1e-3 with warm-up and cosine decay;
+  the streams' reading sized for the host (worker processes and threads: -1)."""
   from annoprop_jax.models import vit  # pylint: disable=g-import-not-at-top
   config.model.update(**vit.vit_size('S/16'), dtype='bfloat16')
   config.data.annotation.batch_size = annotation_images
@@ -316,6 +343,8 @@ def paper_scale(config, annotation_images, annotation_views, bootstrap_images=10
   config.data.bootstrap.update(batch_size=bootstrap_images)
   config.data.bootstrap.views.update(num=4, size=224, scale=(0.05, 1.0), colour_jitter=0.0,
                                      grayscale=0.0)
+  for stream in (config.data.annotation, config.data.bootstrap):   # sized for the host
+    stream.update(num_workers=pipeline.AUTO, num_threads=pipeline.AUTO)
   views_per_step = annotation_images * annotation_views + bootstrap_images * 4
   config.total_steps = views_seen // views_per_step
   config.log_every = 100

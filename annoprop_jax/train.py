@@ -137,6 +137,14 @@ class Program:
   batch_sharding: NamedSharding
 
 
+def compiler_options(config, mesh):
+  """XLA options of the train step: on GPUs, ``config.deterministic`` turns on XLA's
+  deterministic ops (CPU and TPU programs are deterministic without it)."""
+  if config.deterministic and mesh.devices.flat[0].platform == 'gpu':
+    return {'xla_gpu_deterministic_ops': True}
+  return None
+
+
 def build_program(config, mesh, objective, example):
   """Builds the program for ``config`` on ``mesh``; ``example`` is a batch of numpy arrays per
   stream, of any batch size (init only looks at the shapes past the batch axis)."""
@@ -154,7 +162,7 @@ def build_program(config, mesh, objective, example):
   train_step = jax.jit(make_train_step(objective, tx, schedules, config, mesh),
                        in_shardings=(state_shardings, batch_sharding),
                        out_shardings=(state_shardings, sharding.replicated(mesh)),
-                       donate_argnums=0)
+                       donate_argnums=0, compiler_options=compiler_options(config, mesh))
   return Program(init=jax.jit(init_state, out_shardings=state_shardings),
                  train_step=train_step, abstract_state=abstract_state,
                  state_shardings=state_shardings, batch_sharding=batch_sharding)
@@ -200,8 +208,11 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   identity = {**configuration.resume_identity(config),
               **pipeline.dataset_identity(config.data, objective.streams)}
   with contextlib.ExitStack() as closing:
+    reading = pipeline.reading_plan(config.data, objective.streams,
+                                    saved_workers=checkpoint.saved_worker_counts(workdir))
+    _log_reading(config, reading, print_fn)
     datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
-                                      jax.process_index(), jax.process_count())
+                                      jax.process_index(), jax.process_count(), reading)
     iterators = {name: iter(ds) for name, ds in datasets.items()}
     for it in iterators.values():
       closing.callback(it.close)        # stops grain worker processes, if any
@@ -277,6 +288,14 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
                  'rerun the same command to resume.')
         break
   return state
+
+
+def _log_reading(config, reading, print_fn):
+  """One line on how the streams are read, when any of them was sized for this host."""
+  if any(config.data[n].num_workers == pipeline.AUTO or config.data[n].num_threads == pipeline.AUTO
+         for n in reading):
+    print_fn(f'reading ({pipeline.host_cores()} cores): ' + ', '.join(
+        f'{n} {w} worker processes x {t} threads' for n, (w, t) in reading.items()))
 
 
 def _log_run_start(config, logger, first, step, state, workdir, print_fn):

@@ -1,4 +1,6 @@
 """The train step: DINO multi-crop and its state, the loop (meshes: test_scale_out.py)."""
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,3 +60,18 @@ def test_train_loop_in_process(tmp_path, tiny_data_dir):
   assert int(state.step) == 6
   assert [r['step'] for r in metrics_lib.read_metrics(str(tmp_path))] == [3, 6]
   assert [x for x in seen if isinstance(x, int)] == list(range(1, 7))
+
+
+def test_deterministic_compiles_gpu_steps_with_xla_deterministic_ops():
+  """``deterministic`` reaches the compiler on GPUs only (CPU and TPU need nothing)."""
+  config = tiny_config()
+  cpu_mesh = sharding.make_mesh(config.mesh)
+  gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform='gpu')]))
+  assert train.compiler_options(config, cpu_mesh) is None
+  assert train.compiler_options(config, gpu_mesh) == {'xla_gpu_deterministic_ops': True}
+  config.deterministic = False
+  assert train.compiler_options(config, gpu_mesh) is None
+  # XLA knows the option (a misspelt one is an error: "No such compile option").
+  config.deterministic = True
+  step = jax.jit(lambda x: x + 1, compiler_options=train.compiler_options(config, gpu_mesh))
+  assert step(1.0) == 2.0

@@ -19,6 +19,7 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
 import dataclasses
 import io
 import json
+import os
 import zlib
 
 import grain
@@ -306,20 +307,88 @@ def _tuples(d):
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def build_streams(data_config, names, seed, process_index=0, process_count=1):
+AUTO = -1   # data.<stream>.num_workers / num_threads: sized for this host (``reading_plan``)
+
+
+def host_cores():
+  """Cores this process may use: its CPU affinity (a SLURM binding, a container's cpuset), and
+  at most SLURM_CPUS_PER_TASK where that is set."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  per_task = os.environ.get('SLURM_CPUS_PER_TASK', '')
+  return min(cores, int(per_task)) if per_task.isdigit() else cores
+
+
+def image_cost(stream_config):
+  """Host work for one image of a stream, in 224 px plain views: decoding (about one) plus each
+  view's pixels, doubled for a view with colour jitter (one core makes ~2,000 plain and ~1,000
+  jittered 224 px views/s, benchmarks/RESULTS.md)."""
+  cost = 1.0
+  for spec in (stream_config.views, stream_config.local_views):
+    jitter = spec.colour_jitter or spec.hue_jitter or spec.grayscale
+    cost += spec.num * (spec.size / 224) ** 2 * (2.0 if jitter else 1.0)
+  return cost
+
+
+def reading_plan(data_config, names, cores=None, saved_workers=None):
+  """{name: (worker processes, read threads)} of the streams ``names``.
+
+  A stream's explicit ``num_workers`` / ``num_threads`` stand. ``AUTO`` (-1) sizes them for this
+  host: of its ``cores`` (default ``host_cores()``), two stay with the training process (its
+  loop and the batches' transfer), the other streams' workers keep theirs, and the rest become
+  worker processes, shared between the auto streams in proportion to their work per step
+  (``batch_size`` x ``image_cost``), at least one each, with 2 read threads apiece (reads
+  overlap decoding); a host of 4 cores or fewer decodes in the training process, a thread per
+  core. ``saved_workers`` ({name: count}: what a resumed run's data iterators were saved with)
+  decides an AUTO stream's count: an iterator state restores only with its own.
+  """
+  cores = cores or host_cores()
+  saved_workers = saved_workers or {}
+  auto = [n for n in names if data_config[n].num_workers == AUTO and n not in saved_workers]
+  workers = {n: saved_workers[n] if data_config[n].num_workers == AUTO and n in saved_workers
+             else data_config[n].num_workers for n in names}
+  spare = cores - 2 - sum(w for n, w in workers.items() if n not in auto)
+  if auto and cores > 4 and spare >= len(auto):
+    work = {n: data_config[n].batch_size * image_cost(data_config[n]) for n in auto}
+    exact = {n: spare * w / sum(work.values()) for n, w in work.items()}
+    share = {n: int(x) for n, x in exact.items()}
+    for n in sorted(auto, key=lambda n: share[n] - exact[n])[:spare - sum(share.values())]:
+      share[n] += 1                                         # the largest remainders
+    for n in auto:                                          # at least one each
+      if not share[n]:
+        share[n] = 1
+        share[max(share, key=share.get)] -= 1
+    workers.update(share)
+  else:
+    workers.update({n: 0 for n in auto})
+  plan = {}
+  for n in names:
+    threads = data_config[n].num_threads
+    if threads == AUTO:
+      threads = 2 if workers[n] else max(1, cores)
+    plan[n] = (workers[n], threads)
+  return plan
+
+
+def build_streams(data_config, names, seed, process_index=0, process_count=1, reading=None):
   """{name: IterDataset} of the streams ``names`` (an objective's ``streams``), each from its
-  ``data.<name>`` block (dataset, split, batch_size); the i-th is seeded ``seed * 1000 + i``."""
+  ``data.<name>`` block (dataset, split, batch_size) and read as ``reading`` says ({name:
+  (workers, threads)}, default ``reading_plan``); the i-th is seeded ``seed * 1000 + i``."""
+  reading = reading or reading_plan(data_config, names)
   return {name: build_stream(
       open_source(data_config, data_config[name].dataset, data_config[name].split),
       data_config[name], seed=seed * 1000 + i, process_index=process_index,
-      process_count=process_count) for i, name in enumerate(names)}
+      process_count=process_count, reading=reading[name]) for i, name in enumerate(names)}
 
 
 def build_stream(source, stream_config, *, seed, global_batch_size=None, process_index=0,
-                 process_count=1):
+                 process_count=1, reading=None):
   """A grain IterDataset of process-local batches for one stream; the global batch size is
-  the stream's ``batch_size`` unless given."""
+  the stream's ``batch_size`` unless given, the (workers, threads) of ``reading`` its
+  ``num_workers`` and ``num_threads`` unless given (AUTO: ``reading_plan`` of this stream)."""
   global_batch_size = global_batch_size or stream_config.batch_size
+  if reading is None:
+    reading = reading_plan({'stream': stream_config}, ('stream',))['stream']
+  num_workers, num_threads = reading
   decoder = make_decoder(stream_config)
   feature_map.check(dict(decoder.features), feature_map.source_paths(source),
                     stream_config.dataset)
@@ -337,10 +406,9 @@ def build_stream(source, stream_config, *, seed, global_batch_size=None, process
   ds = ds.random_map(ViewMaker(views, local_views))
   # Lazy: this process decodes only its rows, with the views the global order gives them.
   ds = _ProcessRows(ds, process_index, process_count, global_batch_size // process_count)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=stream_config.num_threads,
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=stream_config.prefetch),
                           allow_nones=True)
-  num_workers = stream_config.get('num_workers', 0)
   ds = _SkipUndecodable(ds, process_count, num_workers,
                         {k: stream_config.get(k, v) for k, v in UNDECODABLE_LIMITS.items()})
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
