@@ -15,6 +15,10 @@ renders 2,000 scenes upscaled to 480 px JPEGs in COCO layout (benchmarks/jpeg_sc
 prepares them with ``prepare --format=coco`` and measures JPEG decoding alone, then each
 stream for every worker count and ``resize`` setting.
 
+``--together`` reads both streams of an AB config together, as training reads them, for each
+``--num_workers`` (-1: sized for this host by ``pipeline.reading_plan``), and prints views/s per
+core of this process (its CPU affinity).
+
 Beside it, what one accelerator's train step consumes: ``--demand=configs/paper/ab_dino_coco.py``
 counts the FLOPs of that config's step per view (XLA's cost analysis of the lowered step, at a
 small batch: per-view work) and turns a device's peak (``--device_tflops``, default an H100
@@ -44,6 +48,26 @@ def measure(config, stream, batch_size, batches, warmup=5):
   return rate
 
 
+def read_together(config, names, batches, warmup=3, reading=None):
+  """Steps per second of reading one batch of every stream in ``names`` per step, as the
+  training loop reads them (``pipeline.build_streams``, the config's reading or ``reading``)."""
+  iterators = [iter(ds) for ds in pipeline.build_streams(config.data, names, config.seed,
+                                                         reading=reading).values()]
+  try:
+    for _ in range(warmup):
+      for it in iterators:
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+      for it in iterators:
+        next(it)
+    return batches / (time.perf_counter() - start)
+  finally:
+    for it in iterators:
+      if hasattr(it, 'close'):
+        it.close()
+
+
 def measure_decoding(config, dataset, resize, images=300):
   """JPEG decoding alone, one thread: images per second."""
   source = pipeline.open_source(config.data, dataset, 'train')
@@ -69,6 +93,30 @@ def flops_per_view(config_file, images=4):
   return aot.flops_per_step(config) / views
 
 
+def together(config, streams, args, demand):
+  """Both streams read together, for each of --num_workers (-1: sized by the pipeline for this
+  host, threads too) and --resize: views/s, per core, and the cores one device needs."""
+  names = tuple(streams)
+  if args.batch_size:
+    for name, stream in streams.items():
+      stream.batch_size = args.batch_size if name == 'annotation' else max(1, args.batch_size // 2)
+  views = sum(s.batch_size * (s.views.num + s.local_views.num) for s in streams.values())
+  cores = pipeline.host_cores()
+  for num_workers in _ints(args.num_workers):
+    for resize in _ints(args.resize):
+      for stream in streams.values():
+        stream.update(num_workers=num_workers, resize=resize)
+        if num_workers == pipeline.AUTO:
+          stream.num_threads = pipeline.AUTO
+      reading = pipeline.reading_plan(config.data, names)
+      rate = read_together(config, names, args.batches) * views
+      plan = ', '.join(f'{n} {w} workers x {t} threads' for n, (w, t) in reading.items())
+      print(f'together: {rate:7.0f} views/s = {rate / cores:6.0f} per core ({views} views per '
+            f'step; {plan}; resize {resize})', flush=True)
+      if demand:
+        print(f'          one device needs {demand / (rate / cores):.1f} cores', flush=True)
+
+
 def _ints(text):
   return [int(v) for v in text.split(',')]
 
@@ -89,6 +137,8 @@ def main():
   parser.add_argument('--demand', default='', help='a config whose step sets the demand')
   parser.add_argument('--device_tflops', type=float, default=989.0)
   parser.add_argument('--mfu', type=float, default=0.4)
+  parser.add_argument('--together', action='store_true',
+                      help='read the streams together, as training does (-1 workers: auto)')
   args = parser.parse_args()
   demand = 0.0
   if args.demand:
@@ -116,7 +166,10 @@ def main():
       stream.local_views.size = max(8, args.size * 3 // 7)
     if args.threads:
       stream.num_threads = args.threads
-  print(f'{os.cpu_count()} CPU cores', flush=True)
+  print(f'{pipeline.host_cores()} CPU cores for this process', flush=True)
+  if args.together:
+    together(config, streams, args, demand)
+    return
   for num_workers in _ints(args.num_workers):
     for resize in _ints(args.resize):
       for name, stream in streams.items():

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 
-SCRIPTS = ['launch/local.sh', 'launch/slurm_gpu.sbatch', 'launch/tpu_pod.sh']
+SCRIPTS = ['launch/local.sh', 'launch/slurm_gpu.sbatch', 'launch/tpu_pod.sh',
+           'benchmarks/accelerator_wheels.sh']
 CASES = {
     'tpu_pod': (['launch/tpu_pod.sh', '--dry-run', '--spot', '--', 'train',
                  '--config=configs/paper/ab_dino_coco.py', '--workdir=gs://bucket/ab_dino'],
