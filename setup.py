@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
 GCS = ['gcsfs>=2024.6', 'google-cloud-storage>=2.14']
+JAX_PIN = '>=0.10,<0.12'    # 0.10 on Python 3.11, 0.11 from Python 3.12 on
 
 setup(
     name='annoprop_jax',
@@ -9,7 +10,7 @@ setup(
     packages=find_packages(include=['annoprop_jax', 'annoprop_jax.*']),
     python_requires='>=3.11',
     install_requires=[
-        'jax>=0.10,<0.12',
+        'jax' + JAX_PIN,
         'flax>=0.12,<0.14',
         'optax>=0.2.5,<0.4',
         'orbax-checkpoint>=0.12,<0.14',
@@ -29,6 +30,12 @@ setup(
     ],
     extras_require={
         'video': ['av>=12'],               # prepare --format=video (PyAV bundles FFmpeg)
+        # Accelerators, within the jax pin above (a bare `pip install -U "jax[cuda12]"` can
+        # lift jax past it): NVIDIA GPUs with CUDA 12 or 13 (the plugin brings its CUDA
+        # libraries), Cloud TPU VMs (libtpu; runs there keep their workdirs on gs://).
+        'cuda': ['jax[cuda12]' + JAX_PIN],
+        'cuda13': ['jax[cuda13]' + JAX_PIN],
+        'tpu': ['jax[tpu]' + JAX_PIN, *GCS],
         # gs:// paths: gcsfs for etils.epath (Orbax's metadata, grain, tfds, our files) and the
         # GCS client for tensorboardX; Orbax's arrays (tensorstore) and array_record have
         # their own GCS clients built in.

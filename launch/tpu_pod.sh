@@ -52,7 +52,7 @@ args=$(printf '%q ' "$@")
 # pattern does not match this command's own shell).
 remote_stop="pkill -TERM -f '[p]ython -m annoprop_jax.main' || true; while pgrep -f '[p]ython -m annoprop_jax.main' > /dev/null; do sleep 2; done"
 python_311="py=\$(command -v python3.12 || command -v python3.11 || true); if [ -z \"\$py\" ]; then sudo apt-get update -q && sudo apt-get install -y -q python3.11 python3.11-venv && py=python3.11; fi"
-remote_install="$python_311 && mkdir -p ~/annoprop_jax && tar -xzf ~/annoprop_jax.tar.gz -C ~/annoprop_jax && cd ~/annoprop_jax && \$py -m venv .venv && . .venv/bin/activate && pip install -q -U \"jax[tpu]\" -e '.[gcs]'"
+remote_install="$python_311 && mkdir -p ~/annoprop_jax && tar -xzf ~/annoprop_jax.tar.gz -C ~/annoprop_jax && cd ~/annoprop_jax && \$py -m venv .venv && . .venv/bin/activate && pip install -q -e '.[tpu]'"
 remote_run="cd ~/annoprop_jax && . .venv/bin/activate && nohup sh -c 'python -m annoprop_jax.main ${args}--distributed=on; echo \"exit \$?\"' < /dev/null > $log 2>&1 &"
 
 # Shell-quotes one word for display: bare when safe, else in single quotes.

@@ -25,9 +25,10 @@ def test_paper_configs_are_sized_for_the_host():
   # 96 cores (a SLURM task's share of a big node): 94 spare -> 62.67 and 31.33.
   assert pipeline.reading_plan(data, ('annotation', 'bootstrap'), cores=96) == {
       'annotation': (63, 2), 'bootstrap': (31, 2)}
-  # Small hosts decode in the training process, a thread per core.
-  assert pipeline.reading_plan(data, ('annotation', 'bootstrap'), cores=4) == {
-      'annotation': (0, 4), 'bootstrap': (0, 4)}
+  # Small hosts too: at least one worker per stream (2 spare cores: 1.33 and 0.67).
+  for cores in (2, 4):
+    assert pipeline.reading_plan(data, ('annotation', 'bootstrap'), cores=cores) == {
+        'annotation': (1, 2), 'bootstrap': (1, 2)}
 
 
 def test_explicit_values_stand_and_take_their_cores():
@@ -65,7 +66,7 @@ def test_config_accepts_auto_and_refuses_other_negatives():
 def test_a_resume_on_a_smaller_host_keeps_the_saved_worker_count(tmp_path, tiny_data_dir,
                                                                  monkeypatch):
   """Started with -1 on a 5-core host (2 + 1 worker processes), resumed where -1 would mean
-  none (2 cores): the resume reads with the saved counts, so its iterators restore."""
+  1 + 1 (2 cores): the resume reads with the saved counts, so its iterators restore."""
   config = tiny_config('ab_dino_scenes', **{
       'data.data_dir': tiny_data_dir, 'total_steps': 2, 'checkpoint_every': 2,
       'data.annotation.num_workers': AUTO, 'data.bootstrap.num_workers': AUTO})

@@ -337,8 +337,10 @@ def reading_plan(data_config, names, cores=None, saved_workers=None):
   loop and the batches' transfer), the other streams' workers keep theirs, and the rest become
   worker processes, shared between the auto streams in proportion to their work per step
   (``batch_size`` x ``image_cost``), at least one each, with 2 read threads apiece (reads
-  overlap decoding); a host of 4 cores or fewer decodes in the training process, a thread per
-  core. ``saved_workers`` ({name: count}: what a resumed run's data iterators were saved with)
+  overlap decoding). Even on 2 cores one worker per stream beats decoding in the training
+  process (224 px views from 480 px JPEGs, both streams of the paper's AB_DINO: 2,276-2,718
+  against 1,602-1,793 views/s, benchmarks/RESULTS.md), whose threads share one interpreter
+  lock. ``saved_workers`` ({name: count}: what a resumed run's data iterators were saved with)
   decides an AUTO stream's count: an iterator state restores only with its own.
   """
   cores = cores or host_cores()
@@ -346,8 +348,8 @@ def reading_plan(data_config, names, cores=None, saved_workers=None):
   auto = [n for n in names if data_config[n].num_workers == AUTO and n not in saved_workers]
   workers = {n: saved_workers[n] if data_config[n].num_workers == AUTO and n in saved_workers
              else data_config[n].num_workers for n in names}
-  spare = cores - 2 - sum(w for n, w in workers.items() if n not in auto)
-  if auto and cores > 4 and spare >= len(auto):
+  spare = max(len(auto), cores - 2 - sum(w for n, w in workers.items() if n not in auto))
+  if auto:
     work = {n: data_config[n].batch_size * image_cost(data_config[n]) for n in auto}
     exact = {n: spare * w / sum(work.values()) for n, w in work.items()}
     share = {n: int(x) for n, x in exact.items()}
@@ -358,13 +360,11 @@ def reading_plan(data_config, names, cores=None, saved_workers=None):
         share[n] = 1
         share[max(share, key=share.get)] -= 1
     workers.update(share)
-  else:
-    workers.update({n: 0 for n in auto})
   plan = {}
   for n in names:
     threads = data_config[n].num_threads
     if threads == AUTO:
-      threads = 2 if workers[n] else max(1, cores)
+      threads = 2 if workers[n] else max(1, cores)      # in-process: a thread per core
     plan[n] = (workers[n], threads)
   return plan
 
