@@ -48,7 +48,8 @@ wheels that ``benchmarks/accelerator_wheels.sh`` fetches into .whl/, once, here)
     && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/accelerator.py \\
        --budget_s=420 --out=$OUT/accelerator.jsonl
 
-``--tiny`` runs every stage at toy sizes (a 2-block ViT on 32 px views): the test suite runs it on
+``--tiny`` runs every stage at toy sizes (a 2-block ViT on 32 px views; the streams read in the
+process, as starting worker processes takes longer than the toy run): the test suite runs it on
 the CPU, so that the first accelerator it meets finds it working.
 """
 import argparse
@@ -426,11 +427,11 @@ def stage_pipeline(ctx):
   config = ab_dino_config(size, ctx.args.views, ctx.args.image_size, ctx.args.tiny)
   step = ctx.steps.get(('ab_dino', size))
   workdir = ctx.args.data_dir or tempfile.mkdtemp(prefix='accelerator_jpegs_')
-  images = 64 if ctx.args.tiny else 2000
-  dataset = jpeg_scenes.make(workdir, images, num_workers=pipeline.host_cores(),
+  images, workers = (64, 0) if ctx.args.tiny else (2000, pipeline.AUTO)
+  dataset = jpeg_scenes.make(workdir, images, num_workers=1 if ctx.args.tiny else 0,
                              log=lambda line: None)
-  for name in ('annotation', 'bootstrap'):
-    config.data[name].update(dataset=dataset, num_workers=-1, num_threads=-1)
+  for name in ('annotation', 'bootstrap'):   # --tiny: no worker processes to start
+    config.data[name].update(dataset=dataset, num_workers=workers, num_threads=pipeline.AUTO)
   reading = pipeline.reading_plan(config.data, ('annotation', 'bootstrap'))
   rate = pipeline_throughput.read_together(config, ('annotation', 'bootstrap'),
                                            batches=ctx.args.pipeline_batches)
@@ -461,39 +462,55 @@ def flax_layer_norm():
     layer_norm.LayerNorm = ours
 
 
+# The A/Bs of the ``ab`` stage: name -> (what it compares, the change to the AB_DINO config, the
+# context its step is built in).
+VARIANTS = {
+    'attention_plain': ('attention plain (Flax) vs auto',
+                        lambda c: c.model.update(attention='plain'), contextlib.nullcontext),
+    'attention_xla': ('attention xla vs auto', lambda c: c.model.update(attention='xla'),
+                      contextlib.nullcontext),
+    'layer_norm': ('LayerNorm Flax vs ours', lambda c: None, lambda: flax_layer_norm()),
+    'deterministic': ('deterministic off vs on', lambda c: c.update(deterministic=False),
+                      contextlib.nullcontext),
+    'microbatches': ('microbatches 2 vs 1', lambda c: c.update(microbatches=2),
+                     contextlib.nullcontext),
+}
+
+
 def stage_ab(ctx):
   size = ctx.args.sizes[0]
   base = ctx.step('ab_dino', size)
-
-  def variant(name, change, wrap=contextlib.nullcontext):
+  built = {}
+  for key in ctx.args.ab_variants:
+    if key == 'wait':
+      continue
+    name, change, wrap = VARIANTS[key]
     if ctx.left() < ctx.compile_estimate() + 4 * ctx.args.window_s * ctx.args.rounds:
       ctx.report('ab', name=name, skipped=f'{ctx.left():.0f} s left')
-      return None
-    config = base.config.copy_and_resolve_references()
-    change(config)
-    with wrap():
-      other = Step(config)
-    medians, rounds = windows([base, other], ctx.args.rounds, ctx.args.window_s)
-    ctx.report('ab', name=name, base_ms=1000 * medians[0], variant_ms=1000 * medians[1],
-               variant_over_base=medians[1] / medians[0], compile_s=other.compile_s,
-               rounds=[round(b / a, 4) for a, b in rounds])
-    return other
-
-  variant('attention plain (Flax) vs auto', lambda c: c.model.update(attention='plain'))
-  variant('attention xla vs auto', lambda c: c.model.update(attention='xla'))
-  variant('LayerNorm Flax vs ours', lambda c: None, flax_layer_norm)
-  loose = variant('deterministic off vs on', lambda c: c.update(deterministic=False))
-  variant('microbatches 2 vs 1', lambda c: c.update(microbatches=2))
-  medians, rounds = windows([base, base], ctx.args.rounds, ctx.args.window_s, wait_every=(0, 10))
-  ctx.report('ab', name='host waits every 10 steps vs never', base_ms=1000 * medians[0],
-             variant_ms=1000 * medians[1], variant_over_base=medians[1] / medians[0],
-             rounds=[round(b / a, 4) for a, b in rounds])
-  for name, step in (('deterministic on', base), ('deterministic off', loose)):
-    if step is None:
       continue
-    (losses_a, params_a), (losses_b, params_b) = step.fresh_losses(3), step.fresh_losses(3)
-    ctx.report('reproducible', name=name, losses_equal=losses_a == losses_b,
-               params_bit_identical=params_a == params_b, losses=losses_a)
+    try:            # a variant that fails is a result; the others still run
+      config = base.config.copy_and_resolve_references()
+      change(config)
+      with wrap():
+        built[key] = Step(config)
+      medians, rounds = windows([base, built[key]], ctx.args.rounds, ctx.args.window_s)
+    except Exception as e:  # pylint: disable=broad-except
+      ctx.report('ab', name=name, failed=_first_line(e))
+      continue
+    ctx.report('ab', name=name, base_ms=1000 * medians[0], variant_ms=1000 * medians[1],
+               variant_over_base=medians[1] / medians[0], compile_s=built[key].compile_s,
+               rounds=[round(b / a, 4) for a, b in rounds])
+  if 'wait' in ctx.args.ab_variants:
+    medians, rounds = windows([base, base], ctx.args.rounds, ctx.args.window_s,
+                              wait_every=(0, 10))
+    ctx.report('ab', name='host waits every 10 steps vs never', base_ms=1000 * medians[0],
+               variant_ms=1000 * medians[1], variant_over_base=medians[1] / medians[0],
+               rounds=[round(b / a, 4) for a, b in rounds])
+  for name, step in (('deterministic on', base), ('deterministic off', built.get('deterministic'))):
+    if step is not None:
+      (losses_a, params_a), (losses_b, params_b) = step.fresh_losses(3), step.fresh_losses(3)
+      ctx.report('reproducible', name=name, losses_equal=losses_a == losses_b,
+                 params_bit_identical=params_a == params_b, losses=losses_a)
 
 
 def run_stages(ctx):
@@ -539,6 +556,8 @@ def parse_args(argv=None):
   parser.add_argument('--window_s', type=float, default=2.0, help='seconds per timed window')
   parser.add_argument('--pipeline_batches', type=int, default=20)
   parser.add_argument('--data_dir', default='', help='where the JPEG scenes go (default: tmp)')
+  parser.add_argument('--ab_variants', default=','.join([*VARIANTS, 'wait']),
+                      help='the A/Bs of the ab stage (wait: the host waits every 10 steps)')
   parser.add_argument('--golden', default=','.join(GOLDEN_CONFIGS),
                       help='configs whose :tiny golden losses are checked')
   parser.add_argument('--tiny', action='store_true', help='toy sizes (the CPU test)')
@@ -553,6 +572,10 @@ def parse_args(argv=None):
   args.sizes = args.sizes.split(',')
   args.stages = args.stages.split(',')
   args.golden = args.golden.split(',')
+  args.ab_variants = args.ab_variants.split(',')
+  unknown = set(args.ab_variants) - {*VARIANTS, 'wait'}
+  if unknown:
+    parser.error(f'unknown --ab_variants {sorted(unknown)}; known: {",".join(VARIANTS)},wait')
   args.mfu = [float(m) for m in args.mfu.split(',')]
   unknown = set(args.stages) - set(STAGES)
   if unknown:

@@ -65,22 +65,21 @@ def test_config_accepts_auto_and_refuses_other_negatives():
 @pytest.mark.slow
 def test_a_resume_on_a_smaller_host_keeps_the_saved_worker_count(tmp_path, tiny_data_dir,
                                                                  monkeypatch):
-  """Started with -1 on a 5-core host (2 + 1 worker processes), resumed where -1 would mean
-  1 + 1 (2 cores): the resume reads with the saved counts, so its iterators restore."""
-  config = tiny_config('ab_dino_scenes', **{
+  """Started with -1 on a 4-core host (2 worker processes), resumed where -1 would mean 1 (3
+  cores): the resume reads with the saved count, so its iterator restores."""
+  config = tiny_config('simclr_scenes', **{
       'data.data_dir': tiny_data_dir, 'total_steps': 2, 'checkpoint_every': 2,
-      'data.annotation.num_workers': AUTO, 'data.bootstrap.num_workers': AUTO})
+      'data.annotation.num_workers': AUTO})
   workdir = str(tmp_path / 'run')
   lines = []
-  monkeypatch.setattr(pipeline, 'host_cores', lambda: 5)
+  monkeypatch.setattr(pipeline, 'host_cores', lambda: 4)
   train.train(config, workdir, print_fn=lines.append)
-  assert ('reading (5 cores): annotation 2 worker processes x 1 threads, bootstrap 1 worker '
-          'processes x 1 threads') in lines
-  monkeypatch.setattr(pipeline, 'host_cores', lambda: 2)
+  assert 'reading (4 cores): annotation 2 worker processes x 1 threads' in lines
+  monkeypatch.setattr(pipeline, 'host_cores', lambda: 3)
+  assert pipeline.reading_plan(config.data, ('annotation',)) == {'annotation': (1, 1)}
   config.unlock().total_steps = 3
   lines.clear()
   state = train.train(config, workdir, print_fn=lines.append, allow_config_change=True)
   assert any(line.startswith('Resumed from') for line in lines), lines
-  assert ('reading (2 cores): annotation 2 worker processes x 1 threads, bootstrap 1 worker '
-          'processes x 1 threads') in lines
+  assert 'reading (3 cores): annotation 2 worker processes x 1 threads' in lines
   assert int(state.step) == 3
