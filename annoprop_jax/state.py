@@ -1,4 +1,5 @@
-"""The train state: one pytree of arrays (params, EMA target, optimizer state, step, RNG, extras)."""
+"""The train state: one pytree of arrays (params, EMA target, optimizer state, step, RNG and the
+method state)."""
 from typing import Any
 
 import flax
@@ -12,7 +13,7 @@ class TrainState:
   target_params: Any           # EMA target network (METHOD.md)
   opt_state: Any
   rng: jnp.ndarray             # raw uint32 PRNG key; per-step keys are fold_in(rng, step)
-  extras: Any                  # method state, e.g. DINO's centre
+  method_state: Any            # what the method carries between steps (DINO's centre)
 
 
 def to_pytree(state):

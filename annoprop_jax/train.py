@@ -10,7 +10,6 @@ import optax
 
 from annoprop_jax import checkpoint
 from annoprop_jax import configuration
-from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
 from annoprop_jax import optimizer
@@ -48,9 +47,12 @@ def make_train_step(objective, tx, schedules, config, mesh=None):
 
   def gradients(state, batch, rng):
     def loss_fn(params):
-      return objective.loss(params, state.target_params, state.extras, batch, rng, state.step)
-    (loss, (metrics, extras)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return grads, (loss, metrics, extras)
+      return objective.loss(objectives.LossInputs(
+          params=params, target_params=state.target_params, method_state=state.method_state,
+          batch=batch, step=state.step, rng=rng))
+    (loss, (metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    return grads, (loss, metrics, method_state)
 
   def accumulated_gradients(state, batch, rng):
     micro = jax.tree.map(lambda x: split_microbatches(x, k, mesh), batch)
@@ -61,20 +63,22 @@ def make_train_step(objective, tx, schedules, config, mesh=None):
       return jax.tree.map(jnp.add, grad_sum, grads), aux
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
-    grad_sum, (losses, metrics, extras) = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+    grad_sum, (losses, metrics, method_state) = jax.lax.scan(body, zeros,
+                                                            (jnp.arange(k), micro))
     grads = jax.tree.map(lambda g: g / k, grad_sum)
     # Diagnostics of an empty bin are NaN in some micro-batches: average what exists.
     metrics = jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
-    extras = jax.tree.map(
-        lambda e: e.mean(axis=0) if jnp.issubdtype(e.dtype, jnp.floating) else e[-1], extras)
-    return grads, (losses.mean(), metrics, extras)
+    method_state = jax.tree.map(
+        lambda e: e.mean(axis=0) if jnp.issubdtype(e.dtype, jnp.floating) else e[-1],
+        method_state)
+    return grads, (losses.mean(), metrics, method_state)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     if k == 1:
-      grads, (loss, metrics, extras) = gradients(state, batch, rng)
+      grads, (loss, metrics, method_state) = gradients(state, batch, rng)
     else:
-      grads, (loss, metrics, extras) = accumulated_gradients(state, batch, rng)
+      grads, (loss, metrics, method_state) = accumulated_gradients(state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)
@@ -85,7 +89,7 @@ def make_train_step(objective, tx, schedules, config, mesh=None):
                    finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm),
                    **{name: fn(state.step) for name, fn in schedules.items()})
     new_state = state.replace(step=state.step + 1, params=params, target_params=target_params,
-                              opt_state=opt_state, extras=extras)
+                              opt_state=opt_state, method_state=method_state)
     return new_state, metrics
 
   return train_step
@@ -151,10 +155,10 @@ def build_program(config, mesh, objective, example):
   tx, schedules = optimizer.make(config.optimizer, config.total_steps)
 
   def init_state(rng):
-    params, extras = objective.init(jax.random.fold_in(rng, 0), example)
+    params, method_state = objective.init(jax.random.fold_in(rng, 0), example)
     return state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=params, target_params=params,
-        opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), extras=extras)
+        opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1), method_state=method_state)
 
   abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
   state_shardings = sharding.tree_shardings(abstract_state, mesh, config.mesh)
@@ -204,9 +208,9 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   check_batch_sizes(config, mesh, objective.streams)
-  _check_num_classes(config)
-  identity = {**configuration.resume_identity(config),
-              **pipeline.dataset_identity(config.data, objective.streams)}
+  infos = pipeline.streams_info(config.data, objective.streams)
+  objective.method.check_data(infos)
+  identity = {**configuration.resume_identity(config), **pipeline.dataset_identity(infos)}
   with contextlib.ExitStack() as closing:
     reading = pipeline.reading_plan(config.data, objective.streams,
                                     saved_workers=checkpoint.saved_worker_counts(workdir))
@@ -232,7 +236,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
                'resume.')
       return state
     # The first step's batches are read (and checked) before anything is written.
-    stream = _checked_batches(config, iterators)
+    stream = _checked_batches(objective, iterators)
     first = [next(stream)] if step < config.total_steps else []
     stream = itertools.chain(first, stream)
     if jax.process_index() == 0:
@@ -348,35 +352,12 @@ def _write_config(workdir, config):
                            config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _check_num_classes(config):
-  """A method with ``num_classes`` must match the annotation dataset's class count."""
-  if 'num_classes' not in config.objective:
-    return
-  classes = pipeline.num_classes(config.data, config.data.annotation.dataset)
-  if classes is not None and classes != config.objective.num_classes:
-    raise configuration.ConfigError(
-        f'objective.num_classes={config.objective.num_classes} but dataset '
-        f'{config.data.annotation.dataset!r} has {classes} classes')
-
-
-def _checked_batches(config, iterators):
-  """Each step's {stream: host batch}, its labels checked (``_check_labels``)."""
+def _checked_batches(objective, iterators):
+  """Each step's {stream: host batch}, the annotation batch checked by the method."""
   while True:
     batches = {name: next(it) for name, it in iterators.items()}
-    _check_labels(config, batches)
+    objective.method.check_batch(batches['annotation'])
     yield batches
-
-
-def _check_labels(config, batches):
-  """DataError for a class id outside [0, num_classes) in the annotation batch (datasets that
-  do not declare their class count are caught here, not turned into zero targets)."""
-  if 'num_classes' not in config.objective:
-    return
-  labels = batches['annotation']['labels']
-  if labels.size and labels.max() >= config.objective.num_classes:
-    raise errors.DataError(
-        f'the annotation stream has class id {int(labels.max())} but objective.num_classes='
-        f'{config.objective.num_classes}; set num_classes to the dataset\'s class count')
 
 
 def _initial_state(config, program, checkpointer, print_fn, allow_config_change):

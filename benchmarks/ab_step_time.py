@@ -15,6 +15,7 @@ backward), the target network on the bootstrap views (p(l | x_j), forward), with
 target decoder over all pairs (forward), and the AB loss with its target and diagnostics.
 """
 import argparse
+import dataclasses
 import os
 import time
 
@@ -28,7 +29,6 @@ from annoprop_jax import optimizer
 from annoprop_jax import state as state_lib
 from annoprop_jax import train
 from annoprop_jax.data import boxes
-from annoprop_jax.models import network as network_lib
 from annoprop_jax.objectives import bootstrap as bootstrap_lib
 from annoprop_jax.objectives import method as method_lib
 
@@ -78,11 +78,11 @@ class StepTimer:
     self.batch = {name: synthetic_stream(rng, config.data[name].batch_size, config.data[name])
                   for name in self.objective.streams}
     self.tx, schedules = optimizer.make(config.optimizer, config.total_steps)
-    params, extras = self.objective.init(jax.random.PRNGKey(0), self.batch)
+    params, method_state = self.objective.init(jax.random.PRNGKey(0), self.batch)
     self.state = state_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         target_params=jax.tree.map(jnp.copy, params), opt_state=self.tx.init(params),
-        rng=jax.random.PRNGKey(1), extras=extras)
+        rng=jax.random.PRNGKey(1), method_state=method_state)
     self.step = jax.jit(train.make_train_step(self.objective, self.tx, schedules, config),
                         donate_argnums=0 if donate else ())
     self.batch = jax.device_put(self.batch)
@@ -109,9 +109,12 @@ def alternating_ms(timers, steps):
 def breakdown(timer, steps):
   """{part: median ms} of the AB step's parts, each jitted alone (see the module docstring)."""
   objective, state, batch = timer.objective, timer.state, timer.batch
-  net, method, cfg = objective.net, objective.method, objective.config
-  params, target, extras, step = state.params, state.target_params, state.extras, state.step
-  ann, boot = batch['annotation'], batch['bootstrap']
+  method, cfg = objective.method, objective.config
+  params, target = state.params, state.target_params
+  inputs = objectives.LossInputs(params=params, target_params=target,
+                                 method_state=state.method_state, batch=batch, step=state.step,
+                                 rng=state.rng)
+  boot = batch['bootstrap']
   v = boot['images'].shape[1]
   pairs, nexts = bootstrap_lib.pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
                                           cfg.next_include_source)
@@ -120,28 +123,29 @@ def breakdown(timer, steps):
   total = lambda tree: sum(jnp.sum(x) for x in jax.tree.leaves(tree))
 
   def base(params):
-    return method.base_loss(net, params, target, extras, ann, step, bootstrap=True).loss
+    return method.base_loss(dataclasses.replace(inputs, params=params), bootstrap=True).loss
 
-  result = method.base_loss(net, params, target, extras, ann, step, bootstrap=True)   # eager
+  result = method.base_loss(inputs, bootstrap=True)   # eager
   candidates, target_candidates = result.candidates, result.target_candidates
-  _, tokens = network_lib.encode_views(net, params, boot['images'])
-  log_q = bootstrap_lib.pair_log_probs(method, net, params, tokens, boot['moves'], targets,
+  _, tokens = method.encode_views(params, boot['images'])
+  log_q = bootstrap_lib.pair_log_probs(method, params, tokens, boot['moves'], targets,
                                        candidates)
   y = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(2), log_q.shape), -1)
 
   def online_encoder(params):
-    return total(network_lib.encode_views(net, params, boot['images']))
+    return total(method.encode_views(params, boot['images']))
 
   def decoder(params, tokens):
-    return jnp.sum(y * bootstrap_lib.pair_log_probs(method, net, params, tokens, boot['moves'],
+    return jnp.sum(y * bootstrap_lib.pair_log_probs(method, params, tokens, boot['moves'],
                                                     targets, candidates))
 
   def target_network(target):
-    pooled, target_tokens = network_lib.encode_views(net, target, boot['images'])
-    return method.target_probs(net, target, pooled, target_candidates, extras, step), target_tokens
+    pooled, target_tokens = method.encode_views(target, boot['images'])
+    return (method.target_probs(dataclasses.replace(inputs, target_params=target), pooled,
+                                target_candidates), target_tokens)
 
   def target_decoder(target, target_tokens):
-    return jnp.exp(bootstrap_lib.pair_log_probs(method, net, target, target_tokens, boot['moves'],
+    return jnp.exp(bootstrap_lib.pair_log_probs(method, target, target_tokens, boot['moves'],
                                                 next_targets, target_candidates))
 
   def loss_and_diagnostics(log_q, p_next, q_next):

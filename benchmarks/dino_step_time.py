@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ab_step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top,wrong-import-position
+from annoprop_jax import objectives  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax import target_network  # pylint: disable=g-import-not-at-top,wrong-import-position
-from annoprop_jax.models import network as network_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PEER_SIZE = {'model.width': 192, 'model.depth': 4, 'model.num_heads': 3, 'model.patch_size': 8,
              'data.annotation.views.size': 64, 'data.annotation.batch_size': 64,
@@ -72,10 +72,12 @@ class OurStep(ab_step_time.StepTimer):
   def breakdown(self, steps):
     """{part: median ms}, each part jitted alone."""
     obj, s, batch = self.objective, self.state, self.batch
-    net, images = obj.net, batch['annotation']['images']
+    images = batch['annotation']['images']
     # Every input is an argument (a closed-over array would be a constant XLA folds).
-    loss = lambda p, t, b: obj.loss(p, t, s.extras, b, s.rng, s.step)[0]
-    encoder = lambda p, x: network_lib.encode_views(net, p, x)[0]
+    loss = lambda p, t, b: obj.loss(objectives.LossInputs(
+        params=p, target_params=t, method_state=s.method_state, batch=b, step=s.step,
+        rng=s.rng))[0]
+    encoder = lambda p, x: obj.method.encode_views(p, x)[0]
     grads = jax.grad(loss)(s.params, s.target_params, batch)
     parts = {
         'encoder forward (teacher: 128 views, no grad)': (jax.jit(encoder),

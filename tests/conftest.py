@@ -114,3 +114,13 @@ def assert_same_update(before, want, got, rtol=1e-3, name='state'):
   assert error <= rtol * update, (f'{name}: differs by {error:.3g}, more than {rtol:g} of its '
                                   f'update {update:.3g} (most in {worst})')
   return update
+
+
+def loss_inputs(params, target_params, method_state, batch, step=0, rng=None):
+  """An objective's ``LossInputs`` (step as int32, a fixed key unless given)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import objectives  # pylint: disable=g-import-not-at-top
+  return objectives.LossInputs(
+      params=params, target_params=target_params, method_state=method_state, batch=batch,
+      step=jnp.asarray(step, jnp.int32), rng=jax.random.PRNGKey(0) if rng is None else rng)

@@ -10,7 +10,7 @@ from annoprop_jax.models import decoder as decoder_lib
 from annoprop_jax.models import network
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.data import pipeline
-from conftest import first_batches, tiny_config
+from conftest import first_batches, loss_inputs, tiny_config
 
 P_NEXT = jnp.array([[[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]]])          # (B=1, V=3, L=2)
 Q_NEXT = jnp.full((1, 3, 3, 2), 0.5).at[0, 1, 0].set(jnp.array([0.6, 0.4])).at[
@@ -90,20 +90,19 @@ def _objective_and_batch(name, data_dir, **overrides):
   config = tiny_config(name, **{'data.data_dir': data_dir, **overrides})
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = first_batches(config, objective.streams)
-  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  params, method_state = objective.init(jax.random.PRNGKey(0), batch)
   target = jax.tree.map(lambda x: x + 0.01 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
                         params)
-  return config, objective, batch, params, target, extras
+  return config, objective, batch, params, target, method_state
 
 
 @pytest.mark.parametrize('name', ['ab_simclr_scenes', 'ab_dino_scenes', 'ab_sup_scenes'])
 def test_no_gradient_reaches_the_target_network(name, tiny_data_dir):
-  _, objective, batch, params, target, extras = _objective_and_batch(
+  _, objective, batch, params, target, method_state = _objective_and_batch(
       name, tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
   # One compiled gradient with respect to both networks.
   online, grads = jax.jit(jax.grad(lambda p, t: objective.loss(
-      p, t, extras, batch, jax.random.PRNGKey(0), jnp.int32(50))[0], argnums=(0, 1)))(
-          params, target)
+      loss_inputs(p, t, method_state, batch, 50))[0], argnums=(0, 1)))(params, target)
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(online['ab_head'])) > 0
 
@@ -120,7 +119,7 @@ def _jitted_apply(net):
 def _naive_ab_loss(call, params, target, batch, p_fn, log_q_fn, gamma):
   """AB loss pair by pair: y_ij = (1 - gamma) p_j + gamma max_k Q_t(x_j, a_jk), CE with Q_AB.
 
-  `call` is the test's `_jitted_apply(objective.net)`, shared so each method compiles once.
+  `call` is the test's `_jitted_apply(objective.method.net)`, shared so each method compiles once.
   """
   boot = batch['bootstrap']
   b, v = boot['images'].shape[:2]
@@ -145,11 +144,11 @@ def _naive_ab_loss(call, params, target, batch, p_fn, log_q_fn, gamma):
 
 
 def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
-  _, objective, batch, params, target, extras = _objective_and_batch(
+  _, objective, batch, params, target, method_state = _objective_and_batch(
       'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  loss, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
-                                               jax.random.PRNGKey(0), jnp.int32(0))
-  call = _jitted_apply(objective.net)
+  loss, (metrics, _) = jax.jit(lambda *a: objective.loss(loss_inputs(*a)))(
+      params, target, method_state, batch)
+  call = _jitted_apply(objective.method.net)
   expected = _naive_ab_loss(
       call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(call(target, network.Network.base, pooled)),
@@ -160,18 +159,19 @@ def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
 
 
 def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
-  config, objective, batch, params, target, extras = _objective_and_batch(
+  config, objective, batch, params, target, method_state = _objective_and_batch(
       'ab_dino_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  extras = {'center': 0.1 * jnp.sin(jnp.arange(config.objective.num_prototypes, dtype=float))}
+  method_state = {
+      'center': 0.1 * jnp.sin(jnp.arange(config.objective.num_prototypes, dtype=float))}
   step = 1000                                            # past warm-up: tau_t = 0.07
-  _, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
-                                            jax.random.PRNGKey(0), jnp.int32(step))
-  call = _jitted_apply(objective.net)
+  _, (metrics, _) = jax.jit(lambda *a: objective.loss(loss_inputs(*a)))(
+      params, target, method_state, batch, step)
+  call = _jitted_apply(objective.method.net)
   tau_s, tau_t = config.objective.student_temperature, config.objective.teacher_temperature
   expected = _naive_ab_loss(
       call, params, target, batch,
       p_fn=lambda pooled: jax.nn.softmax(
-          (call(target, network.Network.base, pooled) - extras['center']) / tau_t),
+          (call(target, network.Network.base, pooled) - method_state['center']) / tau_t),
       log_q_fn=lambda p, phi, _: jax.nn.log_softmax(
           call(p, network.Network.ab, phi) / tau_s),
       gamma=0.5)
@@ -179,11 +179,11 @@ def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
 
 
 def test_ab_simclr_loss_equals_a_naive_reference(tiny_data_dir):
-  config, objective, batch, params, target, extras = _objective_and_batch(
+  config, objective, batch, params, target, method_state = _objective_and_batch(
       'ab_simclr_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})
-  _, (metrics, _) = jax.jit(objective.loss)(params, target, extras, batch,
-                                            jax.random.PRNGKey(0), jnp.int32(0))
-  call = _jitted_apply(objective.net)
+  _, (metrics, _) = jax.jit(lambda *a: objective.loss(loss_inputs(*a)))(
+      params, target, method_state, batch)
+  call = _jitted_apply(objective.method.net)
   ann = batch['annotation']['images'].reshape(-1, *batch['annotation']['images'].shape[2:])
   pooled_ann = {id(params): call(params, network.Network.encode, ann)[0],
                 id(target): call(target, network.Network.encode, ann)[0]}
@@ -230,10 +230,10 @@ def test_short_run_of_each_ab_variant_lowers_its_loss(name, tiny_data_dir, tmp_p
 
 @pytest.mark.parametrize('name', ['dino_scenes', 'ab_dino_scenes'])
 def test_prototype_freeze_reaches_every_prototype_head_and_ends(name, tiny_data_dir):
-  _, objective, batch, params, target, extras = _objective_and_batch(
+  _, objective, batch, params, target, method_state = _objective_and_batch(
       name, tiny_data_dir, **{'objective.freeze_prototypes_steps': 10})
   grad = jax.jit(jax.grad(lambda p, step: objective.loss(
-      p, target, extras, batch, jax.random.PRNGKey(0), step)[0]))
+      loss_inputs(p, target, method_state, batch, step))[0]))
   heads = [h for h in ('head', 'ab_head') if h in params]
   assert heads == (['head', 'ab_head'] if name.startswith('ab_') else ['head'])
   frozen, free = grad(params, jnp.int32(9)), grad(params, jnp.int32(10))
@@ -246,7 +246,7 @@ def test_prototype_freeze_reaches_every_prototype_head_and_ends(name, tiny_data_
 
 @pytest.mark.parametrize('actions', [True, False])
 def test_the_no_action_control_ignores_the_moves(actions, tiny_data_dir):
-  _, objective, batch, params, target, extras = _objective_and_batch(
+  _, objective, batch, params, target, method_state = _objective_and_batch(
       'ab_sup_scenes', tiny_data_dir, **{'objective.bootstrap.actions': actions,
                                          'objective.bootstrap.gamma': 0.5})
   # The decoder's box embedding starts at small random values: enlarge it so moves matter; the
@@ -256,7 +256,8 @@ def test_the_no_action_control_ignores_the_moves(actions, tiny_data_dir):
   kernel = params['ab_head']['kernel']
   params['ab_head'] = {**params['ab_head'], 'kernel': jax.random.normal(
       jax.random.PRNGKey(3), kernel.shape, kernel.dtype)}
-  log_q = jax.jit(lambda b: objective.predictions(params, target, extras, b, jnp.int32(0)).log_q)
+  log_q = jax.jit(lambda b: objective.predictions(
+      loss_inputs(params, target, method_state, b)).log_q)
   moved = {**batch, 'bootstrap': {**batch['bootstrap'],        # other moves for every pair
                                   'moves': batch['bootstrap']['moves'][:, ::-1]}}
   change = float(jnp.abs(log_q(batch) - log_q(moved)).max())

@@ -15,7 +15,7 @@ from annoprop_jax.data import tokenizer
 from annoprop_jax.models import network
 from annoprop_jax.models import text
 from annoprop_jax.objectives import clip
-from conftest import tiny_config
+from conftest import loss_inputs, tiny_config
 
 
 def _padded(captions, length):
@@ -136,7 +136,7 @@ def _objective_and_batch():
 
 def test_clip_params_embeddings_and_loss_agree():
   config, objective, batch = _objective_and_batch()
-  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  params, method_state = objective.init(jax.random.PRNGKey(0), batch)
   assert set(params) == {'encoder', 'head', 'annotation_encoder'}
   assert set(params['annotation_encoder']) == {'text', 'projection', 'logit_scale'}
   scale_param = params['annotation_encoder']['logit_scale']
@@ -147,7 +147,7 @@ def test_clip_params_embeddings_and_loss_agree():
   assert not mask['annotation_encoder']['text']['pos_embedding']
   assert mask['annotation_encoder']['projection']['projection']['kernel']
 
-  data, net = batch['annotation'], objective.net
+  data, net = batch['annotation'], objective.method.net
 
   def embeddings(params):
     pooled, _ = network.apply(net, params, network.Network.encode, data['images'][:, 0])
@@ -161,16 +161,16 @@ def test_clip_params_embeddings_and_loss_agree():
   np.testing.assert_allclose(np.linalg.norm(image_emb, axis=-1), 1.0, rtol=1e-5)
   np.testing.assert_allclose(np.linalg.norm(text_emb, axis=-1), 1.0, rtol=1e-5)
   expected, _ = clip.clip_loss(image_emb, text_emb, scale)
-  loss, (metrics, new_extras) = objective.loss(params, params, extras, batch, None, 0)
+  loss, (metrics, new_state) = objective.loss(loss_inputs(params, params, method_state, batch))
   assert float(loss) == pytest.approx(float(expected), rel=1e-5)
   assert float(metrics['clip_logit_scale']) == pytest.approx(1 / 0.07, rel=1e-5)
-  assert new_extras == extras
+  assert new_state == method_state
 
   # Above the clamp the scale reads 100 and the loss uses it.
   params = {**params, 'annotation_encoder': {**params['annotation_encoder'],
                                              'logit_scale': jnp.float32(10.0)}}
   assert float(embeddings(params)[2]) == pytest.approx(100.0)
-  _, (metrics, _) = objective.loss(params, params, extras, batch, None, 0)
+  _, (metrics, _) = objective.loss(loss_inputs(params, params, method_state, batch))
   assert float(metrics['clip_logit_scale']) == pytest.approx(100.0)
 
 

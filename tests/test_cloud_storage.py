@@ -105,7 +105,7 @@ def test_prepare_writes_a_dataset_the_pipeline_reads_from_a_bucket(emulator, tmp
   records = sorted((source[i]['source_id'].decode(), list(source[i]['labels']))
                    for i in range(len(source)))
   assert records == [('cat/1.png', [0]), ('dog/2.png', [1])]
-  identity = pipeline.dataset_identity(config.data, ['annotation'])
+  identity = pipeline.dataset_identity(pipeline.streams_info(config.data, ['annotation']))
   assert identity['data.annotation.records'].startswith('folders 1.0.0 train: 2 records')
   assert not os.path.exists('gs:') and not os.path.exists(os.path.join(REPO, 'gs:'))
 

@@ -77,7 +77,7 @@ def _reference_run(tmp_path, data_dir):
   # What the resumed runs must reproduce moved after the first checkpoint: parameters, EMA
   # target, both Adam moments and the centre (a resume that lost any of them cannot pass).
   early, final = _params(workdir, 10), _params(workdir, 40)
-  for part in ('params', 'target_params', 'opt_state', 'extras'):
+  for part in ('params', 'target_params', 'opt_state', 'method_state'):
     before, after = leaves(early[part]), leaves(final[part])
     assert any(not np.array_equal(before[k], after[k]) for k in before), part
   return workdir

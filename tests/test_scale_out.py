@@ -15,7 +15,7 @@ from annoprop_jax import objectives
 from annoprop_jax import sharding
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
-from conftest import REPO, assert_same_update, first_batches, leaves, tiny_config
+from conftest import REPO, assert_same_update, first_batches, leaves, loss_inputs, tiny_config
 
 MESHES = {
     'data': dict(data=8, fsdp=1, tensor=1),
@@ -79,7 +79,8 @@ def test_sharded_steps_equal_single_device_steps(tiny_data_dir):
     for name, moment in _adam_moments(one).items():
       assert_same_update(_adam_moments(before)[name], moment, _adam_moments(many)[name], 1e-3,
                          f'{mesh}: {name}')
-    assert_same_update(before.extras, one.extras, many.extras, 1e-3, f'{mesh}: centre')
+    assert_same_update(before.method_state, one.method_state, many.method_state, 1e-3,
+                       f'{mesh}: centre')
 
 
 def test_params_optimizer_state_and_target_are_sharded(tiny_data_dir):
@@ -130,7 +131,7 @@ def test_accumulation_updates_ema_and_dino_centre_once_per_optimizer_step(tiny_d
   config.microbatches = 2
   before, acc, metrics = _steps(config, objective, batch, jax.devices()[:8], steps=1)
   # The centre moves once, by the whole batch's teacher mean, as without accumulation.
-  assert_same_update(before.extras, one.extras, acc.extras, 1e-3, 'centre')
+  assert_same_update(before.method_state, one.method_state, acc.method_state, 1e-3, 'centre')
   # EMA with momentum 0.5 applied once: target = (old + new) / 2; twice would give
   # old / 4 + 3 new / 4, a quarter of the params' update away.
   expected = jax.tree.map(lambda t, p: 0.5 * t + 0.5 * p, before.target_params, acc.params)
@@ -149,7 +150,7 @@ def test_bfloat16_compute_keeps_float32_params_heads_logits_and_losses(tiny_data
   assert all(np.asarray(v).dtype in (np.float32, np.bool_, np.int32) for v in metrics.values())
   assert np.isfinite(metrics['loss'])
   # The encoder and decoder compute in bf16; what the heads and losses read is float32.
-  net, boot = objective.net, batch['bootstrap']
+  net, boot = objective.method.net, batch['bootstrap']
   apply = lambda method, *x: jax.eval_shape(
       lambda p, *a: net.apply({'params': p}, *a, method=method), state.params, *x)
   pooled, tokens = apply(net.encode, boot['images'][:2, 0])
@@ -168,11 +169,11 @@ def test_remat_gives_the_same_gradients_and_recomputes(policy, tiny_data_dir):
   remat_config.model.remat = policy
   remat_objective = objectives.build(remat_config.objective,
                                      configuration.encoder_config(remat_config))
-  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  params, method_state = objective.init(jax.random.PRNGKey(0), batch)
 
   def grad_fn(obj):
     def loss(p):
-      return obj.loss(p, p, extras, batch, jax.random.PRNGKey(1), jnp.int32(0))[0]
+      return obj.loss(loss_inputs(p, p, method_state, batch))[0]
     return jax.grad(loss)
   plain, remat = jax.jit(grad_fn(objective))(params), jax.jit(grad_fn(remat_objective))(params)
   for key, g in leaves(plain).items():

@@ -22,10 +22,10 @@ def _setup(config, data_dir):
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = first_batches(config, objective.streams)
   tx, schedules = optimizer.make(config.optimizer, config.total_steps)
-  params, extras = objective.init(jax.random.PRNGKey(0), batch)
+  params, method_state = objective.init(jax.random.PRNGKey(0), batch)
   state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                target_params=params, opt_state=tx.init(params),
-                               rng=jax.random.PRNGKey(1), extras=extras)
+                               rng=jax.random.PRNGKey(1), method_state=method_state)
   step_fn = train.make_train_step(objective, tx, schedules, config)
   return state, batch, step_fn
 
@@ -40,9 +40,9 @@ def test_dino_step_updates_centre_target_and_uses_local_views(tiny_data_dir):
   # The centre moves toward the teacher's mean logits: c1 = 0.9 * 0 + 0.1 * mean.
   teacher = objectives.build(config.objective, configuration.encoder_config(config))
   images = batch['annotation']['images']
-  logits = teacher.net.apply({'params': state.target_params},
+  logits = teacher.method.net.apply({'params': state.target_params},
                              images.reshape(-1, *images.shape[2:]))[0]     # [base head]
-  np.testing.assert_allclose(new_state.extras['center'], 0.1 * logits.mean(0), rtol=1e-4,
+  np.testing.assert_allclose(new_state.method_state['center'], 0.1 * logits.mean(0), rtol=1e-4,
                              atol=1e-6)
   # EMA with momentum 0.5: target = (old + new) / 2, once (twice: a quarter update away).
   expected = jax.tree.map(lambda t, p: 0.5 * t + 0.5 * p, state.params, new_state.params)

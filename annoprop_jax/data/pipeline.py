@@ -17,6 +17,7 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
   skipped_records (B,)          int32   records this process skipped as undecodable so far
 """
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -111,21 +112,37 @@ def open_source(data_config, dataset, split):
   return builder.as_data_source(split=split, decoders=skip)
 
 
-def dataset_identity(data_config, names):
-  """{'data.<stream>.records': 'NAME VERSION SPLIT: N records, B bytes'}: what tells a resumed
-  run whether its streams read the data its checkpoint's iterator positions point into (a
-  re-prepared dataset with other records has other counts or bytes)."""
-  identity = {}
-  for name in names:
-    stream = data_config[name]
-    info = json.loads((dataset_directory(data_config, stream.dataset)
+class StreamInfo:
+  """What one stream reads, as its prepared dataset describes itself (dataset_info.json and
+  features): for the resume check and a method's ``check_data``."""
+
+  def __init__(self, data_config, stream_config):
+    self._data_config = data_config
+    self.dataset, self.split = stream_config.dataset, stream_config.split
+    self._labels = dict(stream_config.features.items()).get('labels', 'objects/label')
+    info = json.loads((dataset_directory(data_config, self.dataset)
                        / 'dataset_info.json').read_text())
-    split = next((s for s in info.get('splits', ()) if s['name'] == stream.split), {})
-    records = sum(int(n) for n in split.get('shardLengths', ()))
-    identity[f'data.{name}.records'] = (f'{info.get("name")} {info.get("version")} '
-                                        f'{stream.split}: {records} records, '
-                                        f'{split.get("numBytes")} bytes')
-  return identity
+    split = next((s for s in info.get('splits', ()) if s['name'] == self.split), {})
+    self.records = sum(int(n) for n in split.get('shardLengths', ()))
+    self.identity = (f'{info.get("name")} {info.get("version")} {self.split}: {self.records} '
+                     f'records, {split.get("numBytes")} bytes')
+
+  @functools.cached_property
+  def num_classes(self):
+    """The class count of the labels feature the stream reads (None if it declares none)."""
+    return num_classes(self._data_config, self.dataset, self._labels)
+
+
+def streams_info(data_config, names):
+  """{name: StreamInfo} of the streams ``names``."""
+  return {name: StreamInfo(data_config, data_config[name]) for name in names}
+
+
+def dataset_identity(infos):
+  """{'data.<stream>.records': 'NAME VERSION SPLIT: N records, B bytes'} of ``streams_info``:
+  what tells a resumed run whether its streams read the data its checkpoint's iterator
+  positions point into (a re-prepared dataset with other records has other counts or bytes)."""
+  return {f'data.{name}.records': info.identity for name, info in infos.items()}
 
 
 def num_classes(data_config, dataset, labels_feature=None):

@@ -42,12 +42,12 @@ def shuffled_moves(moves, rng):
   return jnp.take_along_axis(flat, order[..., None], axis=1).reshape(moves.shape)
 
 
-def _sums(objective, params, target_params, state, batch, step, rng):
-  """Per IoU bin and row: (sum of KL over the bin's trained pairs, pair count); identity KL."""
-  boot = batch['bootstrap']
-  true = objective.predictions(params, target_params, state, batch, step)
-  shuffled = objective.predictions(params, target_params, state, batch, step,
-                                   actions=shuffled_moves(boot['moves'], rng))
+def _sums(objective, inputs):
+  """Per IoU bin and row: (sum of KL over the bin's trained pairs, pair count); identity KL.
+  ``inputs.rng`` shuffles the moves."""
+  boot = inputs.batch['bootstrap']
+  true = objective.predictions(inputs)
+  shuffled = objective.predictions(inputs, actions=shuffled_moves(boot['moves'], inputs.rng))
   pairs = jnp.broadcast_to(jnp.asarray(true.pairs), true.y.shape[:3])
   y = true.y
   mean_y = (y * pairs[..., None]).sum(axis=(0, 1, 2)) / pairs.sum()
@@ -62,8 +62,7 @@ def _sums(objective, params, target_params, state, batch, step, rng):
   v = boot['moves'].shape[1]
   identity = jnp.broadcast_to(boot['moves'][:, jnp.arange(v), jnp.arange(v)][:, :, None],
                               boot['moves'].shape)
-  read_out = objective.predictions(params, target_params, state, batch, step, actions=identity,
-                                   all_views=True)
+  read_out = objective.predictions(inputs, actions=identity, all_views=True)
   diagonal = read_out.log_q[:, jnp.arange(v), jnp.arange(v)]           # Q(. | x_i, a_ii)
   return sums, jnp.mean(kl(true.p_next, diagonal))
 
@@ -79,8 +78,9 @@ def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
   objective = objectives.build(config.objective, encoder_config)
   streams = pipeline.build_streams(config.data, objective.streams, config.seed + 1 + seed)
   iterators = {name: iter(ds) for name, ds in streams.items()}
-  compute = jax.jit(lambda batch, rng: _sums(objective, state['params'], state['target_params'],
-                                             state['extras'], batch, jnp.int32(step), rng))
+  compute = jax.jit(lambda batch, rng: _sums(objective, objectives.LossInputs(
+      params=state['params'], target_params=state['target_params'],
+      method_state=state['method_state'], batch=batch, step=jnp.int32(step), rng=rng)))
   totals, identity = {}, []
   for i in range(batches):
     batch = {name: pipeline.device_part(next(it)) for name, it in iterators.items()}

@@ -69,23 +69,26 @@ class RunValues:
     if not isinstance(objective, objectives.bootstrap.AnnotationBootstrapping):
       raise ValueError('value maps need an annotation-bootstrapping run')
     self.objective, self.view_size = objective, view_size
-    method, net = objective.method, objective.net
+    method = objective.method
     step = jnp.int32(step)
     self._params = method.step_params(state['params'], step)
-    self._target_params, extras = state['target_params'], state['extras']
+    self._target_params = state['target_params']
+    inputs = objectives.LossInputs(
+        params=self._params, target_params=self._target_params,
+        method_state=state['method_state'], batch={'annotation': annotation_batch}, step=step,
+        rng=jax.random.PRNGKey(0))
     # Once per map set, eagerly (its result is not a pytree): the candidates are small.
-    base = method.base_loss(net, self._params, self._target_params, extras, annotation_batch,
-                            step, bootstrap=True)
+    base = method.base_loss(inputs, bootstrap=True)
 
     def q(params, source, moves):             # (S, S, 3), (T, 4) -> (T, L)
-      _, tokens = network_lib.encode_views(net, params, source[None, None])
-      phi = network_lib.apply(net, params, network_lib.Network.decode, tokens, moves[None])
-      return jnp.exp(method.ab_log_probs(net, params, phi, base.candidates))[0]
+      _, tokens = method.encode_views(params, source[None, None])
+      phi = method.apply(params, network_lib.Network.decode, tokens, moves[None])
+      return jnp.exp(method.ab_log_probs(params, phi, base.candidates))[0]
 
     def p(target_params, views):              # (T, S, S, 3) -> (T, L)
-      pooled, _ = network_lib.encode_views(net, target_params, views[None])
-      return method.target_probs(net, target_params, pooled, base.target_candidates,
-                                 extras, step)[0]
+      pooled, _ = method.encode_views(target_params, views[None])
+      return method.target_probs(dataclasses.replace(inputs, target_params=target_params),
+                                 pooled, base.target_candidates)[0]
 
     self._q, self._p = jax.jit(q), jax.jit(p)
 

@@ -18,6 +18,7 @@ METHODS = {
     'clip': clip.CLIP,
 }
 AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()}   # 'ab_dino' -> 'dino'
+LossInputs = method_lib.LossInputs     # what an objective's loss reads
 NAMES = tuple(METHODS) + tuple(AB_VARIANTS)
 
 
@@ -59,9 +60,10 @@ def probe_params(objective_config, choice='auto'):
   return base_method(objective_config.name).probe_params if choice == 'auto' else choice
 
 
-def build(objective_config, encoder_config):
+def build(objective_config, encoder_config) -> method_lib.Objective:
   """The objective of ``objective_config`` on a ViT of ``encoder_config``."""
-  method = base_method(objective_config.name)(objective_config)
+  cls = base_method(objective_config.name)
   if is_bootstrapped(objective_config.name):
-    return bootstrap.AnnotationBootstrapping(method, encoder_config)
-  return method_lib.PlainObjective(method, encoder_config)
+    decoder = bootstrap.decoder_kwargs(objective_config.bootstrap, encoder_config)
+    return bootstrap.AnnotationBootstrapping(cls(objective_config, encoder_config, decoder))
+  return method_lib.PlainObjective(cls(objective_config, encoder_config))

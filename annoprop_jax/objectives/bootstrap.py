@@ -134,13 +134,13 @@ def target_views(num_views, include_diagonal):
                    for i in range(num_views)])
 
 
-def decode_pairs(net, params, tokens, moves, targets):
+def decode_pairs(method, params, tokens, moves, targets):
   """phi_AB of the pairs (i, targets[i, t]): (B, V, T, W), one packed decoder call per source
   view (``tokens`` (B * V, N, D), ``moves`` (B, V, V, 4))."""
   b, v = moves.shape[:2]
   if targets.shape[1] < v:
     moves = moves[:, np.arange(v)[:, None], targets]                # (B, V, T, 4)
-  phi = network_lib.apply(net, params, Network.decode, tokens, moves.reshape(b * v, -1, 4))
+  phi = method.apply(params, Network.decode, tokens, moves.reshape(b * v, -1, 4))
   return phi.reshape(b, v, targets.shape[1], -1)
 
 
@@ -155,12 +155,12 @@ def all_pairs(values, targets):
                     for i in range(v)], axis=1)
 
 
-def pair_log_probs(method, net, params, tokens, moves, targets, candidates):
+def pair_log_probs(method, params, tokens, moves, targets, candidates):
   """log Q_AB (B, V, V, L) of ``params`` for the pairs (i, targets[i, t]) (see ``all_pairs`` for
   the pairs not decoded): the decoder on the moves, then the method's AB head over the
   candidates."""
-  phi = decode_pairs(net, params, tokens, moves, targets)
-  return all_pairs(method.ab_log_probs(net, params, phi, candidates), targets)
+  phi = decode_pairs(method, params, tokens, moves, targets)
+  return all_pairs(method.ab_log_probs(params, phi, candidates), targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,64 +173,62 @@ class PairPredictions:
   pairs: np.ndarray       # (V, V) the trained pairs
 
 
+def decoder_kwargs(ab_config, encoder_config):
+  """The annotation decoder's keyword arguments: ``objective.bootstrap``'s decoder and box
+  blocks, computed in the encoder's dtype with its attention."""
+  return dict(**ab_config.decoder.to_dict(), **ab_config.box.to_dict(),
+              dtype=encoder_config['dtype'], attention=encoder_config['attention'])
+
+
 class AnnotationBootstrapping:
-  """A base ``method`` (``method.Method``) with annotation bootstrapping: base loss on the
-  annotation stream plus ``weight`` x the AB loss on the bootstrap stream."""
+  """A base ``method`` (a ``method.Method`` built with the decoder) with annotation
+  bootstrapping: base loss on the annotation stream plus ``weight`` x the AB loss on the
+  bootstrap stream."""
   streams = ('annotation', 'bootstrap')
 
-  def __init__(self, method, encoder_config):
+  def __init__(self, method):
     self.method = method
-    ab = method.config.bootstrap
-    self.config = ab
-    self.net = Network(
-        encoder_kwargs=encoder_config,
-        decoder_kwargs=dict(**ab.decoder.to_dict(), **ab.box.to_dict(),
-                            dtype=encoder_config['dtype'],
-                            attention=encoder_config['attention']),
-        **method.modules(encoder_config, bootstrap=True))
+    self.config = method.config.bootstrap
 
   def init(self, rng, batch):
     boot, annotation = batch['bootstrap'], batch['annotation']
-    params = self.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0],
-                           **self.method.init_inputs(annotation))['params']
+    params = self.method.net.init(rng, boot['images'][:1, 0], boot['moves'][:1, 0],
+                                  **self.method.init_inputs(annotation))['params']
     return params, self.method.init_state()
 
-  def predictions(self, params, target_params, state, batch, step, actions=None,
-                  all_views=False):
+  def predictions(self, inputs, actions=None, all_views=False):
     """The base result and, for every ordered pair (i, j) of bootstrap views, log Q_AB (online,
     with ``actions``: by default the moves, or one constant move without ``actions``) and the
     target y (target network, the same actions for its next moves). The identity pairs (i, i)
     of log Q_AB are decoded only when trained or asked for (``all_views``)."""
-    cfg, method, net = self.config, self.method, self.net
-    ann, boot = batch['annotation'], batch['bootstrap']
-    params = method.step_params(params, step)
+    cfg, method, boot = self.config, self.method, inputs.batch['bootstrap']
+    inputs = dataclasses.replace(inputs, params=method.step_params(inputs.params, inputs.step))
+    params, target_params = inputs.params, inputs.target_params
     # Base loss and the candidate annotations, both from the annotation batch.
-    base = method.base_loss(net, params, target_params, state, ann, step, bootstrap=True)
+    base = method.base_loss(inputs, bootstrap=True)
     # Online: encoder on the bootstrap views, decoder on all pairs, Q_AB over candidates.
     v = boot['images'].shape[1]
     pairs, nexts = pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,
                               cfg.next_include_source)
     if actions is None:
       actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
-    _, tokens = network_lib.encode_views(net, params, boot['images'])
-    log_q = pair_log_probs(method, net, params, tokens, actions,
+    _, tokens = method.encode_views(params, boot['images'])
+    log_q = pair_log_probs(method, params, tokens, actions,
                            target_views(v, cfg.include_diagonal or all_views), base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
-    target_pooled, target_tokens = network_lib.encode_views(net, target_params, boot['images'])
-    p_next = method.target_probs(net, target_params, target_pooled, base.target_candidates,
-                                 state, step)
+    target_pooled, target_tokens = method.encode_views(target_params, boot['images'])
+    p_next = method.target_probs(inputs, target_pooled, base.target_candidates)
     q_next = None
     if cfg.gamma:
-      q_next = jnp.exp(pair_log_probs(method, net, target_params, target_tokens, actions,
+      q_next = jnp.exp(pair_log_probs(method, target_params, target_tokens, actions,
                                       target_views(v, cfg.next_include_identity),
                                       base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
     return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs)
 
-  def loss(self, params, target_params, state, batch, rng, step):
-    del rng
-    cfg, boot = self.config, batch['bootstrap']
-    pred = self.predictions(params, target_params, state, batch, step)
+  def loss(self, inputs):
+    cfg, boot = self.config, inputs.batch['bootstrap']
+    pred = self.predictions(inputs)
     base, log_q, y, pairs = pred.base, pred.log_q, pred.y, pred.pairs
     loss_ab = ab_loss(log_q, y, pairs)
     pair_mean = lambda x: (x * pairs).sum() / (pairs.sum() * x.shape[0])
@@ -238,7 +236,7 @@ class AnnotationBootstrapping:
                    target_entropy=pair_mean(method_lib.entropy(y)),
                    ab_prediction_entropy=pair_mean(method_lib.entropy(jnp.exp(log_q))),
                    **diagnostics(log_q, y, pairs, boot['boxes'], boot['moves'], cfg.box))
-    return base.loss + cfg.weight * loss_ab, (metrics, base.state)
+    return base.loss + cfg.weight * loss_ab, (metrics, base.method_state)
 
 
 def validate(config):

@@ -96,12 +96,12 @@ class CLIP(method.Method):
           f'objective.text_max_len={config.objective.text_max_len} is too small for '
           f'data.annotation.max_caption_bytes={need - 2} (BOS and EOS): set it to >= {need}')
 
-  def modules(self, encoder_config, bootstrap):
+  def modules(self, bootstrap):
     c = self.config
     tower = CaptionTower(c.embed_dim, dict(
         width=c.text_width, depth=c.text_depth, num_heads=c.text_num_heads,
         mlp_ratio=c.text_mlp_ratio, max_len=c.text_max_len,
-        dtype=encoder_config['dtype'], attention=encoder_config['attention']),
+        dtype=self.encoder_config['dtype'], attention=self.encoder_config['attention']),
                          c.init_logit_scale, c.max_logit_scale)
     modules = dict(head=heads.Projection(c.embed_dim), annotation_encoder=tower)
     if bootstrap:
@@ -123,29 +123,28 @@ class CLIP(method.Method):
     tokens = self.tokens(annotation['caption'][:1])
     return dict(annotations=tokens)
 
-  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
-    del step
+  def base_loss(self, inputs, bootstrap):
+    annotation, params = inputs.annotation, inputs.params
     tokens = self.tokens(annotation['caption'])
-    pooled = network_lib.encode_views(net, params, annotation['images'][:, :1])[0][:, 0]
-    image = network_lib.apply(net, params, Network.base, pooled)
-    captions, features, scale = network_lib.apply(net, params, Network.embed_annotations, tokens)
+    pooled = self.encode_views(params, annotation['images'][:, :1])[0][:, 0]
+    image = self.apply(params, Network.base, pooled)
+    captions, features, scale = self.apply(params, Network.embed_annotations, tokens)
     loss, accuracy = clip_loss(image, captions, scale)
     metrics = {'clip_loss': loss, 'clip_i2t_accuracy': accuracy, 'clip_logit_scale': scale}
     if not bootstrap:
-      return method.BaseResult(loss, metrics, state)
+      return method.BaseResult(loss, metrics, inputs.method_state)
     target = jax.lax.stop_gradient(
-        network_lib.apply(net, target_params, Network.embed_annotations, tokens))
-    return method.BaseResult(loss, metrics, state,
-                             candidates=self._candidates(net, params, captions, features, scale),
-                             target_candidates=self._candidates(net, target_params, *target))
+        self.apply(inputs.target_params, Network.embed_annotations, tokens))
+    return method.BaseResult(loss, metrics, inputs.method_state,
+                             candidates=self._candidates(params, captions, features, scale),
+                             target_candidates=self._candidates(inputs.target_params, *target))
 
-  def _candidates(self, net, params, captions, features, scale):
-    return method.Candidates(base=captions, scale=scale, ab=network_lib.apply(
-        net, params, Network.ab_candidates, features))
+  def _candidates(self, params, captions, features, scale):
+    return method.Candidates(base=captions, scale=scale,
+                             ab=self.apply(params, Network.ab_candidates, features))
 
-  ab_log_probs = staticmethod(method.contrastive_ab_log_probs)
+  ab_log_probs = method.contrastive_ab_log_probs
 
-  def target_probs(self, net, target_params, pooled, candidates, state, step):
-    del state, step
-    z = network_lib.apply(net, target_params, Network.base, pooled)
+  def target_probs(self, inputs, pooled, candidates):
+    z = self.apply(inputs.target_params, Network.base, pooled)
     return jax.nn.softmax(candidates.scale * z @ candidates.base.T, axis=-1)

@@ -96,8 +96,7 @@ class DINO(method.Method):
       raise errors.ConfigError('dino needs at least 2 global views (data.annotation.views.num '
                                '>= 2)')
 
-  def modules(self, encoder_config, bootstrap):
-    del encoder_config
+  def modules(self, bootstrap):
     c = self.config
     head = lambda: heads.PrototypeHead(
         num_prototypes=c.num_prototypes, hidden_dim=c.head_hidden_dim,
@@ -110,23 +109,21 @@ class DINO(method.Method):
   def step_params(self, params, step):
     return freeze_prototypes(params, step, self.config.freeze_prototypes_steps)
 
-  def _logits(self, net, params, images):
+  def _logits(self, params, images):
     """(B, V, S, S, 3) -> (B, V, K) prototype logits."""
-    return network_lib.apply(net, params, Network.base,
-                             network_lib.encode_views(net, params, images)[0])
+    return self.apply(params, Network.base, self.encode_views(params, images)[0])
 
-  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
+  def base_loss(self, inputs, bootstrap):
     del bootstrap       # the candidates are the prototypes
-    cfg = self.config
-    teacher = jax.lax.stop_gradient(self._logits(net, target_params, annotation['images']))
-    student = self._logits(net, params, annotation['images'])
+    cfg, annotation, center = self.config, inputs.annotation, inputs.method_state['center']
+    teacher = jax.lax.stop_gradient(self._logits(inputs.target_params, annotation['images']))
+    student = self._logits(inputs.params, annotation['images'])
     if 'local_images' in annotation:
-      local = self._logits(net, params, annotation['local_images'])
+      local = self._logits(inputs.params, annotation['local_images'])
       student = jnp.concatenate([student, local], axis=1)
-    tau_t = teacher_temperature(cfg, step)
-    loss, p = dino_loss(student, teacher, state['center'], cfg.student_temperature, tau_t)
-    center = cfg.center_momentum * state['center'] + (1 - cfg.center_momentum) * teacher.mean(
-        axis=(0, 1))
+    tau_t = teacher_temperature(cfg, inputs.step)
+    loss, p = dino_loss(student, teacher, center, cfg.student_temperature, tau_t)
+    center = cfg.center_momentum * center + (1 - cfg.center_momentum) * teacher.mean(axis=(0, 1))
     q = jax.nn.softmax(student / cfg.student_temperature, axis=-1)
     metrics = {
         'dino_loss': loss,
@@ -136,12 +133,13 @@ class DINO(method.Method):
     }
     return method.BaseResult(loss, metrics, {'center': center})
 
-  def ab_log_probs(self, net, params, phi, candidates):
+  def ab_log_probs(self, params, phi, candidates):
     del candidates
-    logits = network_lib.apply(net, params, Network.ab, phi)
+    logits = self.apply(params, Network.ab, phi)
     return jax.nn.log_softmax(logits / self.config.student_temperature, axis=-1)
 
-  def target_probs(self, net, target_params, pooled, candidates, state, step):
+  def target_probs(self, inputs, pooled, candidates):
     del candidates
-    g = network_lib.apply(net, target_params, Network.base, pooled)
-    return teacher_distribution(g, state['center'], teacher_temperature(self.config, step))
+    g = self.apply(inputs.target_params, Network.base, pooled)
+    return teacher_distribution(g, inputs.method_state['center'],
+                                teacher_temperature(self.config, inputs.step))

@@ -1,14 +1,18 @@
-"""What a base method is, and its plain objective.
+"""What a method is, what its loss reads, and the objective the training loop calls.
 
-A method (one module each: ``simclr``, ``dino``, ``supervised``, ``clip``) is written once. Its
-plain objective trains the encoder and ``head`` with its base loss on the annotation batch; with
-annotation bootstrapping (``bootstrap.py``) the same method also gives the AB heads, the
-candidate annotations they score and the two AB hooks, Q_AB and the target's p(l | x).
+A method (one module each: ``simclr``, ``dino``, ``supervised``, ``clip``) is a ``Method``: it
+holds its network (``net``: the ViT, its heads and, with annotation bootstrapping, the annotation
+decoder and AB heads) and writes its base loss once. Its plain objective (``PlainObjective``)
+trains the encoder and head with that loss on the annotation batch; with annotation bootstrapping
+(``bootstrap.AnnotationBootstrapping``) the same method also scores the candidate annotations
+with Q_AB and gives the target network's p(l | x).
 
-An objective has ``streams`` (the batches it reads) and pure ``init(rng, batch) -> (params,
-state)`` and ``loss(params, target_params, state, batch, rng, step) -> (loss, (metrics,
-state))``, where ``state`` is the method's state beside the parameters (DINO's centre).
+The training loop sees an ``Objective``: the streams it reads and two pure functions,
+``init(rng, batch) -> (params, method_state)`` and ``loss(LossInputs) -> (loss, (metrics,
+method_state))``. The *method state* is what a method carries beside its parameters from step
+to step (DINO's centre), in ``TrainState.method_state``.
 """
+import abc
 import dataclasses
 from typing import Any, ClassVar, Optional, Protocol
 
@@ -19,6 +23,22 @@ import ml_collections
 from annoprop_jax.models import network as network_lib
 
 Array = Any
+MethodState = dict          # {name: array}; {} for a method without one
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+  """What the loss of one step reads."""
+  params: Any                 # the online network
+  target_params: Any          # the EMA target network
+  method_state: MethodState
+  batch: dict                 # {stream: batch of arrays}
+  step: Array                 # optimizer steps taken before this one
+  rng: Array                  # this step's key, for methods that sample (masks, noise)
+
+  @property
+  def annotation(self):
+    return self.batch['annotation']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,24 +56,63 @@ class BaseResult:
   """The base loss on the annotation batch and what annotation bootstrapping reuses of it."""
   loss: Array
   metrics: dict
-  state: dict                                   # the method state after this step
+  method_state: MethodState                     # after this step
   candidates: Optional[Candidates] = None       # online network's (None: a fixed label set)
   target_candidates: Optional[Candidates] = None
 
 
-class Method(Protocol):
-  """One base method; ``objectives.METHODS`` maps names to classes of this shape. Methods
-  subclass it for the defaults: no state, no extra init inputs, no tiny sizes, no checks."""
+class Objective(Protocol):
+  """What the training loop, ``compile``, the evaluations and the benchmarks call."""
+  streams: tuple            # the batches a step reads: ('annotation',) or with 'bootstrap'
+  method: 'Method'
+
+  def init(self, rng: Array, batch: dict) -> tuple:
+    """(params, method state) for batches shaped like ``batch`` (any batch size)."""
+
+  def loss(self, inputs: LossInputs) -> tuple:
+    """(loss, (metrics, method state after the step))."""
+
+
+class Method(abc.ABC):
+  """One base method and its network; ``objectives.METHODS`` maps names to subclasses.
+
+  ``decoder`` (the annotation decoder's keyword arguments) builds the network of the method's
+  AB variant: the decoder and the AB heads join the encoder and the head.
+  """
   ab_name: ClassVar[str]        # its AB variant's objective name ('ab_' + name; AB_Sup: ab_sup)
   probe_params: ClassVar[str]   # the encoder its probes read by default: 'online' or 'target'
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config        # the ``objective`` block
+  def __init__(self, config: ml_collections.ConfigDict, encoder_config: dict,
+               decoder: Optional[dict] = None):
+    self.config = config                  # the ``objective`` block
+    self.encoder_config = encoder_config  # the ViT's keyword arguments
+    self.net = network_lib.Network(encoder_kwargs=encoder_config, decoder_kwargs=decoder,
+                                   **self.modules(bootstrap=decoder is not None))
 
   @staticmethod
+  @abc.abstractmethod
   def default_config() -> ml_collections.ConfigDict:
     """The ``objective`` block (with ``name``)."""
-    raise NotImplementedError
+
+  @abc.abstractmethod
+  def modules(self, bootstrap: bool) -> dict:
+    """The network's modules beside the encoder: ``head`` (and ``annotation_encoder``); with
+    ``bootstrap`` also ``ab_head`` (and ``ab_candidate_head``)."""
+
+  @abc.abstractmethod
+  def base_loss(self, inputs: LossInputs, bootstrap: bool) -> BaseResult:
+    """The base loss on ``inputs.annotation``; with ``bootstrap`` also the online and target
+    networks' candidates (contrastive methods)."""
+
+  @abc.abstractmethod
+  def ab_log_probs(self, params, phi: Array, candidates: Optional[Candidates]) -> Array:
+    """phi_AB (..., W) -> log Q_AB(l | x, a) (..., L) over the candidates."""
+
+  @abc.abstractmethod
+  def target_probs(self, inputs: LossInputs, pooled: Array,
+                   candidates: Optional[Candidates]) -> Array:
+    """The target network's pooled features (B, V, D) -> p(l | x) (B, V, L), under
+    ``inputs.target_params``."""
 
   @staticmethod
   def tiny(config: ml_collections.ConfigDict) -> None:
@@ -63,12 +122,19 @@ class Method(Protocol):
   def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the whole experiment config for this method; raises errors.ConfigError."""
 
-  def modules(self, encoder_config: dict, bootstrap: bool) -> dict:
-    """The ``Network``'s head modules on an encoder of ``encoder_config``: ``head`` (and
-    ``annotation_encoder``); with bootstrap also ``ab_head`` (and ``ab_candidate_head``)."""
-    raise NotImplementedError
+  def check_data(self, streams_info: dict) -> None:
+    """Checks what the streams read ({stream: pipeline.StreamInfo}) before training starts;
+    raises errors.ConfigError."""
 
-  def init_state(self) -> dict:
+  def check_batch(self, annotation: dict) -> None:
+    """Checks a host batch of the annotation stream; raises errors.DataError."""
+
+  def init_state(self) -> MethodState:
+    return {}
+
+  def init_inputs(self, annotation: dict) -> dict:
+    """Extra ``Network.__call__`` inputs for init, from a one-image annotation batch."""
+    del annotation
     return {}
 
   def step_params(self, params, step):
@@ -76,24 +142,13 @@ class Method(Protocol):
     del step
     return params
 
-  def init_inputs(self, annotation: dict) -> dict:
-    """Extra ``Network.__call__`` inputs for init, from a one-image annotation batch."""
-    del annotation
-    return {}
+  def apply(self, params, function, *inputs):
+    """``net.function(*inputs)`` under ``params`` (function: a ``Network`` method)."""
+    return network_lib.apply(self.net, params, function, *inputs)
 
-  def base_loss(self, net, params, target_params, state, annotation, step,
-                bootstrap: bool) -> BaseResult:
-    """The base loss; with ``bootstrap`` also the online and target candidates."""
-    raise NotImplementedError
-
-  def ab_log_probs(self, net, params, phi, candidates: Optional[Candidates]) -> Array:
-    """phi_AB (..., W) -> log Q_AB(l | x, a) (..., L) over the candidates."""
-    raise NotImplementedError
-
-  def target_probs(self, net, target_params, pooled, candidates: Optional[Candidates], state,
-                   step) -> Array:
-    """Target-network pooled features (B, V, D) -> p(l | x) (B, V, L)."""
-    raise NotImplementedError
+  def encode_views(self, params, images):
+    """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
+    return network_lib.encode_views(self.net, params, images)
 
 
 def entropy(p):
@@ -101,9 +156,9 @@ def entropy(p):
   return -jnp.sum(p * jnp.log(jnp.clip(p, 1e-12)), axis=-1)
 
 
-def contrastive_ab_log_probs(net, params, phi, candidates):
+def contrastive_ab_log_probs(method, params, phi, candidates):
   """Q_AB of the contrastive methods: softmax over l of scale * query(phi) . psi_AB(l)."""
-  query, scale = network_lib.apply(net, params, network_lib.Network.ab, phi)
+  query, scale = method.apply(params, network_lib.Network.ab, phi)
   return jax.nn.log_softmax(scale * query @ candidates.ab.T, axis=-1)
 
 
@@ -111,20 +166,17 @@ class PlainObjective:
   """A method's base loss alone, on the annotation stream."""
   streams = ('annotation',)
 
-  def __init__(self, method, encoder_config):
+  def __init__(self, method: Method):
     self.method = method
-    self.net = network_lib.Network(encoder_kwargs=encoder_config,
-                                   **method.modules(encoder_config, bootstrap=False))
 
   def init(self, rng, batch):
     annotation = batch['annotation']
-    params = self.net.init(rng, annotation['images'][:1, 0],
-                           **self.method.init_inputs(annotation))['params']
+    params = self.method.net.init(rng, annotation['images'][:1, 0],
+                                  **self.method.init_inputs(annotation))['params']
     return params, self.method.init_state()
 
-  def loss(self, params, target_params, state, batch, rng, step):
-    del rng
-    params = self.method.step_params(params, step)
-    result = self.method.base_loss(self.net, params, target_params, state, batch['annotation'],
-                                   step, bootstrap=False)
-    return result.loss, (result.metrics, result.state)
+  def loss(self, inputs):
+    inputs = dataclasses.replace(inputs, params=self.method.step_params(inputs.params,
+                                                                        inputs.step))
+    result = self.method.base_loss(inputs, bootstrap=False)
+    return result.loss, (result.metrics, result.method_state)

@@ -58,8 +58,7 @@ class SimCLR(method.Method):
       raise errors.ConfigError(f'simclr needs data.annotation.views.num=2, got '
                                f'{config.data.annotation.views.num}')
 
-  def modules(self, encoder_config, bootstrap):
-    del encoder_config
+  def modules(self, bootstrap):
     c = self.config
     projection = lambda: heads.ProjectionHead(hidden_dim=c.head_hidden_dim, out_dim=c.head_dim,
                                               num_layers=c.head_layers)
@@ -68,31 +67,30 @@ class SimCLR(method.Method):
     return dict(head=projection(), ab_head=heads.ScaledQueryHead(c.head_dim, 1 / c.temperature),
                 ab_candidate_head=projection())
 
-  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
-    del step
-    pooled = network_lib.encode_views(net, params, annotation['images'])[0]    # (B, 2, D)
-    z = network_lib.apply(net, params, Network.base, pooled)
+  def base_loss(self, inputs, bootstrap):
+    images = inputs.annotation['images']
+    pooled = self.encode_views(inputs.params, images)[0]                    # (B, 2, D)
+    z = self.apply(inputs.params, Network.base, pooled)
     loss, accuracy = nt_xent(z, self.config.temperature)
     metrics = {'simclr_loss': loss, 'simclr_accuracy': accuracy}
     if not bootstrap:
-      return method.BaseResult(loss, metrics, state)
-    target_pooled = jax.lax.stop_gradient(
-        network_lib.encode_views(net, target_params, annotation['images'])[0])
-    return method.BaseResult(loss, metrics, state, candidates=self._candidates(
-        net, params, pooled, z), target_candidates=self._candidates(net, target_params,
-                                                                    target_pooled))
+      return method.BaseResult(loss, metrics, inputs.method_state)
+    target_pooled = jax.lax.stop_gradient(self.encode_views(inputs.target_params, images)[0])
+    return method.BaseResult(
+        loss, metrics, inputs.method_state,
+        candidates=self._candidates(inputs.params, pooled, z),
+        target_candidates=self._candidates(inputs.target_params, target_pooled))
 
-  def _candidates(self, net, params, pooled, z=None):
+  def _candidates(self, params, pooled, z=None):
     """Every view of the annotation batch is a candidate: (2B, D) embeddings."""
     flat = lambda x: x.reshape(-1, x.shape[-1])
     if z is None:
-      z = network_lib.apply(net, params, Network.base, pooled)
-    return method.Candidates(base=flat(z),
-                             ab=flat(network_lib.apply(net, params, Network.ab_candidates, pooled)))
+      z = self.apply(params, Network.base, pooled)
+    return method.Candidates(base=flat(z), ab=flat(self.apply(params, Network.ab_candidates,
+                                                              pooled)))
 
-  ab_log_probs = staticmethod(method.contrastive_ab_log_probs)
+  ab_log_probs = method.contrastive_ab_log_probs
 
-  def target_probs(self, net, target_params, pooled, candidates, state, step):
-    del state, step
-    z = network_lib.apply(net, target_params, Network.base, pooled)
+  def target_probs(self, inputs, pooled, candidates):
+    z = self.apply(inputs.target_params, Network.base, pooled)
     return jax.nn.softmax(z @ candidates.base.T / self.config.temperature, axis=-1)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
 from annoprop_jax.models import network as network_lib
 from annoprop_jax.objectives import method
 
@@ -36,25 +37,42 @@ class Supervised(method.Method):
         multi_label=False,
     ))
 
-  def modules(self, encoder_config, bootstrap):
-    del encoder_config
+  def modules(self, bootstrap):
     classifier = lambda: nn.Dense(self.config.num_classes, kernel_init=nn.initializers.zeros)
     return dict(head=classifier(), ab_head=classifier()) if bootstrap else dict(head=classifier())
 
-  def base_loss(self, net, params, target_params, state, annotation, step, bootstrap):
-    del target_params, step, bootstrap      # the candidates are the classes
-    pooled = network_lib.encode_views(net, params, annotation['images'])[0]
-    logits = network_lib.apply(net, params, Network.base, pooled)           # (B, V, K)
+  def check_data(self, streams_info):
+    classes = streams_info['annotation'].num_classes
+    if classes is not None and classes != self.config.num_classes:
+      raise errors.ConfigError(
+          f'objective.num_classes={self.config.num_classes} but dataset '
+          f'{streams_info["annotation"].dataset!r} has {classes} classes')
+
+  def check_batch(self, annotation):
+    """A class id outside [0, num_classes) (datasets that do not declare their class count are
+    caught here, not turned into zero targets)."""
+    labels = annotation['labels']
+    if labels.size and labels.max() >= self.config.num_classes:
+      raise errors.DataError(
+          f'the annotation stream has class id {int(labels.max())} but objective.num_classes='
+          f'{self.config.num_classes}; set num_classes to the dataset\'s class count')
+
+  def base_loss(self, inputs, bootstrap):
+    del bootstrap      # the candidates are the classes
+    annotation = inputs.annotation
+    pooled = self.encode_views(inputs.params, annotation['images'])[0]
+    logits = self.apply(inputs.params, Network.base, pooled)                # (B, V, K)
     targets = label_targets(annotation['labels'], self.config.num_classes,
                             self.config.multi_label)
     loss = -jnp.einsum('bk,bvk->bv', targets, jax.nn.log_softmax(logits, axis=-1)).mean()
     accuracy = (jnp.argmax(logits, -1) == jnp.argmax(targets, -1)[:, None]).mean()
-    return method.BaseResult(loss, {'supervised_loss': loss, 'train_accuracy': accuracy}, state)
+    return method.BaseResult(loss, {'supervised_loss': loss, 'train_accuracy': accuracy},
+                             inputs.method_state)
 
-  def ab_log_probs(self, net, params, phi, candidates):
+  def ab_log_probs(self, params, phi, candidates):
     del candidates
-    return jax.nn.log_softmax(network_lib.apply(net, params, Network.ab, phi), axis=-1)
+    return jax.nn.log_softmax(self.apply(params, Network.ab, phi), axis=-1)
 
-  def target_probs(self, net, target_params, pooled, candidates, state, step):
-    del candidates, state, step
-    return jax.nn.softmax(network_lib.apply(net, target_params, Network.base, pooled), axis=-1)
+  def target_probs(self, inputs, pooled, candidates):
+    del candidates
+    return jax.nn.softmax(self.apply(inputs.target_params, Network.base, pooled), axis=-1)
