@@ -261,6 +261,8 @@ def main(argv):
     print(f'wrote {index}')
     return
   from annoprop_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import checkpoint_integrity  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import checkpoint_recovery  # pylint: disable=g-import-not-at-top
   from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
   from annoprop_jax import train  # pylint: disable=g-import-not-at-top
   from annoprop_jax import workdir_lock  # pylint: disable=g-import-not-at-top
@@ -268,8 +270,8 @@ def main(argv):
     state = train.train(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
                         takeover_lock=_TAKEOVER_LOCK.value,
                         lock_stale_seconds=_LOCK_STALE_SECONDS.value)
-  except (FileNotFoundError, FloatingPointError, checkpoint.NoReadableCheckpointError,
-          checkpoint.CheckpointMismatchError, checkpoint.CheckpointSaveError,
+  except (FileNotFoundError, FloatingPointError, checkpoint_recovery.NoReadableCheckpointError,
+          checkpoint_integrity.CheckpointMismatchError, checkpoint.CheckpointSaveError,
           workdir_lock.WorkdirLockedError, configuration.ConfigError, errors.DataError) as e:
     _one_line_error(str(e))
   except OSError as e:

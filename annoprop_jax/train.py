@@ -9,6 +9,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from annoprop_jax import checkpoint
+from annoprop_jax import checkpoint_integrity
+from annoprop_jax import checkpoint_recovery
 from annoprop_jax import configuration
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
@@ -223,6 +225,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
     # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
     example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
     program = build_program(config, mesh, objective, example)
+    checkpoint_recovery.remove_interrupted_saves(workdir, print_fn)
     checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
                                            config.keep_checkpoints, iterators,
                                            keep_every=config.keep_checkpoint_every,
@@ -368,7 +371,7 @@ def _initial_state(config, program, checkpointer, print_fn, allow_config_change)
                                     state_lib.to_pytree(program.state_shardings))
   check = lambda step, saved_run: _check_resume(config, step, saved_run, checkpointer,
                                                 print_fn, allow_config_change)
-  restored = checkpointer.restore_newest_readable(target, check_run=check)
+  restored = checkpoint_recovery.restore_newest_readable(checkpointer, target, check_run=check)
   if restored is not None:
     step, tree, _ = restored
     # A fresh copy: restored arrays may not be donatable (jax#18617).
@@ -377,7 +380,7 @@ def _initial_state(config, program, checkpointer, print_fn, allow_config_change)
   state = program.init(jax.random.PRNGKey(config.seed))
   if config.init_from:
     _, params, target_params = jax.device_get(checkpoint.load_params(config.init_from))
-    detail = checkpoint.tree_differences(program.abstract_state.params, params)
+    detail = checkpoint_integrity.tree_differences(program.abstract_state.params, params)
     if detail:
       raise configuration.ConfigError(f'init_from={config.init_from!r} holds the params of '
                                       f'another model ({detail})')
@@ -388,10 +391,9 @@ def _initial_state(config, program, checkpointer, print_fn, allow_config_change)
 
 def _check_resume(config, step, saved_run, checkpointer, print_fn, allow_config_change):
   """ConfigError for a resume past ``total_steps`` or, unless ``allow_config_change``, with a
-  config that differs from the one the checkpoint was trained with (a checkpoint of an
-  earlier version without that record is resumed as it is)."""
+  config that differs from the one the checkpoint was trained with."""
   where = f'{checkpointer.directory}/{step}'
-  changes = configuration.changed_keys(saved_run, checkpointer.run) if saved_run else []
+  changes = configuration.changed_keys(saved_run, checkpointer.run)
   if changes and not allow_config_change:
     more = f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''
     raise configuration.ConfigError(

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from annoprop_jax import checkpoint
+from annoprop_jax import checkpoint_integrity as integrity
+from annoprop_jax import checkpoint_recovery as recovery
 from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
@@ -57,12 +59,13 @@ def test_damaged_step_is_moved_aside_and_its_number_reused(tmp_path, capsys):
   _save(tmp_path, (10, 20))
   _damage(tmp_path, 20)
   restorer = _checkpointer(tmp_path)
-  step, tree, run = restorer.restore_newest_readable(_target())
-  assert step == 10 and int(tree['step']) == 10 and run is None     # saved without a record
+  step, tree, run = recovery.restore_newest_readable(restorer, _target())
+  assert step == 10 and int(tree['step']) == 10
+  assert run == {'format_version': integrity.FORMAT_VERSION}        # saved with the format
   out = capsys.readouterr().out
   assert 'checkpoints/20 is unreadable' in out and 'moved the damaged checkpoint steps [20]' in out
   # Out of the kept steps, out of evaluate/export's sight, and its step number saves anew.
-  assert os.path.isdir(tmp_path / checkpoint.DAMAGED / '20')
+  assert os.path.isdir(tmp_path / recovery.DAMAGED / '20')
   assert not os.path.exists(tmp_path / 'checkpoints' / '20')
   assert restorer.manager.all_steps() == [10]
   assert restorer.save(20, _state(21))
@@ -78,18 +81,18 @@ def test_arrays_that_decode_but_changed_on_disk_are_damage(tmp_path, capsys):
   shutil.copytree(tmp_path / 'checkpoints' / '10' / 'state',
                   tmp_path / 'checkpoints' / '20' / 'state')
   assert int(checkpoint.load_state(str(tmp_path))[1]['step']) == 10     # it does decode
-  assert _checkpointer(tmp_path).restore_newest_readable(_target())[0] == 10
+  assert recovery.restore_newest_readable(_checkpointer(tmp_path), _target())[0] == 10
   assert "checksum mismatch in state['step'], state['w']" in capsys.readouterr().out
 
 
 def test_a_single_flipped_bit_changes_the_checksum():
   x = jnp.arange(1000, dtype=jnp.float32).reshape(10, 100)
-  base = checkpoint.array_checksums({'x': x})["['x']"]
+  base = integrity.array_checksums({'x': x})["['x']"]
   bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
   for index, bit in ((0, 0), (517, 13), (999, 31)):
     flipped = bits.reshape(-1).at[index].set(bits.reshape(-1)[index] ^ jnp.uint32(1 << bit))
     changed = jax.lax.bitcast_convert_type(flipped.reshape(10, 100), jnp.float32)
-    assert checkpoint.array_checksums({'x': changed})["['x']"] != base, (index, bit)
+    assert integrity.array_checksums({'x': changed})["['x']"] != base, (index, bit)
 
 
 def test_every_step_damaged_refuses_to_start_from_scratch(tmp_path):
@@ -97,18 +100,18 @@ def test_every_step_damaged_refuses_to_start_from_scratch(tmp_path):
   for step in (10, 20):
     _damage(tmp_path, step)
   for _ in range(2):       # and again on the next start: the damaged steps stay in place
-    with pytest.raises(checkpoint.NoReadableCheckpointError, match=r'steps \[20, 10\]'):
-      _checkpointer(tmp_path).restore_newest_readable(_target())
-  assert not os.path.exists(tmp_path / checkpoint.DAMAGED)
+    with pytest.raises(recovery.NoReadableCheckpointError, match=r'steps \[20, 10\]'):
+      recovery.restore_newest_readable(_checkpointer(tmp_path), _target())
+  assert not os.path.exists(tmp_path / recovery.DAMAGED)
 
 
 def test_checkpoint_of_another_model_is_a_mismatch_not_damage(tmp_path):
   _save(tmp_path, (10,))
-  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"shapes \['w'\] \(3,\) "
+  with pytest.raises(integrity.CheckpointMismatchError, match=r"shapes \['w'\] \(3,\) "
                      r"\(this run: \(4,\)\)"):
-    _checkpointer(tmp_path).restore_newest_readable(_target(size=4))
+    recovery.restore_newest_readable(_checkpointer(tmp_path), _target(size=4))
   assert os.path.isdir(tmp_path / 'checkpoints' / '10')        # left where it is
-  assert not os.path.exists(tmp_path / checkpoint.DAMAGED)
+  assert not os.path.exists(tmp_path / recovery.DAMAGED)
 
 
 def test_iterator_states_of_another_process_count_are_a_mismatch_not_damage(tmp_path):
@@ -120,15 +123,15 @@ def test_iterator_states_of_another_process_count_are_a_mismatch_not_damage(tmp_
     (folder / f'process_{i}-of-2.json').write_text('{}')
   restorer = checkpoint.Checkpointer(str(tmp_path), every=10, keep=3,
                                      iterators={'annotation': None}, log=print)
-  with pytest.raises(checkpoint.CheckpointMismatchError, match='saved by 2 JAX processes and '
+  with pytest.raises(integrity.CheckpointMismatchError, match='saved by 2 JAX processes and '
                      'this run has 1; resume with the same process count'):
-    restorer.restore_newest_readable(_target())
+    recovery.restore_newest_readable(restorer, _target())
   assert os.path.isdir(tmp_path / 'checkpoints' / '10')
 
 
 def test_transient_read_errors_are_retried_then_raised_never_damage(tmp_path, monkeypatch):
   _save(tmp_path, (10,))
-  monkeypatch.setattr(checkpoint.time, 'sleep', lambda seconds: None)
+  monkeypatch.setattr(recovery.time, 'sleep', lambda seconds: None)
   restorer = _checkpointer(tmp_path)
   real_restore, calls = restorer.restore, []
 
@@ -139,7 +142,7 @@ def test_transient_read_errors_are_retried_then_raised_never_damage(tmp_path, mo
     return real_restore(target, step)
 
   monkeypatch.setattr(restorer, 'restore', flaky)
-  assert restorer.restore_newest_readable(_target())[0] == 10
+  assert recovery.restore_newest_readable(restorer, _target())[0] == 10
   assert calls == [10, 10, 10]
 
   def down(target, step=None):
@@ -147,7 +150,7 @@ def test_transient_read_errors_are_retried_then_raised_never_damage(tmp_path, mo
 
   monkeypatch.setattr(restorer, 'restore', down)
   with pytest.raises(ValueError, match='UNAVAILABLE'):
-    restorer.restore_newest_readable(_target())
+    recovery.restore_newest_readable(restorer, _target())
   assert restorer.manager.all_steps() == [10]                 # not marked damaged
   restorer.close()
 
@@ -162,11 +165,11 @@ def test_transient_read_errors_are_retried_then_raised_never_damage(tmp_path, mo
     (FileNotFoundError('no state metadata'), 'damage'),
 ])
 def test_failure_kind(error, kind):
-  assert checkpoint.failure_kind(error) == kind
+  assert recovery.classify(error).value == kind
   try:
     raise RuntimeError('while restoring') from error       # seen through the cause chain
   except RuntimeError as wrapped:
-    assert checkpoint.failure_kind(wrapped) == kind
+    assert recovery.classify(wrapped).value == kind
 
 
 _FULL_DISK = """
@@ -195,9 +198,10 @@ def test_a_failed_save_is_one_error_and_the_previous_checkpoint_stays(tmp_path):
   assert last.startswith('CheckpointSaveError: saving a checkpoint in'), result.stderr[-2000:]
   assert 'File too large' in last and 'the previous checkpoints are kept' in last
   # With space again, the next start removes the half-written step and restores step 10.
+  recovery.remove_interrupted_saves(str(tmp_path))
   restorer = _checkpointer(tmp_path)
   assert restorer.manager.all_steps() == [10]
-  assert restorer.restore_newest_readable(_target(size=3))[0] == 10
+  assert recovery.restore_newest_readable(restorer, _target(size=3))[0] == 10
   restorer.close()
   assert os.listdir(tmp_path / 'checkpoints') == ['10']
 
@@ -206,6 +210,7 @@ def test_temporary_folders_of_killed_saves_are_removed(tmp_path):
   _save(tmp_path, (10,))
   leftover = tmp_path / 'checkpoints' / '20.orbax-checkpoint-tmp-1733000000'
   (leftover / 'state').mkdir(parents=True)
+  recovery.remove_interrupted_saves(str(tmp_path))
   restorer = _checkpointer(tmp_path)
   assert restorer.manager.all_steps() == [10]
   restorer.close()
@@ -221,16 +226,17 @@ def test_the_run_record_is_saved_and_checked_before_the_arrays_are_read(tmp_path
   run = {'seed': 0, 'total_steps': 40, 'data.annotation.records': 'scenes 1.0.0 train: 256'}
   _save(tmp_path, (10,), run=run)
   seen = []
-  restored = _checkpointer(tmp_path).restore_newest_readable(
-      _target(), check_run=lambda step, saved: seen.append((step, saved)))
-  assert restored[0] == 10 and restored[2] == run and seen == [(10, run)]
+  restored = recovery.restore_newest_readable(
+      _checkpointer(tmp_path), _target(), check_run=lambda step, saved: seen.append((step, saved)))
+  saved = {'format_version': integrity.FORMAT_VERSION, **run}
+  assert restored[0] == 10 and restored[2] == saved and seen == [(10, saved)]
 
   def refuse(step, saved):
     raise configuration.ConfigError(f'step {step} was trained with seed {saved["seed"]}')
 
   _damage(tmp_path, 10)
   with pytest.raises(configuration.ConfigError, match='step 10 was trained with seed 0'):
-    _checkpointer(tmp_path).restore_newest_readable(_target(), check_run=refuse)
+    recovery.restore_newest_readable(_checkpointer(tmp_path), _target(), check_run=refuse)
   assert os.path.isdir(tmp_path / 'checkpoints' / '10')   # refused before its arrays were read
 
 
@@ -424,3 +430,21 @@ def test_sigterm_while_starting_exits_with_the_resume_code_without_training(tmp_
   assert process.returncode == 75, err[-2000:]
   assert 'Stopped before step 1 (signal 15)' in out
   assert not os.path.exists(tmp_path / 'metrics.jsonl') and not os.path.exists(tmp_path / 'lock')
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_in_one_line(tmp_path):
+  saver = _checkpointer(tmp_path)
+  saver.save(10, {'params': jnp.ones(3), 'target_params': jnp.zeros(3)})
+  saver.close()
+  shutil.rmtree(tmp_path / 'checkpoints' / '10' / 'run')     # as before run records
+  target = {'params': jax.ShapeDtypeStruct((3,), jnp.float32),
+            'target_params': jax.ShapeDtypeStruct((3,), jnp.float32)}
+  with pytest.raises(integrity.CheckpointMismatchError, match='has checkpoint format 1, and '
+                     'this annoprop_jax reads format 2: start a new run'):
+    recovery.restore_newest_readable(_checkpointer(tmp_path), target)
+  assert os.path.isdir(tmp_path / 'checkpoints' / '10')              # not damage: left alone
+  with pytest.raises(integrity.CheckpointMismatchError, match='checkpoint format 1'):
+    checkpoint.load_state(str(tmp_path))
+  # Its parameters are stored as in every format: init_from, evaluate and export read them.
+  step, params, target_params = checkpoint.load_params(str(tmp_path))
+  assert step == 10 and float(params[0]) == 1.0 and float(target_params[0]) == 0.0
