@@ -107,11 +107,8 @@ def _explain_flag_error(error, argv):
     for arg in argv:
       if arg.startswith('--config.'):
         key = arg[len('--config.'):].split('=', 1)[0]
-        if key in configuration.MOVED_KEYS:
-          return f'config key {key!r} moved to {configuration.MOVED_KEYS[key]!r}'
         if not _has_key(config, key):
-          nearest = ', '.join(configuration.nearest_keys(config, key))
-          return f'unknown config key {key!r}; nearest valid keys: {nearest}'
+          return str(configuration.unknown_key(config, key))
   text = str(error).strip()
   return text.splitlines()[-1] if text else repr(error)
 

@@ -12,6 +12,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
+
+SCHEDULES = ('constant', 'cosine')
+
 
 def default_config():
   return ml_collections.ConfigDict(dict(
@@ -19,6 +23,17 @@ def default_config():
       schedule='constant',   # or 'cosine': the rate decays to 0 over the run
       horizon=0.0,           # > 0: rate = 1 / (horizon x total_steps), a lag sized to the run
   ))
+
+
+def validate(config):
+  """One-line errors for the ``target_network`` block."""
+  if config.schedule not in SCHEDULES:
+    raise errors.ConfigError(f'target_network.schedule must be one of {SCHEDULES}, got '
+                             f'{config.schedule!r}')
+  if not 0 <= config.rate <= 1:
+    raise errors.ConfigError(f'target_network.rate must be in [0, 1], got {config.rate}')
+  if config.horizon < 0:
+    raise errors.ConfigError(f'target_network.horizon must be >= 0, got {config.horizon}')
 
 
 def rate(config, total_steps):
@@ -33,10 +48,8 @@ def momentum(config, step, total_steps):
   base = 1.0 - rate(config, total_steps)
   if config.schedule == 'constant':
     return jnp.float32(base)
-  if config.schedule == 'cosine':
-    frac = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
-    return 1.0 - (1.0 - base) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-  raise ValueError(f'unknown target_network.schedule {config.schedule!r}: constant or cosine')
+  frac = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)                  # 'cosine'
+  return 1.0 - (1.0 - base) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
 
 def update(target_params, online_params, m):

@@ -23,6 +23,7 @@ from annoprop_jax import storage
 from annoprop_jax import target_network
 from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
+from annoprop_jax.data import stream_spec
 from annoprop_jax.evaluation import evaluator as evaluator_lib
 
 
@@ -299,8 +300,8 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
 
 def _log_reading(config, reading, print_fn):
   """One line on how the streams are read, when any of them was sized for this host."""
-  if any(config.data[n].num_workers == pipeline.AUTO or config.data[n].num_threads == pipeline.AUTO
-         for n in reading):
+  auto = stream_spec.AUTO
+  if any(auto in (config.data[n].num_workers, config.data[n].num_threads) for n in reading):
     print_fn(f'reading ({pipeline.host_cores()} cores): ' + ', '.join(
         f'{n} {w} worker processes x {t} threads' for n, (w, t) in reading.items()))
 

@@ -81,6 +81,7 @@ from annoprop_jax import objectives  # pylint: disable=g-import-not-at-top,wrong
 from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from annoprop_jax.data import stream_spec  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax.models import layer_norm  # pylint: disable=g-import-not-at-top,wrong-import-position
 from annoprop_jax.models import vit  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -427,11 +428,11 @@ def stage_pipeline(ctx):
   config = ab_dino_config(size, ctx.args.views, ctx.args.image_size, ctx.args.tiny)
   step = ctx.steps.get(('ab_dino', size))
   workdir = ctx.args.data_dir or tempfile.mkdtemp(prefix='accelerator_jpegs_')
-  images, workers = (64, 0) if ctx.args.tiny else (2000, pipeline.AUTO)
+  images, workers = (64, 0) if ctx.args.tiny else (2000, stream_spec.AUTO)
   dataset = jpeg_scenes.make(workdir, images, num_workers=1 if ctx.args.tiny else 0,
                              log=lambda line: None)
   for name in ('annotation', 'bootstrap'):   # --tiny: no worker processes to start
-    config.data[name].update(dataset=dataset, num_workers=workers, num_threads=pipeline.AUTO)
+    config.data[name].update(dataset=dataset, num_workers=workers, num_threads=stream_spec.AUTO)
   reading = pipeline.reading_plan(config.data, ('annotation', 'bootstrap'))
   rate = pipeline_throughput.read_together(config, ('annotation', 'bootstrap'),
                                            batches=ctx.args.pipeline_batches)

@@ -82,7 +82,7 @@ def _encoder_case():
   from annoprop_jax import configuration  # pylint: disable=g-import-not-at-top
   from annoprop_jax.models import vit  # pylint: disable=g-import-not-at-top
   config = dino_step_time.config_at_peer_size()
-  model = vit.ViT(**configuration.encoder_config(config))
+  model = vit.ViT(configuration.encoder_config(config))
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (128, 64, 64, 3), np.uint8))
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
   loss = lambda p: sum(jnp.sum(x) for x in model.apply({'params': p}, images))

@@ -32,6 +32,7 @@ import time
 from annoprop_jax import aot
 from annoprop_jax import configuration
 from annoprop_jax.data import pipeline
+from annoprop_jax.data import stream_spec
 
 
 def measure(config, stream, batch_size, batches, warmup=5):
@@ -106,8 +107,8 @@ def together(config, streams, args, demand):
     for resize in _ints(args.resize):
       for stream in streams.values():
         stream.update(num_workers=num_workers, resize=resize)
-        if num_workers == pipeline.AUTO:
-          stream.num_threads = pipeline.AUTO
+        if num_workers == stream_spec.AUTO:
+          stream.num_threads = stream_spec.AUTO
       reading = pipeline.reading_plan(config.data, names)
       rate = read_together(config, names, args.batches) * views
       plan = ', '.join(f'{n} {w} workers x {t} threads' for n, (w, t) in reading.items())

@@ -51,6 +51,7 @@ from annoprop_jax import sharding
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import evaluator as evaluator_lib
+from annoprop_jax.evaluation import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,9 +118,7 @@ def apply_settings(config, settings):
       if leaf not in node:
         raise KeyError(leaf)
     except (KeyError, TypeError):
-      raise configuration.ConfigError(
-          f'--set {key}: no such config key; close: '
-          f'{configuration.nearest_keys(config, key)}') from None
+      raise configuration.unknown_key(config, key) from None
     node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
 
 
@@ -189,8 +188,8 @@ def run(method, seed, args, gamma=None):
   curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.
   results = {}
-  others = evaluator_lib.PROBES if args.all_probes else ('linear',)
-  for names, probes in ((tasks[:1], evaluator_lib.PROBES), (tasks[1:], others)):
+  others = settings.PROBES if args.all_probes else ('linear',)
+  for names, probes in ((tasks[:1], settings.PROBES), (tasks[1:], others)):
     if names:
       config.evaluation.update(tasks=names, probes=probes)
       results.update(evaluate())
@@ -297,7 +296,7 @@ def score_panels(table, tasks):
   ({arm: {task_probe: (mean, range, n)}}), arms in ARMS order, for the tasks and probes run."""
   panels = {}
   for task in tasks:
-    for probe in evaluator_lib.PROBES:
+    for probe in settings.PROBES:
       key = f'{task}_{probe}'
       rows = [(arm, table[arm][key][0], table[arm][key][1] / 2)
               for arm in sorted(table, key=method_order) if key in table[arm]]
@@ -324,7 +323,7 @@ def plot_scores(table, tasks, path):
       x = [i + (k - (len(probes) - 1) / 2) * width for i, arm in enumerate(arms) if arm in at]
       ax.bar(x, [at[a][0] for a in arms if a in at], width, yerr=[at[a][1] for a in arms
                                                                  if a in at],
-             capsize=2, label=probe, color=f'C{evaluator_lib.PROBES.index(probe)}')
+             capsize=2, label=probe, color=f'C{settings.PROBES.index(probe)}')
     ax.set_xticks(range(len(arms)), arms, rotation=60, ha='right', fontsize=7)
     ax.set_title(task)
     ax.grid(axis='y', alpha=0.3)

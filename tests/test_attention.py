@@ -81,7 +81,8 @@ def test_auto_is_plain_off_gpus_and_cudnn_is_refused_there():
 def test_encoder_and_decoder_equal_with_either_implementation(implementation):
   """The ViT and the masked, packed decoder give today's (plain) outputs with the same params."""
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)), jnp.uint8)
-  encoder = lambda name: vit.ViT(patch_size=8, width=32, depth=2, num_heads=2, attention=name)
+  encoder = lambda name: vit.ViT(vit.EncoderConfig(patch_size=8, width=32, depth=2, num_heads=2,
+                                                   attention=name))
   params = encoder('plain').init(jax.random.PRNGKey(0), images)
   pooled, tokens = encoder(implementation).apply(params, images)
   want_pooled, want_tokens = encoder('plain').apply(params, images)
@@ -113,7 +114,8 @@ def test_config_checks_the_implementation():
   with pytest.raises(configuration.ConfigError, match='model.attention must be one of'):
     configuration.validate(config)
   config.model.attention = 'cudnn'
-  with pytest.raises(configuration.ConfigError, match="needs model.dtype='bfloat16'"):
+  with pytest.raises(configuration.ConfigError, match="model.attention='cudnn' needs "
+                     "dtype='bfloat16'"):
     configuration.validate(config)
 
 

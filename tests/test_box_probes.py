@@ -6,6 +6,7 @@ import pytest
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import tasks
+from annoprop_jax.evaluation import task_data
 from conftest import fresh_evaluator, tiny_config
 
 
@@ -81,8 +82,8 @@ def test_accuracy_by_size_bins():
 
 def test_the_boxes_task_has_a_row_per_object_of_each_scene(tiny_data_dir):
   config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
-  scenes = tasks.load(config.data, 'scenes', tasks.TASKS['presence'], 'validation', 16, 10)
-  objects = tasks.load(config.data, 'scenes', tasks.TASKS['boxes'], 'validation', 16, 10)
+  scenes = task_data.load(config.data, 'scenes', tasks.TASKS['presence'], 'validation', 16, 10)
+  objects = task_data.load(config.data, 'scenes', tasks.TASKS['boxes'], 'validation', 16, 10)
   per_image = scenes.targets.sum(axis=1)       # classes present (an upper bound of objects ...)
   counts = np.bincount(objects.image_index, minlength=10)
   assert (counts >= per_image).all() and counts.sum() == len(objects.targets)

@@ -52,22 +52,26 @@ def test_ab_configs_keep_the_base_augmentations_and_none_on_bootstrap_views(base
   assert not bootstrap.flip       # a move encodes the source frame, not a mirrored target
 
 
-def test_the_moved_batch_size_is_an_error_in_a_file_and_migrated_in_an_old_run(tmp_path):
+def test_a_key_the_schema_lacks_is_an_error_naming_the_nearest(tmp_path):
   config = configuration.base_config('ab_dino')
   configuration.validate(config)
-  config.batch_size = 48          # an old config file assigns the old key to the open config
-  with pytest.raises(configuration.ConfigError, match="'batch_size' moved to "
-                     "'data.annotation.batch_size'"):
+  config.batch_size = 48          # a config file assigns a key the schema does not have
+  with pytest.raises(configuration.ConfigError, match=r"config key 'batch_size' does not exist; "
+                     r"nearest: .*data\.annotation\.batch_size"):
     configuration.validate(config)
-  # A run written by an earlier version still loads (evaluate, export): the value moves.
+  config.data.bootstrap.views.colour = 0.4
   del config['batch_size']
+  with pytest.raises(configuration.ConfigError, match="'data.bootstrap.views.colour' does not "
+                     "exist; nearest: data.bootstrap.views.colour_jitter"):
+    configuration.validate(config)
+  # A run's config.json with a key this version does not know is refused in one line.
+  del config.data.bootstrap.views['colour']
   saved = json.loads(config.to_json())
-  del saved['data']['annotation']['batch_size']
   saved['batch_size'] = 48
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  run = configuration.load_run(str(tmp_path))
-  assert run.data.annotation.batch_size == 48 and 'batch_size' not in run
-  assert run.data.bootstrap.batch_size == config.data.bootstrap.batch_size == 32
+  with pytest.raises(configuration.ConfigError, match='config.json has batch_size, which this '
+                     'version does not know'):
+    configuration.load_run(str(tmp_path))
 
 
 @pytest.mark.parametrize('value', ['5', '4,2', '0,3', 'a,b', '1,2,3'])

@@ -17,6 +17,7 @@ from annoprop_jax import sharding
 from annoprop_jax import train
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import tasks
+from annoprop_jax.evaluation import task_data
 from annoprop_jax.evaluation import timm_format
 from annoprop_jax.models import vit
 from conftest import REPO, fresh_evaluator, tiny_config, xla_flags
@@ -34,17 +35,17 @@ def test_task_targets_from_padded_labels():
   assert tasks.num_targets(tasks.TASKS['count'], num_labels=13, max_objects=8) == 9
   # Balanced subsets: round-robin over the classes, each in a seeded random order.
   labels = np.array([0] * 10 + [1] * 3 + [2] * 5)
-  picked = tasks.balanced_indices(labels, 9)
+  picked = task_data.balanced_indices(labels, 9)
   assert np.bincount(labels[picked]).tolist() == [3, 3, 3] and len(set(picked)) == 9
-  assert np.bincount(labels[tasks.balanced_indices(labels, 13)]).tolist() == [5, 3, 5]
-  assert (tasks.balanced_indices(labels, 9) == picked).all()
+  assert np.bincount(labels[task_data.balanced_indices(labels, 13)]).tolist() == [5, 3, 5]
+  assert (task_data.balanced_indices(labels, 9) == picked).all()
   with pytest.raises(ValueError, match='no object label'):
     tasks.targets(tasks.TASKS['objects'], np.array([[-1, -1]]), 4, 2)
 
 
 def test_features_of_a_padded_sharded_batch_equal_direct_apply():
-  config = dict(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
-  model = vit.ViT(**config)
+  config = vit.EncoderConfig(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
+  model = vit.ViT(config)
   images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])

@@ -39,7 +39,7 @@ def test_ema_update():
 
 
 def test_no_weight_decay_on_biases_norms_posemb_cls():
-  params = vit.ViT(patch_size=4, width=8, depth=1, num_heads=2).init(
+  params = vit.ViT(vit.EncoderConfig(patch_size=4, width=8, depth=1, num_heads=2)).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3), jnp.uint8))['params']
   mask = optimizer.decay_mask(params)
   assert mask['embedding']['kernel'] and not mask['embedding']['bias']

@@ -17,6 +17,7 @@ from annoprop_jax.data import prepare
 from annoprop_jax.data.formats import coco as coco_format
 from annoprop_jax.data.formats import video as video_format
 from annoprop_jax.evaluation import tasks
+from annoprop_jax.evaluation import task_data
 from conftest import REPO, fresh_evaluator, tiny_config
 
 
@@ -396,10 +397,10 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
   config = tiny_config('supervised_objects', **{
       'evaluation.dataset': str(directory), 'evaluation.tasks': ('classes',),
       'evaluation.probes': ('linear', 'knn'), 'evaluation.epochs': 100})
-  test = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
+  test = task_data.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 0)
   assert test.num_classes == 3 and sorted(test.targets.tolist()) == [0] * 6 + [1] * 6 + [2] * 6
   # A limited count is class-balanced (the records are class-sorted: the first 7 would be red).
-  seven = tasks.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 7)
+  seven = task_data.load(config.data, str(directory), tasks.TASKS['classes'], 'validation', 16, 7)
   assert sorted(np.bincount(seven.targets, minlength=3).tolist()) == [2, 2, 3]
   evaluator, encoder_params = fresh_evaluator(config)
   assert evaluator(encoder_params) == {'classes_linear': 1.0, 'classes_knn': 1.0}

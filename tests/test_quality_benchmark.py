@@ -133,7 +133,7 @@ def test_which_probes_run_on_which_tasks(all_probes, monkeypatch, tmp_path):
   monkeypatch.setattr(quality.evaluator_lib, 'evaluate_checkpoint', evaluate_checkpoint)
   _, record = quality.run('dino', 0, args(workdir=str(tmp_path), all_probes=all_probes,
                                           probe_tasks='objects,boxes,count'))
-  every = quality.evaluator_lib.PROBES
+  every = quality.settings.PROBES
   assert calls == [(('objects',), every), (('boxes', 'count'), every if all_probes
                                            else ('linear',))]
   assert ('boxes_attentive' in record['scores']) == all_probes

@@ -6,9 +6,10 @@ import pytest
 from annoprop_jax import configuration
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
+from annoprop_jax.data import stream_spec
 from conftest import REPO, tiny_config
 
-AUTO = pipeline.AUTO
+AUTO = stream_spec.AUTO
 
 
 def _paper():

@@ -67,9 +67,9 @@ timm = _import_timm()
 
 
 def _encoder(pool, posemb, seed=0):
-  config = dict(patch_size=8, width=64, depth=2, num_heads=4, mlp_ratio=4.0, pool=pool,
+  config = vit.EncoderConfig(patch_size=8, width=64, depth=2, num_heads=4, mlp_ratio=4.0, pool=pool,
                 posemb=posemb, image_size=32)
-  model = vit.ViT(**config)
+  model = vit.ViT(config)
   params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3), jnp.uint8))['params']
   # At init the biases are ~1e-6, LayerNorms 1 / 0 and the CLS token 0: noise on every
   # parameter, so that a bias, norm or token in the wrong place shows.
@@ -104,11 +104,12 @@ def test_timm_loads_the_export_and_computes_the_same_features(tmp_path, pool, po
 
 
 def test_model_config_names_timm_vits():
-  config = dict(vit.vit_size('S/16'), mlp_ratio=4.0, pool='cls', posemb='learned', image_size=224)
+  config = vit.EncoderConfig(**vit.vit_size('S/16'), pool='cls', image_size=224)
   spec = timm_format.model_config(config)
   assert spec['model_name'] == 'vit_small_patch16_224'
   assert spec['kwargs']['embed_dim'] == 384 and spec['kwargs']['global_pool'] == 'token'
   # A size timm has no name for still gets the whole architecture from the kwargs.
-  spec = timm_format.model_config(dict(vit.vit_size('cpu_small/8'), pool='mean', image_size=64))
+  spec = timm_format.model_config(vit.EncoderConfig(**vit.vit_size('cpu_small/8'), pool='mean',
+                                                    image_size=64))
   assert spec['kwargs']['embed_dim'] == 128 and spec['kwargs']['depth'] == 4
   assert not spec['kwargs']['class_token'] and spec['kwargs']['global_pool'] == 'avg'

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from annoprop_jax.data import stream_spec
 from annoprop_jax.data import views
 
 
@@ -12,7 +13,7 @@ def _coordinate_image(size=64):
 
 def test_views_record_where_their_pixels_came_from():
   image = _coordinate_image()
-  spec = views.ViewSpec(num=4, size=16, scale=(0.1, 0.6), flip=True)
+  spec = stream_spec.ViewSpec(num=4, size=16, scale=(0.1, 0.6), flip=True)
   rng = np.random.default_rng(0)
   for _ in range(5):
     out = views.make_views(image, rng, spec)
@@ -34,7 +35,7 @@ def test_moves_put_the_target_view_where_its_pixels_are_in_the_source_view():
   # The coordinate image tells each view pixel's source position; the move i -> j must place
   # view j's pixels at the same positions in view i's (possibly mirrored) frame.
   image = _coordinate_image(64)
-  spec = views.ViewSpec(num=3, size=32, scale=(0.2, 0.7), flip=True)
+  spec = stream_spec.ViewSpec(num=3, size=32, scale=(0.2, 0.7), flip=True)
   for seed in range(8):
     out = views.make_views(image, np.random.default_rng(seed), spec)
     for i in range(3):
@@ -68,9 +69,9 @@ def test_crop_boxes_respect_scale_and_ratio():
 
 def test_bad_spec():
   with pytest.raises(ValueError, match='scale'):
-    views.ViewSpec(scale=(0.5, 0.2)).validate()
+    stream_spec.ViewSpec(scale=(0.5, 0.2))
   with pytest.raises(ValueError, match='hue_jitter'):
-    views.ViewSpec(hue_jitter=0.6).validate()
+    stream_spec.ViewSpec(hue_jitter=0.6)
 
 
 def test_hue_rotation_turns_the_colour_wheel_and_keeps_greys():
@@ -84,11 +85,11 @@ def test_hue_rotation_turns_the_colour_wheel_and_keeps_greys():
 def test_hue_jitter_changes_hues_only_where_it_is_asked_for():
   red = np.full((32, 32, 3), 100, np.uint8)     # (200, 100, 100): every hue of it is in range
   red[..., 0] = 200
-  spec = views.ViewSpec(num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, hue_jitter=0.5)
+  spec = stream_spec.ViewSpec(num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, hue_jitter=0.5)
   out = views.make_views(red, np.random.default_rng(0), spec)['images'].astype(float)
   assert np.ptp(out[:, 0, 0, 1]) > 50          # the green channel varies between views
   np.testing.assert_allclose(out.mean(-1), 400 / 3, atol=1)   # the grey level is kept
-  plain = views.make_views(red, np.random.default_rng(0), views.ViewSpec(
+  plain = views.make_views(red, np.random.default_rng(0), stream_spec.ViewSpec(
       num=8, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))['images']
   assert (plain == red).all()
 
@@ -125,7 +126,7 @@ def test_one_affine_colour_map_is_the_jitter_ops_in_sequence():
 
 def test_jittered_views_are_their_crops_through_the_colour_map():
   image = np.random.default_rng(1).integers(0, 256, (48, 48, 3)).astype(np.uint8)
-  spec = views.ViewSpec(num=1, size=16, flip=False, colour_jitter=0.4, hue_jitter=0.3,
+  spec = stream_spec.ViewSpec(num=1, size=16, flip=False, colour_jitter=0.4, hue_jitter=0.3,
                         grayscale=0.3)
   for seed in range(10):
     rng = np.random.default_rng(seed)

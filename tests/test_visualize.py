@@ -42,8 +42,8 @@ def test_value_map_of_a_hand_made_q_peaks_at_its_box():
 
 
 def _vit(pool):
-  config = dict(patch_size=8, width=32, depth=2, num_heads=2, pool=pool, image_size=32)
-  model = vit.ViT(**config)
+  config = vit.EncoderConfig(patch_size=8, width=32, depth=2, num_heads=2, pool=pool, image_size=32)
+  model = vit.ViT(config)
   params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.uint8))['params']
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(1), len(leaves))

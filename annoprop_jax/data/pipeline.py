@@ -33,6 +33,7 @@ from annoprop_jax import storage
 from annoprop_jax.data import feature_map
 from annoprop_jax.data import scenes
 from annoprop_jax.data import scenes_dataset
+from annoprop_jax.data import stream_spec
 from annoprop_jax.data import views as views_lib
 from annoprop_jax.data import worker_processes
 
@@ -215,8 +216,8 @@ class Decoder:
 @dataclasses.dataclass(frozen=True)
 class ViewMaker:
   """Replaces the decoded image by its views (a grain random map)."""
-  views: views_lib.ViewSpec
-  local_views: views_lib.ViewSpec
+  views: stream_spec.ViewSpec
+  local_views: stream_spec.ViewSpec
 
   def __call__(self, example, rng):
     if example is None:
@@ -231,11 +232,6 @@ class ViewMaker:
     return example
 
 
-# A stream stops with a DataError past either limit (per process, or per worker process).
-UNDECODABLE_LIMITS = dict(max_undecodable_run=1000,     # undecodable records in a row
-                          max_undecodable_fraction=0.1)  # of the records read, after 1000
-
-
 class _SkipUndecodableIterator(grain.DatasetIterator):
   """Drops None elements, counts them, stops when too many of them come (a feature mapped to
   a non-image, a broken shard), and remembers the process layout in its state."""
@@ -245,7 +241,7 @@ class _SkipUndecodableIterator(grain.DatasetIterator):
     self._skipped = self._read = self._run = 0
     self._process_count = process_count
     self._num_workers = num_workers
-    self._limits = dict(UNDECODABLE_LIMITS, **(limits or {}))
+    self._limits = dict(stream_spec.UNDECODABLE_LIMITS, **(limits or {}))
 
   def __next__(self):
     while True:
@@ -283,7 +279,7 @@ class _SkipUndecodable(grain.IterDataset):
     super().__init__(parent)
     self._process_count = process_count
     self._num_workers = num_workers
-    self._limits = limits
+    self._limits = dict(stream_spec.UNDECODABLE_LIMITS, **(limits or {}))
 
   def __iter__(self):
     return _SkipUndecodableIterator(self._parent.__iter__(), self._process_count,
@@ -310,21 +306,6 @@ class _ProcessRows(grain.MapDataset):
       return self.slice(i)
     return self._parent[(i // self._rows * self._count + self._index) * self._rows
                         + i % self._rows]
-
-
-def view_specs(stream_config):
-  views = views_lib.ViewSpec(**_tuples(stream_config.views.to_dict()))
-  local = views_lib.ViewSpec(**_tuples(stream_config.local_views.to_dict()))
-  views.validate('views')
-  local.validate('local_views')
-  return views, local
-
-
-def _tuples(d):
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
-AUTO = -1   # data.<stream>.num_workers / num_threads: sized for this host (``reading_plan``)
 
 
 def host_cores():
@@ -362,8 +343,9 @@ def reading_plan(data_config, names, cores=None, saved_workers=None):
   """
   cores = cores or host_cores()
   saved_workers = saved_workers or {}
-  auto = [n for n in names if data_config[n].num_workers == AUTO and n not in saved_workers]
-  workers = {n: saved_workers[n] if data_config[n].num_workers == AUTO and n in saved_workers
+  auto_workers = [n for n in names if data_config[n].num_workers == stream_spec.AUTO]
+  auto = [n for n in auto_workers if n not in saved_workers]
+  workers = {n: saved_workers[n] if n in auto_workers and n in saved_workers
              else data_config[n].num_workers for n in names}
   spare = max(len(auto), cores - 2 - sum(w for n, w in workers.items() if n not in auto))
   if auto:
@@ -380,7 +362,7 @@ def reading_plan(data_config, names, cores=None, saved_workers=None):
   plan = {}
   for n in names:
     threads = data_config[n].num_threads
-    if threads == AUTO:
+    if threads == stream_spec.AUTO:
       threads = 2 if workers[n] else max(1, cores)      # in-process: a thread per core
     plan[n] = (workers[n], threads)
   return plan
@@ -399,47 +381,43 @@ def build_streams(data_config, names, seed, process_index=0, process_count=1, re
 
 def build_stream(source, stream_config, *, seed, global_batch_size=None, process_index=0,
                  process_count=1, reading=None):
-  """A grain IterDataset of process-local batches for one stream; the global batch size is
-  the stream's ``batch_size`` unless given, the (workers, threads) of ``reading`` its
-  ``num_workers`` and ``num_threads`` unless given (AUTO: ``reading_plan`` of this stream)."""
-  global_batch_size = global_batch_size or stream_config.batch_size
+  """A grain IterDataset of process-local batches for one stream (a ``data.<stream>`` block);
+  the global batch size is the stream's ``batch_size`` unless given, the (workers, threads) of
+  ``reading`` its ``num_workers`` and ``num_threads`` unless given (AUTO: ``reading_plan``)."""
+  spec = stream_spec.StreamSpec.from_config(stream_config)
+  global_batch_size = global_batch_size or spec.batch_size
   if reading is None:
     reading = reading_plan({'stream': stream_config}, ('stream',))['stream']
   num_workers, num_threads = reading
-  decoder = make_decoder(stream_config)
-  feature_map.check(dict(decoder.features), feature_map.source_paths(source),
-                    stream_config.dataset)
+  decoder = make_decoder(spec)
+  feature_map.check(dict(decoder.features), feature_map.source_paths(source), spec.dataset)
   if global_batch_size % process_count:
     raise ValueError(f'batch size {global_batch_size} is not divisible by the {process_count} '
                      f'JAX processes')
-  views, local_views = view_specs(stream_config)
   ds = grain.MapDataset.source(source)
   if len(ds) < process_count:
-    raise errors.ConfigError(f'dataset {stream_config.dataset!r} split '
-                             f'{stream_config.split!r} has {len(ds)} records, fewer than the '
-                             f'{process_count} JAX processes that read it')
+    raise errors.ConfigError(f'dataset {spec.dataset!r} split {spec.split!r} has {len(ds)} '
+                             f'records, fewer than the {process_count} JAX processes that read '
+                             f'it')
   ds = ds.seed(seed).shuffle().repeat(None)
   ds = ds.map(decoder) if decoder.caption_choice == 'first' else ds.random_map(decoder)
-  ds = ds.random_map(ViewMaker(views, local_views))
+  ds = ds.random_map(ViewMaker(spec.views, spec.local_views))
   # Lazy: this process decodes only its rows, with the views the global order gives them.
   ds = _ProcessRows(ds, process_index, process_count, global_batch_size // process_count)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                            prefetch_buffer_size=stream_config.prefetch),
+                                            prefetch_buffer_size=spec.prefetch),
                           allow_nones=True)
-  ds = _SkipUndecodable(ds, process_count, num_workers,
-                        {k: stream_config.get(k, v) for k, v in UNDECODABLE_LIMITS.items()})
+  ds = _SkipUndecodable(ds, process_count, num_workers, dict(
+      max_undecodable_run=spec.max_undecodable_run,
+      max_undecodable_fraction=spec.max_undecodable_fraction))
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   return worker_processes.in_workers(ds, num_workers, process_count)
 
 
-def make_decoder(stream_config):
-  """The Decoder of a stream config (``features``, ``caption_choice``, ``resize``)."""
-  features = stream_config.get('features')
-  return Decoder(stream_config.max_objects, stream_config.max_caption_bytes,
-                 features=(tuple(features.items()) if features is not None
-                           else feature_map.DEFAULT),
-                 caption_choice=stream_config.get('caption_choice', 'first'),
-                 resize=stream_config.get('resize', 0))
+def make_decoder(spec):
+  """The Decoder of a ``StreamSpec`` (``features``, ``caption_choice``, ``resize``)."""
+  return Decoder(spec.max_objects, spec.max_caption_bytes, features=spec.features,
+                 caption_choice=spec.caption_choice, resize=spec.resize)
 
 
 def batch_shapes(stream_config, batch_size):

@@ -5,7 +5,6 @@ Each view records its box in the original image (``boxes``), whether it was flip
 Colour and hue jitter, when enabled, change pixels only, never boxes; a view's whole jitter is one
 affine map of its colours, applied in one pass.
 """
-import dataclasses
 import math
 
 import cv2
@@ -15,33 +14,6 @@ from annoprop_jax.data import boxes as boxes_lib
 
 # The pipeline runs in parallel over images; OpenCV's own threads would only contend with it.
 cv2.setNumThreads(1)
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewSpec:
-  """How to cut ``num`` views of ``size`` x ``size`` pixels out of one image."""
-  num: int = 2
-  size: int = 32
-  scale: tuple = (0.25, 1.0)        # area of a view as a fraction of the image area
-  ratio: tuple = (3 / 4, 4 / 3)     # aspect ratio (width / height) range, sampled log-uniformly
-  flip: bool = True                 # random horizontal flips (mirror the view's frame)
-  colour_jitter: float = 0.0        # strength of brightness/contrast/saturation jitter, 0 = off
-  hue_jitter: float = 0.0           # max hue rotation, a fraction of the colour wheel (0-0.5)
-  grayscale: float = 0.0            # probability of converting a view to grey
-
-  def validate(self, name='views'):
-    if self.num < 0 or self.size < 1:
-      raise ValueError(f'{name}: num must be >= 0 and size >= 1, got num={self.num} size={self.size}')
-    lo, hi = self.scale
-    if not 0 < lo <= hi <= 1:
-      raise ValueError(f'{name}.scale must satisfy 0 < min <= max <= 1, got {self.scale}')
-    if not 0 < self.ratio[0] <= self.ratio[1]:
-      raise ValueError(f'{name}.ratio must satisfy 0 < min <= max, got {self.ratio}')
-    if self.colour_jitter < 0 or not 0 <= self.grayscale <= 1:
-      raise ValueError(f'{name}: colour_jitter must be >= 0 and grayscale in [0, 1]')
-    if not 0 <= self.hue_jitter <= 0.5:
-      raise ValueError(f'{name}.hue_jitter must be in [0, 0.5] (of the colour wheel), '
-                       f'got {self.hue_jitter}')
 
 
 def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):

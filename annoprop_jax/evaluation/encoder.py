@@ -28,7 +28,7 @@ def features(encoder_config, params, images, mesh, batch_size=256):
   per_step = sharding.data_parallel_size(mesh)
   batch_size = max(per_step, batch_size // per_step * per_step)
   batch_sharding = sharding.batch_sharding(mesh)
-  apply = _jitted_apply(tuple(sorted(encoder_config.items())), mesh)
+  apply = _jitted_apply(encoder_config, mesh)
   params = jax.device_put(params, sharding.replicated(mesh))
   pooled, tokens = [], []
   process, processes = jax.process_index(), jax.process_count()
@@ -47,10 +47,10 @@ def features(encoder_config, params, images, mesh, batch_size=256):
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_apply(encoder_config_items, mesh):
+def _jitted_apply(encoder_config, mesh):
   """One jitted encoder per (config, mesh): every features() call and evaluation reuses its
   compilation (all batches are padded to one shape)."""
-  model = vit.ViT(**dict(encoder_config_items))
+  model = vit.ViT(encoder_config)
   return jax.jit(lambda p, x: model.apply({'params': p}, x),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
@@ -63,18 +63,18 @@ def export(params, encoder_config, directory):
     checkpointer.save(directory / 'params', params)
   if jax.process_index() == 0:
     storage.write_atomically(directory / ENCODER_CONFIG,
-                             json.dumps(encoder_config, indent=2, sort_keys=True))
+                             json.dumps(encoder_config.to_dict(), indent=2, sort_keys=True))
   return directory
 
 
 def load_encoder(directory):
-  """(encoder_config, params) of an ``export``ed encoder; ``vit.ViT(**encoder_config)`` applies
-  them: ``ViT(**config).apply({'params': params}, images)`` -> (pooled, patch tokens)."""
+  """(vit.EncoderConfig, params) of an ``export``ed encoder, which ``vit.ViT`` applies:
+  ``ViT(config).apply({'params': params}, images)`` -> (pooled, patch tokens)."""
   directory = storage.path(directory)
   path = directory / ENCODER_CONFIG
   if not path.exists():
     raise FileNotFoundError(f'{directory} is not an exported encoder (no {ENCODER_CONFIG})')
-  encoder_config = json.loads(path.read_text())
+  encoder_config = vit.EncoderConfig.from_dict(json.loads(path.read_text()))
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(directory / 'params')
   return encoder_config, jax.tree.map(jnp.asarray, params)

@@ -7,62 +7,15 @@ for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SI
 """
 import time
 
-import ml_collections
 import numpy as np
 
 from annoprop_jax import checkpoint
-from annoprop_jax import errors
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import probes
+from annoprop_jax.evaluation import task_data
 from annoprop_jax.evaluation import tasks as tasks_lib
-
-PROBES = ('linear', 'knn', 'attentive', 'decoder')
-
-
-def default_config():
-  return ml_collections.ConfigDict(dict(
-      every_steps=0,             # probe during training every N steps and at the end (0: never)
-      params='auto',             # which encoder: 'target' (EMA), 'online', or 'auto': the EMA
-                                 # teacher for DINO and AB_DINO, the online encoder otherwise
-      dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
-      tasks=('objects', 'presence', 'count'),
-      probes=PROBES,
-      train_examples=2000,       # the first N images of each task's train split (0: all)
-      test_examples=1000,        # ... and of its test split
-      batch_size=256,            # feature extraction
-      knn_k=20,
-      epochs=30,                 # linear / attentive / decoder probes
-      learning_rates=(1e-3, 3e-3, 1e-2),   # swept on a holdout of the train features
-      # Token probes (attentive, decoder): their own learning rates, swept on the holdout at the
-      # first weight decay when there are several, and their own epochs (0: ``epochs``).
-      token_learning_rates=(1e-3,),
-      token_epochs=0,
-      # With cls pooling the last block's patch outputs get no gradient from a pooled loss
-      # (only the CLS output is read): token probes also see the CLS token, so a probe of
-      # tokens can read what a probe of the pooled vector reads (boxes: with overlap 0).
-      cls_token=True,
-      weight_decays=(0.0, 1e-4),
-      # At every evaluation, pictures of the first validation image in TensorBoard (a value
-      # map for AB runs, the attention maps, the views; single-process runs): ``visualize``.
-      visualize=True,
-  ))
-
-
-def validate(config):
-  """One-line errors for the ``evaluation`` block."""
-  unknown = [t for t in config.tasks if t not in tasks_lib.TASKS]
-  if unknown:
-    raise errors.ConfigError(
-        f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks_lib.TASKS)}')
-  unknown = [p for p in config.probes if p not in PROBES]
-  if unknown:
-    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
-  if config.params not in ('auto', 'target', 'online'):
-    raise errors.ConfigError(
-        f"evaluation.params must be 'auto', 'target' or 'online', got {config.params!r}")
-
 
 class Evaluator:
   """Probes one encoder after another on the same (cached) task images."""
@@ -70,7 +23,7 @@ class Evaluator:
   def __init__(self, eval_config, data_config, encoder_config, mesh, print_fn=print):
     self.eval_config = eval_config                # the ``evaluation`` block
     self.data_config = data_config                # the ``data`` block (data_dir, scenes)
-    self.encoder_config = encoder_config          # ViT keyword arguments, with image_size
+    self.encoder_config = encoder_config          # vit.EncoderConfig
     self.mesh = mesh
     self.print_fn = print_fn
     self._data = {}
@@ -78,11 +31,11 @@ class Evaluator:
   def _task_data(self, name):
     if name not in self._data:
       task, ec = tasks_lib.TASKS[name], self.eval_config
-      size = self.encoder_config['image_size']
+      size = self.encoder_config.image_size
       self._data[name] = (
-          tasks_lib.load(self.data_config, ec.dataset, task, task.train_split, size,
+          task_data.load(self.data_config, ec.dataset, task, task.train_split, size,
                          ec.train_examples),
-          tasks_lib.load(self.data_config, ec.dataset, task, task.test_split, size,
+          task_data.load(self.data_config, ec.dataset, task, task.test_split, size,
                          ec.test_examples))
     return self._data[name]
 
@@ -107,7 +60,7 @@ class Evaluator:
           self.encoder_config, encoder_params, train.images, self.mesh, ec.batch_size)
       test_pooled, test_tokens = encoder_lib.features(
           self.encoder_config, encoder_params, test.images, self.mesh, ec.batch_size)
-      with_cls = ec.cls_token and self.encoder_config.get('pool', 'cls') == 'cls'
+      with_cls = ec.cls_token and self.encoder_config.pool == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
         train_pooled, train_tokens = box_probes.object_features(
             train_tokens, train.image_index, train.boxes, train_pooled if with_cls else None)

@@ -30,17 +30,17 @@ _NAMES = {(192, 16): 'vit_tiny_patch16_224', (384, 8): 'vit_small_patch8_224',
 
 def model_config(encoder_config):
   """{'model_name', 'kwargs', 'mean', 'std'}: what ``timm.create_model`` needs to build the
-  encoder of ``encoder_config`` (the ViT's keyword arguments) with no classifier."""
-  width, patch = encoder_config['width'], encoder_config['patch_size']
+  encoder of ``encoder_config`` (a ``vit.EncoderConfig``) with no classifier."""
+  width, patch = encoder_config.width, encoder_config.patch_size
   name = _NAMES.get((width, patch)) or min(
       _NAMES.items(), key=lambda item: (abs(item[0][0] - width), abs(item[0][1] - patch)))[1]
-  cls = encoder_config.get('pool', 'cls') == 'cls'
-  size = encoder_config['image_size']
+  cls = encoder_config.pool == 'cls'
+  size = encoder_config.image_size
   return dict(
       model_name=name,
       kwargs=dict(img_size=size, patch_size=patch, embed_dim=width,
-                  depth=encoder_config['depth'], num_heads=encoder_config['num_heads'],
-                  mlp_ratio=encoder_config.get('mlp_ratio', 4.0), num_classes=0,
+                  depth=encoder_config.depth, num_heads=encoder_config.num_heads,
+                  mlp_ratio=encoder_config.mlp_ratio, num_classes=0,
                   class_token=cls, global_pool='token' if cls else 'avg', fc_norm=False,
                   act_layer='gelu_tanh'),    # flax's nn.gelu is the tanh approximation
       # The encoder reads uint8 x as x / 127.5 - 1 = (x / 255 - 0.5) / 0.5.
@@ -49,9 +49,9 @@ def model_config(encoder_config):
 
 def state_dict(params, encoder_config):
   """{timm parameter name: float32 numpy array} of the ViT ``params``."""
-  width = encoder_config['width']
-  patch = encoder_config['patch_size']
-  grid = encoder_config['image_size'] // patch
+  width = encoder_config.width
+  patch = encoder_config.patch_size
+  grid = encoder_config.image_size // patch
   arr = lambda x: np.asarray(x, np.float32)
   out = {
       'patch_embed.proj.weight': arr(params['embedding']['kernel']).transpose(3, 2, 0, 1),
@@ -59,18 +59,18 @@ def state_dict(params, encoder_config):
       'norm.weight': arr(params['encoder_norm']['scale']),
       'norm.bias': arr(params['encoder_norm']['bias']),
   }
-  if encoder_config.get('posemb', 'learned') == 'learned':
+  if encoder_config.posemb == 'learned':
     pos = arr(params['pos_embedding'])
     if pos.shape[1] != grid * grid:
       raise ValueError(f'pos_embedding has {pos.shape[1]} positions, not the {grid}x{grid} of '
-                       f'image_size {encoder_config["image_size"]}')
+                       f'image_size {encoder_config.image_size}')
   else:                         # timm learns its position embedding: export the fixed values
     pos = np.asarray(vit.sincos_posemb(grid, grid, width))
-  if encoder_config.get('pool', 'cls') == 'cls':
+  if encoder_config.pool == 'cls':
     out['cls_token'] = arr(params['cls'])
     pos = np.concatenate([np.zeros((1, 1, width), np.float32), pos], axis=1)
   out['pos_embed'] = pos
-  for i in range(encoder_config['depth']):
+  for i in range(encoder_config.depth):
     block, prefix = params[f'block{i}'], f'blocks.{i}.'
     attention = block['MultiHeadDotProductAttention_0']
     for norm, name in (('LayerNorm_0', 'norm1'), ('LayerNorm_1', 'norm2')):

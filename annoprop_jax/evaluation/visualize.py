@@ -30,6 +30,7 @@ from annoprop_jax import storage
 from annoprop_jax.data import boxes as boxes_lib
 from annoprop_jax.data import feature_map
 from annoprop_jax.data import pipeline
+from annoprop_jax.data import stream_spec
 from annoprop_jax.data import views as views_lib
 from annoprop_jax.evaluation import attention_maps
 from annoprop_jax.evaluation import value_maps
@@ -195,7 +196,7 @@ def load_images(config, paths, count):
     source = pipeline.open_source(config.data, annotation.dataset, 'validation')
   except ValueError:
     source = pipeline.open_source(config.data, annotation.dataset, annotation.split)
-  decoder = pipeline.make_decoder(annotation)
+  decoder = pipeline.make_decoder(stream_spec.StreamSpec.from_config(annotation))
   images, object_boxes = [], []
   for i in range(min(count, len(source))):
     example = decoder(source[i])
@@ -240,10 +241,10 @@ def _class_names(config):
 
 
 @functools.lru_cache(maxsize=4)
-def _jitted_attention(encoder_config_items):
+def _jitted_attention(encoder_config):
   """One compiled attention-map function per encoder: each evaluation's pictures reuse it."""
   return jax.jit(lambda params, images: attention_maps.last_block_attention(
-      dict(encoder_config_items), params, images))
+      encoder_config, params, images))
 
 
 class Pictures:
@@ -266,10 +267,10 @@ class Pictures:
       self.annotation_batch = annotation_batch
       self.values = value_maps.RunValues(self.objective, state, annotation_batch, step,
                                          config.data.bootstrap.views.size)
-    self._attention = _jitted_attention(tuple(sorted(encoder_config.items())))
+    self._attention = _jitted_attention(encoder_config)
 
   def attention(self, image):
-    patch = self.encoder_config['patch_size']
+    patch = self.encoder_config.patch_size
     size = max(patch, image.shape[0] // patch * patch)
     resized = views_lib.crop(image, boxes_lib.UNIT_BOX, size)
     maps = np.asarray(self._attention(self.encoder, jnp.asarray(resized[None])))[0]
@@ -282,7 +283,7 @@ class Pictures:
 
   def views(self, image, index):
     rng = np.random.default_rng(self.seed * 1000 + index)
-    spec = lambda name: pipeline.view_specs(self.config.data[name])[0]
+    spec = lambda name: stream_spec.StreamSpec.from_config(self.config.data[name]).views
     annotation = views_lib.make_views(image, rng, spec('annotation'))
     stream = 'bootstrap' if 'bootstrap' in self.config.data else 'annotation'
     return draw_views(image, annotation, views_lib.make_views(image, rng, spec(stream)))

@@ -23,7 +23,7 @@ from annoprop_jax.models import vit
 
 
 class Network(nn.Module):
-  encoder_kwargs: dict                   # ViT keyword arguments
+  encoder_config: vit.EncoderConfig
   head: nn.Module
   annotation_encoder: Optional[nn.Module] = None
   decoder_kwargs: Optional[dict] = None  # AnnotationDecoder keyword arguments (AB only)
@@ -31,7 +31,7 @@ class Network(nn.Module):
   ab_candidate_head: Optional[nn.Module] = None
 
   def setup(self):
-    self.encoder = vit.ViT(**self.encoder_kwargs)
+    self.encoder = vit.ViT(self.encoder_config)
     if self.decoder_kwargs is not None:
       self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
 

@@ -1,4 +1,5 @@
 """Vision Transformer encoder (big_vision style) returning a pooled vector and patch tokens."""
+import dataclasses
 from typing import Optional
 
 import flax.linen as nn
@@ -31,9 +32,7 @@ def vit_size(name):
 
 
 def sincos_posemb(num_rows, num_cols, width, temperature=10_000.0):
-  """Fixed 2D sine-cosine position embedding, (1, rows * cols, width)."""
-  if width % 4:
-    raise ValueError(f'width {width} must be divisible by 4 for the 2D sincos embedding')
+  """Fixed 2D sine-cosine position embedding, (1, rows * cols, width); width divisible by 4."""
   y, x = np.mgrid[:num_rows, :num_cols]
   omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 if width > 4 else 1))
   y = y.reshape(-1)[:, None] * omega[None]
@@ -42,15 +41,60 @@ def sincos_posemb(num_rows, num_cols, width, temperature=10_000.0):
                      jnp.float32)
 
 
+POOLS = ('cls', 'mean')
+POSEMBS = ('learned', 'sincos')
+DTYPES = ('float32', 'bfloat16')
+REMAT_POLICIES = ('none', 'full', 'dots')
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """The ViT's architecture: ``config.model`` plus the training resolution. Checks itself on
+  creation (ValueError, one line naming the field); the ViT trusts it."""
+  patch_size: int = 16
+  width: int = 384
+  depth: int = 12
+  num_heads: int = 6
+  mlp_ratio: float = 4.0
+  pool: str = 'cls'              # 'cls' or 'mean'
+  posemb: str = 'learned'        # 'learned' or 'sincos'
+  dtype: str = 'float32'         # compute dtype; params stay float32
+  remat: str = 'none'            # 'none', 'full' (recompute each block) or 'dots' (keep matmuls)
+  attention: str = 'auto'        # attention.IMPLEMENTATIONS
+  image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
+
+  def __post_init__(self):
+    for name, allowed in (('pool', POOLS), ('posemb', POSEMBS), ('dtype', DTYPES),
+                          ('remat', REMAT_POLICIES), ('attention', attention_lib.IMPLEMENTATIONS)):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
+    if self.width % self.num_heads:
+      raise ValueError(f'width {self.width} is not divisible by num_heads {self.num_heads}')
+    if self.posemb == 'sincos' and self.width % 4:
+      raise ValueError(f'width {self.width} must be divisible by 4 for the 2D sincos embedding')
+    if self.attention == 'cudnn' and self.dtype != 'bfloat16':
+      raise ValueError("attention='cudnn' needs dtype='bfloat16' (cuDNN's flash attention "
+                       "takes bf16 or fp16 only)")
+    if self.image_size is not None and self.image_size % self.patch_size:
+      raise ValueError(f'image_size {self.image_size} is not divisible by patch_size '
+                       f'{self.patch_size}')
+
+  @classmethod
+  def from_dict(cls, fields):
+    """From a dict of the fields (an export's encoder_config.json: older ones lack some)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+
 def remat_block(block, policy):
-  """``block`` rematerialised in the backward pass by ``policy`` (see ``ViT.remat``)."""
-  if policy == 'none':
-    return block
+  """``block`` rematerialised in the backward pass by ``policy`` (see ``EncoderConfig.remat``)."""
   if policy == 'full':
     return nn.remat(block)
   if policy == 'dots':
     return nn.remat(block, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
-  raise ValueError(f'unknown remat policy {policy!r}: use none, full or dots')
+  return block
 
 
 class MlpBlock(nn.Module):
@@ -87,58 +131,49 @@ class EncoderBlock(nn.Module):
 
 
 class ViT(nn.Module):
-  """ViT encoder.
+  """ViT encoder of an ``EncoderConfig``.
 
   Input: images (B, H, W, 3), uint8 in [0, 255] or float already in [-1, 1].
   Output: ``(pooled (B, width), patch_tokens (B, N, width))`` in float32.
   """
-  patch_size: int = 16
-  width: int = 384
-  depth: int = 12
-  num_heads: int = 6
-  mlp_ratio: float = 4.0
-  pool: str = 'cls'              # 'cls' or 'mean'
-  posemb: str = 'learned'        # 'learned' or 'sincos'
-  dtype: str = 'float32'         # compute dtype; params stay float32
-  remat: str = 'none'            # 'none', 'full' (recompute each block) or 'dots' (keep matmuls)
-  attention: str = 'auto'        # 'auto', 'plain', 'xla' or 'cudnn' (models/attention.py)
-  image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
+  config: EncoderConfig
 
   @nn.compact
   def __call__(self, images):
-    dtype = jnp.dtype(self.dtype)
+    c = self.config
+    dtype = jnp.dtype(c.dtype)
     if images.dtype == jnp.uint8:
       images = images.astype(jnp.float32) / 127.5 - 1.0
     b, h, w, _ = images.shape
-    p = self.patch_size
+    p = c.patch_size
     if h % p or w % p:
       raise ValueError(f'image size {(h, w)} is not divisible by the patch size {p}')
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
+    x = nn.Conv(c.width, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
                 name='embedding')(images.astype(dtype))
     rows, cols = h // p, w // p
-    x = x.reshape(b, rows * cols, self.width)
-    if self.posemb == 'learned':
-      grid = (self.image_size // p,) * 2 if self.image_size else (rows, cols)
-      pos = self.param('pos_embedding', nn.initializers.normal(1 / np.sqrt(self.width)),
-                       (1, grid[0] * grid[1], self.width), jnp.float32)
-      if grid != (rows, cols):   # e.g. DINO's local views
-        pos = jax.image.resize(pos.reshape(1, *grid, self.width), (1, rows, cols, self.width),
-                               'bilinear').reshape(1, rows * cols, self.width)
-    elif self.posemb == 'sincos':
-      pos = sincos_posemb(rows, cols, self.width)
-    else:
-      raise ValueError(f'unknown posemb {self.posemb!r}')
-    x = x + pos.astype(dtype)
-    if self.pool == 'cls':
-      cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width), jnp.float32)
-      x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, self.width)), x], axis=1)
-    elif self.pool != 'mean':
-      raise ValueError(f'unknown pool {self.pool!r}: use "cls" or "mean"')
-    block = remat_block(EncoderBlock, self.remat)
-    for i in range(self.depth):
-      x = block(self.num_heads, int(self.width * self.mlp_ratio), dtype=dtype,
-                attention=self.attention, name=f'block{i}')(x)
+    x = x.reshape(b, rows * cols, c.width) + self._position_embedding(rows, cols).astype(dtype)
+    if c.pool == 'cls':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, c.width), jnp.float32)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, c.width)), x], axis=1)
+    block = remat_block(EncoderBlock, c.remat)
+    for i in range(c.depth):
+      x = block(c.num_heads, int(c.width * c.mlp_ratio), dtype=dtype, attention=c.attention,
+                name=f'block{i}')(x)
     x = layer_norm.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
-    if self.pool == 'cls':
+    if c.pool == 'cls':
       return x[:, 0], x[:, 1:]
     return x.mean(axis=1), x
+
+  def _position_embedding(self, rows, cols):
+    """(1, rows * cols, width): learned at the training grid (resized for another), or
+    fixed sine-cosine."""
+    c = self.config
+    if c.posemb == 'sincos':
+      return sincos_posemb(rows, cols, c.width)
+    grid = (c.image_size // c.patch_size,) * 2 if c.image_size else (rows, cols)
+    pos = self.param('pos_embedding', nn.initializers.normal(1 / np.sqrt(c.width)),
+                     (1, grid[0] * grid[1], c.width), jnp.float32)
+    if grid != (rows, cols):   # e.g. DINO's local views
+      pos = jax.image.resize(pos.reshape(1, *grid, c.width), (1, rows, cols, c.width),
+                             'bilinear').reshape(1, rows * cols, c.width)
+    return pos

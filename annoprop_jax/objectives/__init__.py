@@ -33,6 +33,13 @@ def is_bootstrapped(name):
   return name in AB_VARIANTS
 
 
+def streams(name):
+  """The streams an objective reads: ('annotation',), and 'bootstrap' with AB."""
+  base_method(name)
+  return (bootstrap.AnnotationBootstrapping.streams if is_bootstrapped(name)
+          else method_lib.PlainObjective.streams)
+
+
 def default_config(name):
   config = base_method(name).default_config()
   if is_bootstrapped(name):

@@ -30,6 +30,7 @@ from annoprop_jax.objectives import method as method_lib
 Network = network_lib.Network
 
 IOU_BINS = ('0', '0-0.2', '0.2-0.5', '0.5-0.8', '>0.8')
+AGGREGATES = ('max', 'expectation')     # of Q_target over the next moves
 _IOU_EDGES = ((-1.0, 0.0), (0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.01))
 
 
@@ -78,10 +79,8 @@ def bootstrapped_target(p_next, q_next, gamma, aggregate, nexts):
     q = jnp.where(mask, q_next[:, None], 0.0)               # (B, i, j, k, L), probabilities >= 0
     if aggregate == 'max':
       m = q.max(axis=3)
-    elif aggregate == 'expectation':
+    else:                                                   # 'expectation'
       m = q.sum(axis=3) / jnp.maximum(mask.sum(axis=3), 1)
-    else:
-      raise ValueError(f'unknown aggregate {aggregate!r}: max or expectation')
     m = m / jnp.maximum(m.sum(-1, keepdims=True), 1e-12)
     y = (1.0 - gamma) * y + gamma * m
   return jax.lax.stop_gradient(y)
@@ -177,7 +176,7 @@ def decoder_kwargs(ab_config, encoder_config):
   """The annotation decoder's keyword arguments: ``objective.bootstrap``'s decoder and box
   blocks, computed in the encoder's dtype with its attention."""
   return dict(**ab_config.decoder.to_dict(), **ab_config.box.to_dict(),
-              dtype=encoder_config['dtype'], attention=encoder_config['attention'])
+              dtype=encoder_config.dtype, attention=encoder_config.attention)
 
 
 class AnnotationBootstrapping:
@@ -242,9 +241,9 @@ class AnnotationBootstrapping:
 def validate(config):
   """One-line errors for ``objective.bootstrap`` of the experiment ``config``."""
   ab, num_views = config.objective.bootstrap, config.data.bootstrap.views.num
-  if ab.aggregate not in ('max', 'expectation'):
+  if ab.aggregate not in AGGREGATES:
     raise errors.ConfigError(
-        f'objective.bootstrap.aggregate must be max or expectation, got {ab.aggregate!r}')
+        f'objective.bootstrap.aggregate must be one of {AGGREGATES}, got {ab.aggregate!r}')
   if not 0 <= ab.gamma <= 1:
     raise errors.ConfigError(f'objective.bootstrap.gamma must be in [0, 1], got {ab.gamma}')
   _, nexts = pair_masks(num_views, ab.include_diagonal, ab.next_include_identity,

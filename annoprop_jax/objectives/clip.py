@@ -101,7 +101,7 @@ class CLIP(method.Method):
     tower = CaptionTower(c.embed_dim, dict(
         width=c.text_width, depth=c.text_depth, num_heads=c.text_num_heads,
         mlp_ratio=c.text_mlp_ratio, max_len=c.text_max_len,
-        dtype=self.encoder_config['dtype'], attention=self.encoder_config['attention']),
+        dtype=self.encoder_config.dtype, attention=self.encoder_config.attention),
                          c.init_logit_scale, c.max_logit_scale)
     modules = dict(head=heads.Projection(c.embed_dim), annotation_encoder=tower)
     if bootstrap:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from annoprop_jax.models import network as network_lib
+from annoprop_jax.models import vit
 
 Array = Any
 MethodState = dict          # {name: array}; {} for a method without one
@@ -82,11 +83,11 @@ class Method(abc.ABC):
   ab_name: ClassVar[str]        # its AB variant's objective name ('ab_' + name; AB_Sup: ab_sup)
   probe_params: ClassVar[str]   # the encoder its probes read by default: 'online' or 'target'
 
-  def __init__(self, config: ml_collections.ConfigDict, encoder_config: dict,
+  def __init__(self, config: ml_collections.ConfigDict, encoder_config: vit.EncoderConfig,
                decoder: Optional[dict] = None):
     self.config = config                  # the ``objective`` block
-    self.encoder_config = encoder_config  # the ViT's keyword arguments
-    self.net = network_lib.Network(encoder_kwargs=encoder_config, decoder_kwargs=decoder,
+    self.encoder_config = encoder_config
+    self.net = network_lib.Network(encoder_config=encoder_config, decoder_kwargs=decoder,
                                    **self.modules(bootstrap=decoder is not None))
 
   @staticmethod

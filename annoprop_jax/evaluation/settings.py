@@ -1,0 +1,49 @@
+"""The ``evaluation`` block: its defaults and its checks (light: the config schema imports it)."""
+import ml_collections
+
+from annoprop_jax import errors
+from annoprop_jax.evaluation import tasks
+
+PROBES = ('linear', 'knn', 'attentive', 'decoder')
+PARAMS = ('auto', 'target', 'online')
+
+
+def default_config():
+  return ml_collections.ConfigDict(dict(
+      every_steps=0,             # probe during training every N steps and at the end (0: never)
+      params='auto',             # which encoder: 'target' (EMA), 'online', or 'auto': the EMA
+                                 # teacher for DINO and AB_DINO, the online encoder otherwise
+      dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
+      tasks=('objects', 'presence', 'count'),
+      probes=PROBES,
+      train_examples=2000,       # the first N images of each task's train split (0: all)
+      test_examples=1000,        # ... and of its test split
+      batch_size=256,            # feature extraction
+      knn_k=20,
+      epochs=30,                 # linear / attentive / decoder probes
+      learning_rates=(1e-3, 3e-3, 1e-2),   # swept on a holdout of the train features
+      # Token probes (attentive, decoder): their own learning rates, swept on the holdout at the
+      # first weight decay when there are several, and their own epochs (0: ``epochs``).
+      token_learning_rates=(1e-3,),
+      token_epochs=0,
+      # With cls pooling the last block's patch outputs get no gradient from a pooled loss
+      # (only the CLS output is read): token probes also see the CLS token, so a probe of
+      # tokens can read what a probe of the pooled vector reads (boxes: with overlap 0).
+      cls_token=True,
+      weight_decays=(0.0, 1e-4),
+      # At every evaluation, pictures of the first validation image in TensorBoard (a value
+      # map for AB runs, the attention maps, the views; single-process runs): ``visualize``.
+      visualize=True,
+  ))
+
+
+def validate(config):
+  """One-line errors for the ``evaluation`` block."""
+  unknown = [t for t in config.tasks if t not in tasks.TASKS]
+  if unknown:
+    raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)}')
+  unknown = [p for p in config.probes if p not in PROBES]
+  if unknown:
+    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
+  if config.params not in PARAMS:
+    raise errors.ConfigError(f'evaluation.params must be one of {PARAMS}, got {config.params!r}')
