@@ -2,7 +2,9 @@
 import contextlib
 import dataclasses
 import itertools
+from typing import Any, Optional
 
+from clu import parameter_overview
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -25,6 +27,7 @@ from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import stream_spec
 from annoprop_jax.evaluation import evaluator as evaluator_lib
+from annoprop_jax.evaluation import visualize
 
 
 def check_batch_sizes(config, mesh, streams):
@@ -198,15 +201,13 @@ def train(config, workdir, print_fn=print, on_step=None, allow_config_change=Fal
 def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
-  Every step reads a batch of each stream and takes one train step; then the logger logs, the
-  checkpointer saves and the evaluator probes when each is due, a stop request (SIGTERM) ends
-  the run after a checkpoint (without the evaluation of that step), and nothing is logged,
-  saved or probed at or past a non-finite step. The inputs are checked before anything is
-  written: a resume whose config differs from its checkpoint's in what the run depends on
-  (``configuration.resume_identity``) is refused unless ``allow_config_change``. Whatever
-  happens, the checkpointer, the logger and the data workers are closed.
-  ``on_step(step, state)``, if given, runs on the host after every step; its time, like the
-  evaluations', is left out of the logged throughput.
+  The inputs are checked before anything is written: a resume whose config differs from its
+  checkpoint's in what the run depends on (``configuration.resume_identity``) is refused unless
+  ``allow_config_change``, and the first step's batches are read and checked. Then every step
+  reads a batch of each stream, takes one train step and asks the run's collaborators
+  (``_Collaborators``) what is due. Whatever happens, the checkpointer, the logger and the data
+  workers are closed. ``on_step(step, state)``, if given, runs on the host after every step;
+  its time, like the evaluations', is left out of the logged throughput.
   """
   mesh = sharding.make_mesh(config.mesh)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
@@ -215,17 +216,10 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   objective.method.check_data(infos)
   identity = {**configuration.resume_identity(config), **pipeline.dataset_identity(infos)}
   with contextlib.ExitStack() as closing:
-    reading = pipeline.reading_plan(config.data, objective.streams,
-                                    saved_workers=checkpoint.saved_worker_counts(workdir))
-    _log_reading(config, reading, print_fn)
-    datasets = pipeline.build_streams(config.data, objective.streams, config.seed,
-                                      jax.process_index(), jax.process_count(), reading)
-    iterators = {name: iter(ds) for name, ds in datasets.items()}
-    for it in iterators.values():
-      closing.callback(it.close)        # stops grain worker processes, if any
+    iterators = _open_streams(config, objective.streams, workdir, closing, print_fn)
     # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
-    example = {name: pipeline.zeros_batch(config.data[name]) for name in datasets}
-    program = build_program(config, mesh, objective, example)
+    program = build_program(config, mesh, objective, {
+        name: pipeline.zeros_batch(config.data[name]) for name in objective.streams})
     checkpoint_recovery.remove_interrupted_saves(workdir, print_fn)
     checkpointer = checkpoint.Checkpointer(workdir, config.checkpoint_every,
                                            config.keep_checkpoints, iterators,
@@ -239,63 +233,110 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
       print_fn(f'Stopped before step {step + 1} (signal {by}); rerun the same command to '
                'resume.')
       return state
-    # The first step's batches are read (and checked) before anything is written.
     stream = _checked_batches(objective, iterators)
     first = [next(stream)] if step < config.total_steps else []
-    stream = itertools.chain(first, stream)
     if jax.process_index() == 0:
       _write_config(workdir, config)
-    evaluator = None
-    if config.evaluation.every_steps:
-      evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                          configuration.encoder_config(config), mesh, print_fn)
-    probed = objectives.probe_params(config.objective, config.evaluation.params)
-    # Opening the logger drops what a killed run logged past the restored step.
-    logger = metrics_lib.MetricsLogger(
-        workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
-        images_per_step=sum(config.data[name].batch_size for name in datasets))
-    closing.callback(logger.close)
-    _log_run_start(config, logger, first, step, state, workdir, print_fn)
-    pictures = _Pictures(config) if evaluator is not None and config.evaluation.visualize else None
-    profiler = profiling.StepProfiler(config.profile_steps, workdir, print_fn)
-    closing.callback(profiler.close)
-    finite = _FiniteGuard(checkpointer)
+    run = _Collaborators.open(config, workdir, mesh, checkpointer, first, state, closing,
+                              print_fn)
+    stream = itertools.chain(first, stream)
     while step < config.total_steps:
       batches = next(stream)
-      profiler.before(step + 1)
+      run.profiler.before(step + 1)
       state, metrics = program.train_step(state, sharding.global_batch(
           {name: pipeline.device_part(b) for name, b in batches.items()}, mesh))
       step += 1
-      finite.record(step, metrics.pop('finite'))
-      logger.add(metrics)
-      profiler.after(step, state)
+      run.record(step, state, metrics)
       stopping = stop.agreed(step)
-      final = stopping or step == config.total_steps
-      log, save = logger.due(step, final), checkpointer.due(step, final)
-      evaluate = (not stopping and evaluator is not None
-                  and evaluator.due(step, config.total_steps))
-      if log or save or evaluate or on_step is not None:
-        finite.check()
-      if log:
-        logger.write_step(step, pipeline.stream_metrics(batches))
-      if save:
-        checkpointer.save(step, state_lib.to_pytree(state))
-      with logger.paused():
-        if evaluate:
-          results = evaluator(evaluator_lib.probed_encoder(probed, state.params,
-                                                           state.target_params))
-          logger.write_evaluation(step, results)
-          print_fn(evaluator_lib.table(results, step))
-          if pictures is not None:
-            for tag, image in pictures(state, step, batches).items():
-              logger.write_image(tag, image, step)
-        if on_step is not None:
-          on_step(step, state)
+      run.act(step, state, batches, stopping, on_step)
       if stopping:
         print_fn(f'Stopped at step {step} (signal {stop.signal or "on another process"}); '
                  'rerun the same command to resume.')
         break
   return state
+
+
+def _open_streams(config, names, workdir, closing, print_fn):
+  """{name: iterator} of the streams, read as the reading plan says (a resume keeps the
+  worker counts its iterators were saved with); closed with ``closing``."""
+  reading = pipeline.reading_plan(config.data, names,
+                                  saved_workers=checkpoint.saved_worker_counts(workdir))
+  _log_reading(config, reading, print_fn)
+  datasets = pipeline.build_streams(config.data, names, config.seed, jax.process_index(),
+                                    jax.process_count(), reading)
+  iterators = {name: iter(ds) for name, ds in datasets.items()}
+  for it in iterators.values():
+    closing.callback(it.close)        # stops grain worker processes, if any
+  return iterators
+
+
+@dataclasses.dataclass
+class _Collaborators:
+  """What the loop asks after each step: the logger (log now?), the checkpointer (save now?),
+  the evaluator and its pictures (probe now?), the profiler and the finiteness guard, which
+  keeps anything at or past a non-finite step from being logged, saved or probed."""
+  config: Any
+  print_fn: Any
+  checkpointer: checkpoint.Checkpointer
+  logger: metrics_lib.MetricsLogger
+  profiler: profiling.StepProfiler
+  finite: '_FiniteGuard'
+  evaluator: Optional[evaluator_lib.Evaluator] = None
+  pictures: Optional['_Pictures'] = None
+
+  @classmethod
+  def open(cls, config, workdir, mesh, checkpointer, first, state, closing, print_fn):
+    step = int(state.step)
+    evaluator = pictures = None
+    if config.evaluation.every_steps:
+      evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
+                                          configuration.encoder_config(config), mesh, print_fn)
+      pictures = _Pictures(config) if config.evaluation.visualize else None
+    # Opening the logger drops what a killed run logged past the restored step.
+    logger = metrics_lib.MetricsLogger(
+        workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
+        images_per_step=sum(stream.batch_size for stream in configuration.streams(
+            config).values()))
+    closing.callback(logger.close)
+    _log_run_start(config, logger, first, step, state, workdir, print_fn)
+    profiler = profiling.StepProfiler(config.profile_steps, workdir, print_fn)
+    closing.callback(profiler.close)
+    return cls(config, print_fn, checkpointer, logger, profiler, _FiniteGuard(checkpointer),
+               evaluator, pictures)
+
+  def record(self, step, state, metrics):
+    """What the step returned: its finiteness flag and metrics (no host sync)."""
+    self.finite.record(step, metrics.pop('finite'))
+    self.logger.add(metrics)
+    self.profiler.after(step, state)
+
+  def act(self, step, state, batches, stopping, on_step):
+    """Logs, saves, probes (not when stopping) and calls ``on_step``, each when due."""
+    final = stopping or step == self.config.total_steps
+    log, save = self.logger.due(step, final), self.checkpointer.due(step, final)
+    evaluate = (not stopping and self.evaluator is not None
+                and self.evaluator.due(step, self.config.total_steps))
+    if log or save or evaluate or on_step is not None:
+      self.finite.check()
+    if log:
+      self.logger.write_step(step, pipeline.stream_metrics(batches))
+    if save:
+      self.checkpointer.save(step, state_lib.to_pytree(state))
+    with self.logger.paused():
+      if evaluate:
+        self._evaluate(step, state, batches)
+      if on_step is not None:
+        on_step(step, state)
+
+  def _evaluate(self, step, state, batches):
+    probed = objectives.probe_params(self.config.objective, self.config.evaluation.params)
+    results = self.evaluator(evaluator_lib.probed_encoder(probed, state.params,
+                                                          state.target_params))
+    self.logger.write_evaluation(step, results)
+    self.print_fn(evaluator_lib.table(results, step))
+    if self.pictures is not None:
+      for tag, image in self.pictures(state, step, batches).items():
+        self.logger.write_image(tag, image, step)
 
 
 def _log_reading(config, reading, print_fn):
@@ -311,7 +352,6 @@ def _log_run_start(config, logger, first, step, state, workdir, print_fn):
   TensorBoard the config (text and hparams) and the views of the first batch of each stream."""
   if jax.process_index() != 0:
     return
-  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   storage.write_atomically(storage.path(workdir) / 'parameters.txt',
                            parameter_overview.get_parameter_overview(state.params,
                                                                      include_stats=False))
@@ -335,8 +375,7 @@ class _Pictures:
   validation image; single-process runs only (the pictures compute on one host)."""
 
   def __init__(self, config):
-    from annoprop_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
-    self.visualize, self.config = visualize, config
+    self.config = config
     self.image = None
     if jax.process_count() == 1:
       images, boxes = visualize.load_images(config, (), 1)
@@ -345,7 +384,7 @@ class _Pictures:
   def __call__(self, state, step, batches):
     if self.image is None:
       return {}
-    return self.visualize.tensorboard_pictures(
+    return visualize.tensorboard_pictures(
         self.config, configuration.encoder_config(self.config), state_lib.to_pytree(state),
         step, self.image, self.boxes, pipeline.device_part(batches['annotation']))
 

@@ -14,6 +14,7 @@ then timm's nearest ViT, every field of which the kwargs override.
 import json
 
 import numpy as np
+import safetensors.numpy
 
 from annoprop_jax import storage
 from annoprop_jax.models import vit
@@ -92,7 +93,6 @@ def state_dict(params, encoder_config):
 
 def export(params, encoder_config, directory):
   """Writes ``model.safetensors`` (timm's names) and ``timm_config.json`` to ``directory``."""
-  import safetensors.numpy  # pylint: disable=g-import-not-at-top
   directory = storage.path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   with storage.local_file(directory / WEIGHTS) as tmp:
