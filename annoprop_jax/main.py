@@ -29,6 +29,16 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def command_help(name):
+  """``COMMAND --help``: the command's summary and the flags of the modules of
+  ``annoprop_jax.commands`` that it loaded (its own and the shared ones)."""
+  lines = [f'python -m annoprop_jax.main {name} [--flags]: {commands.TABLE[name].summary}']
+  for module_name, _ in sorted(flags.FLAGS.flags_by_module_dict().items()):
+    if module_name.startswith('annoprop_jax.commands'):
+      lines += ['', flags.FLAGS.module_help(module_name).strip('\n')]
+  return '\n'.join(lines)
+
+
 def run(argv):
   """Runs ``argv[1]``, a command of ``commands.TABLE``, with the flags that follow it."""
   name = argv[1] if len(argv) > 1 else None
@@ -39,6 +49,9 @@ def run(argv):
     # First thing: a SIGTERM during the imports below already stops the run cleanly.
     stop_request.StopRequest()
   module = importlib.import_module(f'annoprop_jax.commands.{commands.TABLE[name].module}')
+  if {'-h', '--help'} & set(argv[2:]):
+    print(command_help(name))
+    sys.exit(0)
   app.run(module.main, argv=[argv[0], *argv[2:]], flags_parser=parse_flags)
 
 

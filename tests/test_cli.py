@@ -99,3 +99,13 @@ def test_class_count_mismatch_is_one_clear_line(tmp_path, tiny_data_dir):
                  '--config.objective.num_classes=12'], tiny_data_dir)
   assert result.returncode == 2
   assert 'objective.num_classes=12 but dataset' in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize('command, own_flag, other_flag', [
+    ('prepare', '--input', '--config'), ('export', '--workdir', '--input')])
+def test_command_help_lists_that_commands_flags(command, own_flag, other_flag):
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', command, '--help'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith(f'python -m annoprop_jax.main {command} [--flags]: ')
+  assert f'  {own_flag}:' in result.stdout and f'  {other_flag}:' not in result.stdout
