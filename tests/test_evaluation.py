@@ -172,7 +172,13 @@ def test_probes_during_training_then_evaluate_and_export(tmp_path, tiny_data_dir
   np.testing.assert_array_equal(weights['blocks.0.mlp.fc1.weight'],
                                 np.asarray(target_params['encoder']['block0']['MlpBlock_0']
                                            ['Dense_0']['kernel']).T)
-  assert len(weights) == len(timm_format.state_dict(params, encoder_config))
+  # Every parameter of timm's VisionTransformer, and nothing else.
+  per_block = [f'{layer}.{kind}' for layer in ('norm1', 'attn.qkv', 'attn.proj', 'norm2',
+                                               'mlp.fc1', 'mlp.fc2') for kind in ('weight', 'bias')]
+  assert set(weights) == {
+      'patch_embed.proj.weight', 'patch_embed.proj.bias', 'pos_embed', 'norm.weight',
+      'norm.bias', *(['cls_token'] if encoder_config.pool == 'cls' else []),
+      *(f'blocks.{i}.{name}' for i in range(encoder_config.depth) for name in per_block)}
 
 
 def test_token_probes_get_their_own_sweep_and_epochs(monkeypatch, tiny_data_dir):

@@ -25,12 +25,11 @@ def test_mean_average_precision_by_hand():
                      [0.5, 0.3, 0.5]])
   targets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 0]])
   # class 0, ranked rows 0..4: positives at ranks 1, 3, 5 -> precisions 1/1, 2/3, 3/5.
-  ap0 = (1 + 2 / 3 + 3 / 5) / 3
+  # AP0 = (1 + 2/3 + 3/5) / 3 = 34/45.
   # class 1, ranked rows 1 (pos), 2, 4 (pos), 3, 0 -> precisions 1/1, 2/3.
-  ap1 = (1 + 2 / 3) / 2
-  # class 2 has no positive: skipped.
-  assert probes.mean_average_precision(scores, targets) == pytest.approx((ap0 + ap1) / 2)
-  assert (ap0 + ap1) / 2 == pytest.approx(143 / 180)
+  # AP1 = (1 + 2/3) / 2 = 5/6.
+  # class 2 has no positive: skipped. mAP = (34/45 + 5/6) / 2 = 143/180.
+  assert probes.mean_average_precision(scores, targets) == pytest.approx(143 / 180)
   # Perfectly ranked scores.
   assert probes.mean_average_precision(targets[:, :2] + 0.1 * scores[:, :2],
                                        targets[:, :2]) == 1.0
@@ -161,10 +160,14 @@ def test_every_test_row_is_scored():
   result = probes.linear_probe(*train, *test, kind='class', num_classes=3, config=config,
                                return_predictions=True)
   assert result['predictions'].shape == (257, 3)
-  assert result['score'] == np.mean(result['predictions'].argmax(1) == test[1])
-  again = probes.linear_probe(*train, *test, kind='class', num_classes=3, config=config,
-                              return_predictions=True)
+  # Score the same (seeded) probe against labels that agree with its predictions on every row
+  # but the last, the one row of the padded last batch: 256 of 257 rows are right.
+  agreeing = result['predictions'].argmax(1)
+  agreeing[-1] = (agreeing[-1] + 1) % 3
+  again = probes.linear_probe(*train, test[0], agreeing, kind='class', num_classes=3,
+                              config=config, return_predictions=True)
   np.testing.assert_array_equal(again['predictions'], result['predictions'])   # seeded
+  assert again['score'] == 256 / 257
   # Batches of 64 (the last one padded) give the predictions of one batch of all 257 rows.
   model = probes.LinearHead(3)
   params = probes.fit(model, *train, kind='class', learning_rate=1e-2, weight_decay=0.0,

@@ -238,7 +238,18 @@ def test_every_config_lowers_on_a_sharded_mesh_at_toy_size(path):
   config.mesh.update(data=2, fsdp=2, tensor=2)
   lowered, mesh = aot.lower(config, jax.devices()[:8])
   assert dict(mesh.shape) == {'data': 2, 'fsdp': 2, 'tensor': 2}
-  assert 'sharding' in lowered.as_text()
+  text = lowered.as_text()
+  assert 'mhlo.num_partitions = 8' in text
+  signature = text[text.index('func.func public @main'):]
+  signature = signature[:signature.index('{\n')]
+  arguments = re.findall(r'%arg\d+: tensor<([^>]*)> \{sdy.sharding = #sdy.sharding<@mesh, '
+                         r'\[([^>]*)\]>', signature)
+  images = [spec for shape, spec in arguments if shape.endswith('x3xui8')]
+  assert images and all(spec.startswith('{"data", "fsdp"}, {}') for spec in images), images
+  # The parameters and their optimizer moments: the MLP's hidden units over tensor (Megatron),
+  # the other dimension over fsdp.
+  kernels = [spec for shape, spec in arguments if shape.endswith('f32')]
+  assert '{"fsdp"}, {"tensor"}' in kernels and '{"tensor"}, {"fsdp"}' in kernels, kernels
 
 
 def test_compile_report_counts_every_micro_batch():
