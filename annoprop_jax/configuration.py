@@ -175,10 +175,10 @@ def validate(config):
 # What a run may change between its starts (the rest of the config is what its checkpoints
 # were trained with): where data and logs are, how often to log, save and probe, the mesh
 # (checkpoints restore onto another one) and the host-side reading of the data.
-FREE_TO_CHANGE = ('deterministic', 'log_every', 'checkpoint_every', 'keep_checkpoints', 'keep_checkpoint_every',
-                  'init_from', 'profile_steps', 'mesh', 'evaluation', 'data.data_dir', 'data.*.num_threads',
-                  'data.*.prefetch', 'data.*.max_undecodable_*', 'model.remat',
-                  'model.attention')
+FREE_TO_CHANGE = ('deterministic', 'log_every', 'checkpoint_every', 'keep_checkpoints',
+                  'keep_checkpoint_every', 'init_from', 'profile_steps', 'mesh', 'evaluation',
+                  'data.data_dir', 'data.*.num_threads', 'data.*.prefetch',
+                  'data.*.max_undecodable_*', 'model.remat', 'model.attention')
 
 
 def resume_identity(config):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 class TrainState:
   step: jnp.ndarray            # optimizer steps taken
   params: Any                  # online network
-  target_params: Any           # EMA target network (METHOD.md)
+  target_params: Any           # EMA target network (docs/method.md)
   opt_state: Any
   rng: jnp.ndarray             # raw uint32 PRNG key; per-step keys are fold_in(rng, step)
   method_state: Any            # what the method carries between steps (DINO's centre)

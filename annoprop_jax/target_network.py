@@ -1,6 +1,6 @@
 """The EMA target network: an exponential moving average of every online parameter.
 
-``rate`` is 1 - momentum (METHOD.md: rate 0.004 = momentum 0.996). With ``schedule='cosine'``
+``rate`` is 1 - momentum (docs/method.md: rate 0.004 = momentum 0.996). With ``schedule='cosine'``
 the momentum follows a cosine from ``1 - rate`` to 1 over the optimizer steps ("0.004 -> 0").
 
 The target lags the online network by about 1 / rate steps: 0.3% of the paper's ~100k-step

@@ -1,13 +1,15 @@
 """This codebase's DINO train step beside the official PyTorch DINO step, on this CPU, in one run.
 
-The size of ``../shared/peers/dino_step.py`` (ViT width 192, depth 4, 3 heads, patch 8, 64 px,
-64 images x 2 global views, no local views, 4,096 prototypes, head 2048 -> 256, AdamW, EMA
-teacher, float32, 2 threads). With ``PEER_DINO`` (the three files of facebookresearch/dino) and
-``PEER_PYTHON`` (a Python with the CPU build of torch) set, the official step runs too,
-alternating with ours (A B A B, ``--rounds``), and the ratio of each round is printed.
-``--breakdown`` also times the parts of both steps (each part alone, jitted; medians):
+At the size of the peer timer (ViT width 192, depth 4, 3 heads, patch 8, 64 px, 64 images x 2
+global views, no local views, 4,096 prototypes, head 2048 -> 256, AdamW, EMA teacher, float32,
+2 threads). With ``PEER_SCRIPT`` (a script, kept outside this repository, that times the official
+step at that size and prints "...: N steps/s"), ``PEER_DINO`` (the three files of
+facebookresearch/dino it imports) and ``PEER_PYTHON`` (a Python with the CPU build of torch)
+set, the official step runs too, alternating with ours (A B A B, ``--rounds``), and the ratio
+of each round is printed. ``--breakdown`` also times the parts of both steps (each part alone,
+jitted; medians; the official parts by ``peer_dino_breakdown.py``):
 
-  PEER_DINO=DIR PEER_PYTHON=VENV/bin/python python benchmarks/dino_step_time.py --breakdown
+  PEER_SCRIPT=FILE PEER_DINO=DIR PEER_PYTHON=VENV/bin/python python benchmarks/dino_step_time.py
 
 Speed knobs of ours under test: ``--set KEY=VALUE`` (config overrides, e.g.
 ``model.gelu=exact``) and the XLA flags of the environment.
@@ -34,8 +36,6 @@ PEER_SIZE = {'model.width': 192, 'model.depth': 4, 'model.num_heads': 3, 'model.
              'data.annotation.views.size': 64, 'data.annotation.batch_size': 64,
              'data.annotation.local_views.num': 0, 'objective.num_prototypes': 4096,
              'objective.head_hidden_dim': 2048, 'objective.head_bottleneck_dim': 256}
-PEER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
-                           'shared', 'peers', 'dino_step.py')
 PEER_BREAKDOWN = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               'peer_dino_breakdown.py')
 
@@ -106,7 +106,7 @@ class OurStep(ab_step_time.StepTimer):
 
 def peer(script, steps):
   """The official step's printed line (steps/s or its breakdown), or None without a peer."""
-  if not (os.environ.get('PEER_DINO') and os.environ.get('PEER_PYTHON')):
+  if not all(os.environ.get(v) for v in ('PEER_SCRIPT', 'PEER_DINO', 'PEER_PYTHON')):
     return None
   result = subprocess.run([os.environ['PEER_PYTHON'], script, '--steps', str(steps)],
                           capture_output=True, text=True, check=True)
@@ -125,7 +125,7 @@ def main():
   print(f'backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, '
         f'overrides {dict(overrides)}', flush=True)
   for r in range(args.rounds):
-    line = peer(PEER_SCRIPT, args.steps)
+    line = peer(os.environ.get('PEER_SCRIPT'), args.steps)
     official = float(line.split(': ')[1].split(' steps/s')[0]) if line else None
     rate = ours.steps_per_sec(args.steps)
     ratio = f' | ours / official {rate / official:.2f}x' if official else ''

@@ -1,8 +1,8 @@
 """The parts of the official DINO train step (PyTorch, CPU), each timed alone (median ms).
 
 Run by ``dino_step_time.py --breakdown`` with ``PEER_PYTHON`` and ``PEER_DINO`` (the three
-files of facebookresearch/dino, see ../shared/peers/README.md); the size of
-../shared/peers/dino_step.py. A measurement tool: it imports the peer's code, it holds none.
+files of facebookresearch/dino: vision_transformer.py, utils.py, main_dino.py), at the size
+``dino_step_time.py`` names. A measurement tool: it imports the peer's code, it holds none.
 """
 import argparse
 import os

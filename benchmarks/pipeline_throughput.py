@@ -3,7 +3,7 @@
   python benchmarks/pipeline_throughput.py [--config=configs/ab_dino_scenes.py] [--batches=50]
 
 Both streams are the config's (an AB config has both; the bootstrap stream is the AB recipe of
-METHOD.md: 4 views of RandomResizedCrop(0.05-1), no flips, no colour jitter). Rates are per
+docs/method.md: 4 views of RandomResizedCrop(0.05-1), no flips, no colour jitter). Rates are per
 core: one read thread and no worker processes is one core's work.
 
 JPEG sources at paper resolution (224 px views), with grain worker processes:

@@ -4,7 +4,7 @@
   python -m annoprop_jax.main train --config=configs/clip_scenes.py:tiny --workdir=/tmp/t
 
 One view per image, mild crops, no colour jitter (captions name colours) and no flips (captions
-say "left of" / "right of"). AdamW with beta2 0.98 and weight decay 0.1 (METHOD.md, CLIP).
+say "left of" / "right of"). AdamW with beta2 0.98 and weight decay 0.1 (docs/method.md, CLIP).
 """
 from annoprop_jax import configuration
 

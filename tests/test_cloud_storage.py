@@ -22,7 +22,7 @@ CONFIG = os.path.join(REPO, 'configs', 'ab_dino_scenes.py:tiny')   # two streams
 
 
 def emulator_env(url):
-  """What points each GCS client at the emulator (README, "Runs on cloud storage")."""
+  """What points each GCS client at the emulator (docs/scaling.md, "Runs on cloud storage")."""
   return {
       'STORAGE_EMULATOR_HOST': url,                 # gcsfs (etils.epath), google-cloud-storage
       'CLOUD_STORAGE_EMULATOR_ENDPOINT': url,       # array_record's reader and writer

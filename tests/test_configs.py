@@ -43,7 +43,7 @@ def test_unknown_key_in_a_config_is_an_error():
                                      ('dino_scenes', 'ab_dino_scenes'),
                                      ('clip_scenes', 'ab_clip_scenes')])
 def test_ab_configs_keep_the_base_augmentations_and_none_on_bootstrap_views(base, ab):
-  """METHOD.md: annotation data uses the base method's augmentations, bootstrap views none."""
+  """docs/method.md: annotation data uses the base method's augmentations, bootstrap views none."""
   base_config = configuration.load(os.path.join(REPO, 'configs', base + '.py'))
   ab_config = configuration.load(os.path.join(REPO, 'configs', ab + '.py'))
   assert ab_config.data.annotation.views == base_config.data.annotation.views

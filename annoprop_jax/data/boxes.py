@@ -1,4 +1,4 @@
-"""Box algebra in the one convention of METHOD.md.
+"""Box algebra in the one convention of docs/method.md.
 
 A box is ``(ymin, xmin, ymax, xmax)`` in ``[0, 1]`` of a reference frame (the original image
 unless said otherwise), the tfds ``BBoxFeature`` order. A view's box is where its pixels came

@@ -1,7 +1,7 @@
 """Which feature of a dataset feeds each field of a stream (``data.<stream>.features``).
 
 A stream reads four things from a record: ``image`` (encoded bytes), ``boxes`` ((n, 4) boxes,
-METHOD.md order), ``labels`` (class ids: a list, or a scalar image label such as
+docs/method.md order), ``labels`` (class ids: a list, or a scalar image label such as
 imagenet2012's ``label``) and ``caption`` (one text, or a list of texts to choose from). Each
 maps to a feature path of the dataset (``objects/bbox`` = the ``bbox`` of the ``objects``
 sequence); an empty path means the dataset has none (the field is padding). Defaults fit the

@@ -9,7 +9,7 @@ A stream yields dicts of numpy arrays holding this process's part of the global 
   images        (B, V, S, S, 3) uint8   views (``views`` config)
   boxes         (B, V, 4)       float32 each view's box in the original image
   flips         (B, V)          bool
-  moves         (B, V, V, 4)    float32 move from view i to view j (METHOD.md, Boxes)
+  moves         (B, V, V, 4)    float32 move from view i to view j (docs/method.md, Boxes)
   local_images  (B, L, s, s, 3) uint8   optional smaller views (DINO multi-crop), with local_boxes
   labels        (B, M)          int32   object class labels, -1 = padding
   object_boxes  (B, M, 4)       float32 object boxes, zeros for padding

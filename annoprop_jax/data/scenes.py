@@ -321,7 +321,8 @@ def render_single_object(spec: SceneSpec, seed: int, index: int) -> dict:
   lo, hi = spec.single_object_size
   size = float(rng.uniform(lo, hi))
   angle = float(rng.uniform(0.0, 2.0 * np.pi))
-  alpha, (by0, bx0, by1, bx1) = shapes.render_mask(rng, shape_idx, min(size * res, res - 1.0), angle)
+  extent = min(size * res, res - 1.0)
+  alpha, (by0, bx0, by1, bx1) = shapes.render_mask(rng, shape_idx, extent, angle)
   h, w = alpha.shape
   cy, cx = (res / 2.0 + rng.uniform(-0.05, 0.05, size=2) * res).tolist()
   # Centre the tight box (not the local canvas) on (cy, cx).

@@ -17,7 +17,8 @@ cv2.setNumThreads(1)
 
 
 def sample_crop_box(rng, image_hw, scale, ratio, attempts=10):
-  """A RandomResizedCrop box (ymin, xmin, ymax, xmax) in [0, 1] of an image of shape ``image_hw``."""
+  """A RandomResizedCrop box (ymin, xmin, ymax, xmax) in [0, 1] of an image of shape
+  ``image_hw``."""
   height, width = image_hw
   area = height * width
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -60,12 +61,11 @@ def rotate_hue(pixels, turns):
 def colour_transform(rng, strength, hue, grayscale, channel_mean):
   """The colour jitter of one view as one affine map of its colours, ``colour' = A colour + b``.
 
-  Brightness, contrast and saturation (each a factor in [1 - strength, 1 + strength]) and, when
-  ``hue`` > 0, a hue rotation in [-hue, hue] turns, in a random order, then grey with
-  probability ``grayscale``. Every op is affine in the colour, so their composition is one
-  (3, 3) ``A`` and (3,) ``b``; contrast pulls towards the mean grey level that the ops before it
-  left, which follows from the view's ``channel_mean`` (3,) alone. Without hue jitter the
-  random draws are those of the three other ops alone (as in the runs before hue jitter).
+  The ops that are on, in a random order: brightness, contrast and saturation when ``strength``
+  > 0 (each a factor in [1 - strength, 1 + strength]), a hue rotation in [-hue, hue] turns when
+  ``hue`` > 0; then grey with probability ``grayscale``. Every op is affine in the colour, so
+  their composition is one (3, 3) ``A`` and (3,) ``b``; contrast pulls towards the mean grey
+  level that the ops before it left, which follows from the view's ``channel_mean`` (3,) alone.
   """
   a, b = np.eye(3), np.zeros(3)
   ops = ((0, 1, 2) if strength > 0 else ()) + ((3,) if hue > 0 else ())

@@ -91,7 +91,7 @@ def in_workers(batches, num_workers, process_count, buffer_size=2):
   if not num_workers:
     return batches
   if not flags.FLAGS.is_parsed():
-    # grain's workers read absl flags (DESIGN.md); outside an absl app use their defaults.
+    # grain's workers read absl flags; outside an absl app use their defaults.
     flags.FLAGS.mark_as_parsed()
   ds = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                         per_worker_buffer_size=buffer_size),

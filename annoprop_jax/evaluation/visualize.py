@@ -84,8 +84,8 @@ def draw_value_map(image, vmap, annotation_name, thumbnail=None):
     _show(axes[1, 0], thumbnail, 'the annotation l')
   elif rows > 1:
     axes[1, 0].axis('off')
-    axes[1, 0].text(0, 0.5, 'each cell: the box of\nthat size centred there;\ndashed: the source box',
-                    fontsize=9, va='center', transform=axes[1, 0].transAxes)
+    legend = 'each cell: the box of\nthat size centred there;\ndashed: the source box'
+    axes[1, 0].text(0, 0.5, legend, fontsize=9, va='center', transform=axes[1, 0].transAxes)
   rows_of = [(vmap.q, 'Q_AB(l | source, box)'), (vmap.p, 'p_target(l | box)')][:rows]
   for row, (values, name) in enumerate(rows_of):
     low, high = float(values.min()), float(values.max())   # each row on its own scale
@@ -362,7 +362,8 @@ def tensorboard_pictures(config, encoder_config, state, step, image, object_boxe
   """{tag: (H, W, 3) uint8} of one image at an evaluation during training: its value map (AB
   runs), attention maps and views."""
   pictures = Pictures(config, encoder_config, state, step, annotation_batch)
-  out = {'pictures/attention': pictures.attention(image), 'pictures/views': pictures.views(image, 0)}
+  out = {'pictures/attention': pictures.attention(image),
+         'pictures/views': pictures.views(image, 0)}
   if pictures.values is not None:
     out['pictures/value_map'] = pictures.value_map(image, default_source_box(object_boxes))[1]
   return {tag: image_array(png_bytes(figure)) for tag, figure in out.items()}

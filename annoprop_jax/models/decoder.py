@@ -1,4 +1,4 @@
-"""Box tokens and the box-conditioned annotation decoder (METHOD.md, Q_AB).
+"""Box tokens and the box-conditioned annotation decoder (docs/method.md, Q_AB).
 
 A *move* (the target view's box in the source view's frame) becomes 4 tokens: each coordinate
 is clipped to ``[low, high]``, quantised into ``bins`` bins and embedded with its own table.

@@ -1,4 +1,4 @@
-"""Annotation bootstrapping (METHOD.md): predict a neighbouring view's annotations.
+"""Annotation bootstrapping (docs/method.md): predict a neighbouring view's annotations.
 
 Given bootstrap views x_1..x_V of one image and the moves between them, the annotation decoder
 predicts Q_AB(l | x_i, a_ij) over the candidate annotations l (always built from the annotation

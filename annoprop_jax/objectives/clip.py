@@ -1,6 +1,6 @@
 """CLIP: symmetric InfoNCE between the annotation batch's images and their captions.
 
-p(l_i|x) = softmax_i(t * phi(x) . psi(l_i)) over the batch's captions (METHOD.md), with phi the
+p(l_i|x) = softmax_i(t * phi(x) . psi(l_i)) over the batch's captions (docs/method.md), with phi the
 ViT encoder + a linear image projection, psi the text tower + a linear text projection, both
 L2-normalised in the joint space, and t = exp(logit_scale) a learned fp32 scale clamped to
 <= max_logit_scale. Online parameters only; one view per annotation image (view 0 is used).
@@ -81,7 +81,7 @@ class CLIP(method.Method):
         text_mlp_ratio=4.0,
         text_max_len=162,                      # >= data.annotation.max_caption_bytes + 2
         init_logit_scale=math.log(1 / 0.07),   # CLIP's initial temperature 0.07
-        max_logit_scale=100.0,                 # clamp on exp(logit_scale), METHOD.md
+        max_logit_scale=100.0,                 # clamp on exp(logit_scale), docs/method.md
     ))
 
   @staticmethod

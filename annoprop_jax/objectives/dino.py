@@ -5,7 +5,7 @@ student sees global and (optional) local views; every (teacher view, other stude
 a cross-entropy term. The centre is an EMA of the teacher's logits, updated once per step.
 
 With annotation bootstrapping the candidates are the K prototypes: p(l | x) is the teacher's
-centred, sharpened distribution and Q_AB a second prototype head on phi_AB (METHOD.md).
+centred, sharpened distribution and Q_AB a second prototype head on phi_AB (docs/method.md).
 """
 import jax
 import jax.numpy as jnp
@@ -74,7 +74,7 @@ class DINO(method.Method):
   def default_config():
     return ml_collections.ConfigDict(dict(
         name='dino',
-        num_prototypes=4096,            # K, METHOD.md DEFAULT at small scale
+        num_prototypes=4096,            # K, docs/method.md DEFAULT at small scale
         head_hidden_dim=512,
         head_bottleneck_dim=128,
         head_layers=3,

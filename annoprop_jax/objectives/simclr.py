@@ -1,7 +1,7 @@
 """SimCLR: NT-Xent over the annotation batch's augmented views (online parameters only).
 
 With annotation bootstrapping the candidates are the annotation batch's views: p(l | x) is the
-target network's softmax over them, Q_AB scores them with a query head (METHOD.md).
+target network's softmax over them, Q_AB scores them with a query head (docs/method.md).
 """
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,7 @@ class SimCLR(method.Method):
   def default_config():
     return ml_collections.ConfigDict(dict(
         name='simclr',
-        temperature=0.1,           # fixed, METHOD.md
+        temperature=0.1,           # fixed, docs/method.md
         head_hidden_dim=512,
         head_dim=128,
         head_layers=2,

@@ -1,4 +1,4 @@
-"""AB_CLIP at paper scale on CC12M (METHOD.md: CLIP 69.5 -> AB_CLIP 74.1 ImageNet probe).
+"""AB_CLIP at paper scale on CC12M (docs/method.md: CLIP 69.5 -> AB_CLIP 74.1 ImageNet probe).
 
 ViT-S/16, 224 px, bf16; 4096 images x 1 view with captions (CLIP) + 1024 images x 4 views
 (bootstrap) = 8192 views per step; 800M views; WD 0.1, beta2 0.98; EMA rate 0.004 fixed.

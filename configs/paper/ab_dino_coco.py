@@ -1,4 +1,4 @@
-"""AB_DINO at paper scale on COCO (METHOD.md: COCO DINO 56.1 -> AB_DINO 59.7).
+"""AB_DINO at paper scale on COCO (docs/method.md: COCO DINO 56.1 -> AB_DINO 59.7).
 
 ViT-S/16, 224 px, bf16; 2048 images x 2 global views (DINO) + 1024 images x 4 views
 (bootstrap) = 8192 views per step; 800M views; 65,536 prototypes; WD 0.04 -> 0.4; grad clip 1;

@@ -1,4 +1,4 @@
-"""AB_DINO at paper scale on EpicKitchens frames (METHOD.md: EpicKitchens DINO 43.4 -> 47.1).
+"""AB_DINO at paper scale on EpicKitchens frames (docs/method.md: EpicKitchens DINO 43.4 -> 47.1).
 
 The recipe of configs/paper/ab_dino_coco.py (ViT-S/16, 224 px, 2048 x 2 DINO views + 1024 x 4
 bootstrap views per step, 800M views) on frames of the EPIC-KITCHENS-100 videos, decoded at

@@ -1,4 +1,4 @@
-"""AB_SimCLR at paper scale on COCO (METHOD.md: COCO SimCLR 56.2 -> AB_SimCLR 60.2).
+"""AB_SimCLR at paper scale on COCO (docs/method.md: COCO SimCLR 56.2 -> AB_SimCLR 60.2).
 
 ViT-S/16, 224 px, bf16; 2048 images x 2 views (SimCLR, temperature 0.1) + 1024 images x 4
 views (bootstrap) = 8192 views per step; 800M views; WD 0.04 -> 0.4; EMA 0.004 -> 0 (cosine).

@@ -1,4 +1,4 @@
-"""AB_SimCLR at paper scale on EpicKitchens frames (METHOD.md: EpicKitchens SimCLR 48.1 -> 50.6).
+"""AB_SimCLR at paper scale on EpicKitchens frames (docs/method.md: SimCLR 48.1 -> AB 50.6).
 
 The recipe of configs/paper/ab_simclr_coco.py (ViT-S/16, 224 px, 2048 x 2 SimCLR views + 1024 x 4
 bootstrap views per step, 800M views) on EPIC-KITCHENS-100 frames at 2 fps, prepared once as in

@@ -9,7 +9,7 @@ A format module has two functions:
                                input that cannot be read, ``Skipped(source, reason)``
 
 Example dicts follow the prepared schema (see ``annoprop_jax.data.prepare``): boxes are
-(ymin, xmin, ymax, xmax) in [0, 1] of the image (METHOD.md, Boxes).
+(ymin, xmin, ymax, xmax) in [0, 1] of the image (docs/method.md, Boxes).
 """
 import dataclasses
 import io
