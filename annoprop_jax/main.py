@@ -9,11 +9,19 @@ auto: SLURM job steps, Open MPI and GKE TPU pods are detected) or explicit
 import importlib
 import sys
 
+from annoprop_jax import stop_request
+
+if __name__ == '__main__' and sys.argv[1:2] == ['train']:
+  # First thing: a SIGTERM during the imports below already stops the run cleanly.
+  stop_request.StopRequest()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 
 from annoprop_jax import commands
-from annoprop_jax import stop_request
+from annoprop_jax.commands import common
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def parse_flags(argv):
@@ -45,14 +53,18 @@ def run(argv):
   if name not in commands.TABLE:
     print(commands.usage(), file=sys.stderr)
     sys.exit(2)
-  if name == 'train':
-    # First thing: a SIGTERM during the imports below already stops the run cleanly.
+  if name == 'train' and stop_request.active() is None:
     stop_request.StopRequest()
   module = importlib.import_module(f'annoprop_jax.commands.{commands.TABLE[name].module}')
   if {'-h', '--help'} & set(argv[2:]):
     print(command_help(name))
     sys.exit(0)
-  app.run(module.main, argv=[argv[0], *argv[2:]], flags_parser=parse_flags)
+
+  def checked_main(args):
+    common.check_stores()
+    return module.main(args)
+
+  app.run(checked_main, argv=[argv[0], *argv[2:]], flags_parser=parse_flags)
 
 
 if __name__ == '__main__':
