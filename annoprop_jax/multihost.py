@@ -29,6 +29,22 @@ def detect_cluster(env=None):
   return None
 
 
+def local_device_ids(env=None):
+  """The GPUs of this node that this process drives, for ``jax.distributed.initialize``.
+
+  None (JAX's choice) except in a SLURM task that sees fewer GPUs than its local rank: JAX
+  gives local task i device i, right when every task sees all of its node's GPUs, and a device
+  that does not exist when the site binds GPUs per task (CUDA_VISIBLE_DEVICES with one entry
+  per task); such a task drives every GPU it sees.
+  """
+  env = os.environ if env is None else env
+  visible, local = env.get('CUDA_VISIBLE_DEVICES'), env.get('SLURM_LOCALID')
+  if visible is None or local is None:
+    return None
+  count = len([d for d in visible.split(',') if d.strip()])
+  return list(range(count)) if 0 < count <= int(local) else None
+
+
 def initialize(mode='auto', coordinator_address=None, num_processes=None, process_id=None,
                env=None):
   """Starts ``jax.distributed`` when this is one of several processes; returns how (or None).
@@ -44,10 +60,11 @@ def initialize(mode='auto', coordinator_address=None, num_processes=None, proces
   if coordinator_address:
     if num_processes is None or process_id is None:
       raise ValueError('--coordinator_address needs --num_processes and --process_id')
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               local_device_ids=local_device_ids(env))
     return 'explicit'
   cluster = detect_cluster(env)
   if cluster is None and mode == 'auto':
     return None
-  jax.distributed.initialize()
+  jax.distributed.initialize(local_device_ids=local_device_ids(env))
   return cluster or 'jax-detected'

@@ -19,7 +19,7 @@ CASES = {
                    '--config=configs/paper/ab_dino_coco.py', '--workdir=/shared/runs/ab_dino'],
                   {'SLURM_SUBMIT_DIR': '/home/user/annoprop_jax',
                    'SLURM_JOB_NODELIST': 'gpu[003-004,007]', 'SLURM_NTASKS': '24',
-                   'SLURM_JOB_ID': '81234'}),
+                   'SLURM_JOB_ID': '81234', 'SLURM_CPUS_PER_TASK': '12'}),
     'local': (['launch/local.sh', '--dry-run', '--processes=2', '--cpu_devices=4', '--port=23456',
                'train', '--config=configs/ab_dino_scenes.py:tiny', '--workdir=/tmp/run'], {}),
 }
