@@ -107,3 +107,18 @@ def test_two_process_training_stops_together_on_sigterm_and_logs_once(tmp_path, 
   with open(metrics) as f:
     steps = [json.loads(line)['step'] for line in f]
   assert steps == sorted(set(steps)) and steps[-1] == step    # one writer, up to the stop step
+
+
+@pytest.mark.slow
+def test_compile_joins_the_processes_and_compiles_their_mesh():
+  """`compile` on a pod: every process runs it, and the mesh spans all processes' devices."""
+  port = _free_port()
+  args = ['-m', 'annoprop_jax.main', 'compile', '--config=configs/ab_dino_scenes.py:tiny',
+          '--mesh=data=4', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2']
+  procs = [subprocess.Popen([sys.executable, *args, f'--process_id={i}'], cwd=REPO,
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
+  assert 'mesh data=4 fsdp=1 tensor=1 on 4 cpu devices' in outputs[0][0], outputs[0]
+  assert outputs[1][0] == ''                          # one report, from process 0

@@ -1,6 +1,7 @@
 """``compile``: lower and compile the train step for the config's mesh and print the FLOPs per
 step and the memory per device (``--mesh=data=2,fsdp=4``; ``--num_cpu_devices=8`` simulates
-CPU devices)."""
+CPU devices). On a pod or a cluster, run it as ``train`` runs (every process, the same flags):
+the processes join first, so the mesh spans every process's devices."""
 from absl import flags
 import jax
 
@@ -26,8 +27,10 @@ def main(argv):
   if NUM_CPU_DEVICES.value:
     jax.config.update('jax_platforms', 'cpu')
     jax.config.update('jax_num_cpu_devices', NUM_CPU_DEVICES.value)
+  experiment.join_processes()
   try:
     report = aot.compile_report(config)
   except configuration.ConfigError as e:
     common.fail(str(e))
-  print('\n'.join(report.lines()))
+  if jax.process_index() == 0:
+    print('\n'.join(report.lines()))
