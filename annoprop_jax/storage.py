@@ -15,8 +15,11 @@ import functools
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
+import urllib.parse
 
 from etils import epath
 
@@ -26,6 +29,60 @@ _URL = re.compile(r'^[a-z][a-z0-9+.-]*://')
 def is_remote(name):
   """Whether ``name`` is a URL (``gs://...``) rather than a local path."""
   return bool(_URL.match(os.fspath(name)))
+
+
+class StoreUnreachableError(OSError):
+  """A bucket that does not answer, or does not let these credentials in."""
+
+
+def bucket(name):
+  """``gs://BUCKET`` of a bucket URL."""
+  protocol, rest = os.fspath(name).split('://', 1)
+  return f'{protocol}://{rest.split("/", 1)[0]}'
+
+
+def _endpoint(protocol):
+  """(host, port) that ``protocol``'s client talks to, or None when it is not known here."""
+  if protocol not in ('gs', 'gcs'):
+    return None
+  url = urllib.parse.urlsplit(os.environ.get('STORAGE_EMULATOR_HOST')
+                              or 'https://storage.googleapis.com')
+  return url.hostname, url.port or (443 if url.scheme == 'https' else 80)
+
+
+def check_reachable(name, timeout=10.0):
+  """Raises StoreUnreachableError, within about ``timeout`` seconds, unless the bucket of
+  ``name`` answers and exists (a local path passes). Clients retry a dead endpoint for minutes
+  and end in chained tracebacks; this says which bucket and why, in one line, first."""
+  if not is_remote(name):
+    return
+  root = bucket(name)
+  endpoint = _endpoint(root.split('://')[0])
+  if endpoint:
+    try:
+      socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as e:
+      raise StoreUnreachableError(f'cannot reach {root}: its endpoint {endpoint[0]}:'
+                                  f'{endpoint[1]} does not answer ({e})') from None
+  answer = {}
+
+  def probe():
+    try:
+      answer['exists'] = path(root).exists()
+    except Exception as e:  # pylint: disable=broad-except  # reported below, in one line
+      answer['error'] = e
+
+  thread = threading.Thread(target=probe, daemon=True, name='check_reachable')
+  thread.start()
+  thread.join(timeout)
+  if thread.is_alive():
+    raise StoreUnreachableError(f'cannot reach {root}: no answer within {timeout:.0f} s')
+  if 'error' in answer:
+    error = answer['error']
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    raise StoreUnreachableError(f'cannot reach {root}: {type(error).__name__}: {lines[0]}')
+  if not answer['exists']:
+    raise StoreUnreachableError(f'{root} does not exist, or these credentials cannot see it')
 
 
 def path(name):

@@ -190,3 +190,42 @@ def test_train_stop_resume_evaluate_export_on_a_bucket(emulator, tmp_path, tiny_
   for key in got:
     np.testing.assert_array_equal(got[key], saved[key], err_msg=key)
   assert not os.listdir(cwd) and not os.path.exists(os.path.join(REPO, 'gs:'))
+
+
+def _closed_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]           # nothing listens once the socket is closed
+
+
+@pytest.mark.parametrize('command', [
+    ['train', f'--config={CONFIG}', '--workdir=gs://annoprop-unreachable/run'],
+    ['train', f'--config={CONFIG}', '--workdir=/tmp/unused_local_run',
+     '--config.data.data_dir=gs://annoprop-unreachable/data'],
+    ['evaluate', '--workdir=gs://annoprop-unreachable/run'],
+    ['prepare', '--format=coco', '--input=/tmp', '--output=gs://annoprop-unreachable/tfds',
+     '--name=coco'],
+], ids=['train', 'data_dir', 'evaluate', 'prepare'])
+@pytest.mark.parametrize('endpoint', ['refused', 'unknown host'])
+def test_an_unreachable_bucket_is_one_line_and_exit_2_within_seconds(command, endpoint):
+  url = (f'http://127.0.0.1:{_closed_port()}' if endpoint == 'refused'
+         else 'http://no-such-host.invalid:4443')
+  env = dict(os.environ, **emulator_env(url), JAX_PLATFORMS='cpu')
+  start = time.perf_counter()
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', *command], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+  seconds = time.perf_counter() - start
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith('error: cannot reach gs://annoprop-unreachable'), lines
+  assert seconds < 30, seconds       # a client alone retries for about 90 s
+
+
+def test_a_missing_bucket_is_one_line(emulator):
+  result = subprocess.run([sys.executable, '-m', 'annoprop_jax.main', 'evaluate',
+                           '--workdir=gs://annoprop-no-such-bucket/run'], cwd=REPO,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip() == ('error: gs://annoprop-no-such-bucket does not exist, or these '
+                                   'credentials cannot see it')

@@ -3,6 +3,8 @@ import sys
 
 from absl import flags
 
+from annoprop_jax import storage
+
 WORKDIR = flags.DEFINE_string('workdir', None, "The run's folder (local or gs://).")
 STEP = flags.DEFINE_integer('step', None, 'evaluate, export, diagnose, visualize: the checkpoint '
                             'step (default: the latest).')
@@ -22,3 +24,18 @@ def workdir(command):
   if not WORKDIR.value:
     fail(f'{command} needs --workdir=DIR')
   return WORKDIR.value
+
+
+def check_stores():
+  """Before a command touches them: one line and exit 2, within seconds, for a bucket that a
+  flag (--workdir, --output) or the config (data.data_dir, init_from) names and that cannot be
+  reached (``storage.check_reachable``)."""
+  names = [WORKDIR.value, OUTPUT.value]
+  if 'config' in flags.FLAGS and flags.FLAGS.config is not None:
+    config = flags.FLAGS.config
+    names += [config.data.get('data_dir'), config.get('init_from')]
+  for bucket in sorted({storage.bucket(n) for n in names if n and storage.is_remote(n)}):
+    try:
+      storage.check_reachable(bucket)
+    except storage.StoreUnreachableError as e:
+      fail(str(e))
