@@ -18,6 +18,7 @@ that does not divide its dimension is dropped (that dimension is replicated). Ar
 matches are sharded over ``fsdp`` along their largest divisible dimension when they have at
 least ``mesh.min_shard_size`` elements, and replicated otherwise.
 """
+import functools
 import re
 
 import jax
@@ -97,10 +98,41 @@ def check_batch_size(batch_size, mesh, name='batch_size', microbatches=1):
         f'(mesh data x fsdp){extra}')
 
 
+@functools.lru_cache(maxsize=16)
+def batch_part(mesh):
+  """(index, count): the part of every global batch that this process reads and feeds.
+
+  The global batch is split into ``count`` equal consecutive parts along its example axis, one
+  per group of processes whose devices hold the same batch shards (the mesh's data x fsdp
+  positions). On a data-parallel mesh each process is its own group: (process index, process
+  count). Where a mesh axis outside the batch axes (tensor) spans processes, the processes
+  along it hold the same shards, so they read the same part, row for row.
+  """
+  positions = np.ndindex(mesh.devices.shape)
+  batch_dims = [AXES.index(a) for a in BATCH_AXES]
+  batch_shape = [mesh.devices.shape[d] for d in batch_dims]
+  shards = {}
+  for position in positions:
+    shard = int(np.ravel_multi_index([position[d] for d in batch_dims], batch_shape))
+    shards.setdefault(mesh.devices[position].process_index, set()).add(shard)
+  mine = sorted(shards[jax.process_index()])
+  size = len(mine)
+  if (mine != list(range(mine[0], mine[0] + size)) or mine[0] % size
+      or any(len(s) != size for s in shards.values())):
+    raise errors.ConfigError(
+        f'process {jax.process_index()} holds batch shards {mine} of {data_parallel_size(mesh)}: '
+        'every process must hold an equal, consecutive block of them; order the mesh so that '
+        'each process\'s devices are neighbours along data x fsdp')
+  return mine[0] // size, data_parallel_size(mesh) // size
+
+
 def global_batch(local_batch, mesh):
-  """Process-local numpy batch -> global jax arrays sharded over the batch axes."""
+  """This process's part of a batch (``batch_part``; numpy) -> global jax arrays sharded over
+  the batch axes."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+  _, parts = batch_part(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      sharding, x, (x.shape[0] * parts, *x.shape[1:])), local_batch)
 
 
 def path_string(path):

@@ -216,7 +216,7 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   objective.method.check_data(infos)
   identity = {**configuration.resume_identity(config), **pipeline.dataset_identity(infos)}
   with contextlib.ExitStack() as closing:
-    iterators = _open_streams(config, objective.streams, workdir, closing, print_fn)
+    iterators = _open_streams(config, mesh, objective.streams, workdir, closing, print_fn)
     # Init only needs shapes: a one-image batch of zeros (no second iterator, no extra workers).
     program = build_program(config, mesh, objective, {
         name: pipeline.zeros_batch(config.data[name]) for name in objective.streams})
@@ -256,14 +256,15 @@ def _train(config, workdir, print_fn, on_step, allow_config_change, stop):
   return state
 
 
-def _open_streams(config, names, workdir, closing, print_fn):
-  """{name: iterator} of the streams, read as the reading plan says (a resume keeps the
-  worker counts its iterators were saved with); closed with ``closing``."""
+def _open_streams(config, mesh, names, workdir, closing, print_fn):
+  """{name: iterator} of the streams, each reading this process's part of the batches
+  (``sharding.batch_part``) as the reading plan says (a resume keeps the worker counts its
+  iterators were saved with); closed with ``closing``."""
   reading = pipeline.reading_plan(config.data, names,
                                   saved_workers=checkpoint.saved_worker_counts(workdir))
   _log_reading(config, reading, print_fn)
-  datasets = pipeline.build_streams(config.data, names, config.seed, jax.process_index(),
-                                    jax.process_count(), reading)
+  part, parts = sharding.batch_part(mesh)
+  datasets = pipeline.build_streams(config.data, names, config.seed, part, parts, reading)
   iterators = {name: iter(ds) for name, ds in datasets.items()}
   for it in iterators.values():
     closing.callback(it.close)        # stops grain worker processes, if any

@@ -122,3 +122,30 @@ def test_compile_joins_the_processes_and_compiles_their_mesh():
   assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
   assert 'mesh data=4 fsdp=1 tensor=1 on 4 cpu devices' in outputs[0][0], outputs[0]
   assert outputs[1][0] == ''                          # one report, from process 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('mesh', ['data=2,tensor=2', 'fsdp=2,tensor=2'])
+def test_a_tensor_axis_across_processes_trains_as_one_process(mesh, tmp_path, tiny_data_dir):
+  """4 processes x 1 device: the processes along the tensor axis hold the same batch shard,
+  so they must read the same rows; 3 steps equal one process with the 4 devices."""
+  port = _free_port()
+  outs = {n: str(tmp_path / f'{n}') for n in (1, 4)}
+  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '4', str(port), tiny_data_dir,
+                               outs[4], mesh], cwd=REPO, env=_env(1),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(4)]
+  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', tiny_data_dir, outs[1], mesh],
+                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for w in workers:
+    output = w.communicate(timeout=600)[0]
+    assert w.returncode == 0, output[-3000:]
+  one, four = (json.load(open(outs[n] + '.json')) for n in (1, 4))
+  assert (one['process_count'], four['process_count']) == (1, 4)
+  assert four['checksums'] == one['checksums']          # the same global batches
+  assert four['losses'] == pytest.approx(one['losses'], rel=1e-5)
+  params = {n: np.load(outs[n] + '.npz') for n in (1, 4)}
+  split = lambda z, when: {k.split('/', 1)[1]: z[k] for k in z.files if k.startswith(when)}
+  assert_same_update(split(params[1], 'before'), split(params[1], 'after'),
+                     split(params[4], 'after'), 1e-3, 'params')

@@ -31,15 +31,16 @@ def features(encoder_config, params, images, mesh, batch_size=256):
   apply = _jitted_apply(encoder_config, mesh)
   params = jax.device_put(params, sharding.replicated(mesh))
   pooled, tokens = [], []
-  process, processes = jax.process_index(), jax.process_count()
+  part, parts = sharding.batch_part(mesh)
   for start in range(0, n, batch_size):
     batch = images[start:start + batch_size]
     pad = batch_size - len(batch)
     if pad:
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-    rows = batch_size // processes
-    local = batch[process * rows:(process + 1) * rows]
-    out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local))
+    rows = batch_size // parts
+    local = batch[part * rows:(part + 1) * rows]
+    out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local,
+                                                               batch.shape))
     p, t = jax.device_get(out)
     pooled.append(p[:batch_size - pad])
     tokens.append(t[:batch_size - pad])
