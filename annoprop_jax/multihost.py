@@ -46,12 +46,13 @@ def local_device_ids(env=None):
 
 
 def initialize(mode='auto', coordinator_address=None, num_processes=None, process_id=None,
-               env=None):
+               env=None, heartbeat_seconds=100):
   """Starts ``jax.distributed`` when this is one of several processes; returns how (or None).
 
   ``mode``: 'auto' (when ``detect_cluster`` finds a cluster or a coordinator is given),
   'on' (always; JAX detects TPU, SLURM and Open MPI settings itself), 'off' (never).
-  Must run before any JAX computation.
+  ``heartbeat_seconds``: JAX's heartbeat timeout (after it the coordination service ends every
+  process). Must run before any JAX computation.
   """
   if mode not in MODES:
     raise ValueError(f'--distributed must be one of {MODES}, got {mode!r}')
@@ -61,10 +62,12 @@ def initialize(mode='auto', coordinator_address=None, num_processes=None, proces
     if num_processes is None or process_id is None:
       raise ValueError('--coordinator_address needs --num_processes and --process_id')
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               local_device_ids=local_device_ids(env))
+                               local_device_ids=local_device_ids(env),
+                               heartbeat_timeout_seconds=heartbeat_seconds)
     return 'explicit'
   cluster = detect_cluster(env)
   if cluster is None and mode == 'auto':
     return None
-  jax.distributed.initialize(local_device_ids=local_device_ids(env))
+  jax.distributed.initialize(local_device_ids=local_device_ids(env),
+                             heartbeat_timeout_seconds=heartbeat_seconds)
   return cluster or 'jax-detected'

@@ -25,6 +25,14 @@ from annoprop_jax import storage
 STALE_AFTER = 120.0        # seconds without a heartbeat after which any host may take over
 HEARTBEAT_EVERY = 20.0
 _HELD = set()              # tokens of the locks this process holds
+_ACTIVE = []               # the WorkdirLocks this process holds
+
+
+def release_held():
+  """Releases every lock this process holds (a process that must exit at once, e.g. when
+  another process of its run was lost)."""
+  for lock in list(_ACTIVE):
+    lock.__exit__(None, None, None)
 
 
 class WorkdirLockedError(RuntimeError):
@@ -71,6 +79,7 @@ class WorkdirLock:
     if not storage.create_exclusive(self.path, self._record()):
       self._take_over(self._read())
     _HELD.add(self.owner['token'])
+    _ACTIVE.append(self)
     self._thread = threading.Thread(target=self._beat, daemon=True, name='workdir_lock')
     self._thread.start()
     return self
@@ -143,6 +152,8 @@ class WorkdirLock:
       storage.write_atomically(self.path, self._record())
 
   def __exit__(self, *exc):
+    if self in _ACTIVE:
+      _ACTIVE.remove(self)
     _HELD.discard(self.owner['token'])
     self._stop.set()
     if self._thread is not None:

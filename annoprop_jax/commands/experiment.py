@@ -17,6 +17,9 @@ COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                   'HOST:PORT of process 0, for launches JAX cannot detect.')
 NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --coordinator_address.')
 PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --coordinator_address.')
+LOST_PROCESS_SECONDS = flags.DEFINE_float(
+    'lost_process_seconds', 60.0, 'Several processes: one that stops answering for this long '
+    'is taken as lost, and the others stop with exit 75 (rerun to resume).')
 
 
 def config(run_config=False):
@@ -36,8 +39,10 @@ def config(run_config=False):
 def join_processes():
   """Starts jax.distributed when this is one process of several (``multihost.initialize``)."""
   try:
+    # JAX's own heartbeat timeout aborts every process: it must come after ours (train).
     multihost.initialize(DISTRIBUTED.value, COORDINATOR.value, NUM_PROCESSES.value,
-                         PROCESS_ID.value)
+                         PROCESS_ID.value,
+                         heartbeat_seconds=int(2 * LOST_PROCESS_SECONDS.value) + 30)
   except ValueError as e:
     common.fail(str(e))
 

@@ -10,17 +10,19 @@ import sys
 
 from absl import flags
 from absl import logging
+import jax
 
 from annoprop_jax import checkpoint
 from annoprop_jax import checkpoint_integrity
 from annoprop_jax import checkpoint_recovery
 from annoprop_jax import errors
+from annoprop_jax import lost_process
 from annoprop_jax import train as training
 from annoprop_jax import workdir_lock
 from annoprop_jax.commands import common
 from annoprop_jax.commands import experiment
 
-EXIT_RESUME = 75     # EX_TEMPFAIL: stopped early (SIGTERM, preemption) after saving; rerun
+EXIT_RESUME = lost_process.EXIT_RESUME   # EX_TEMPFAIL: stopped early after saving; rerun
 
 ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume a checkpoint with a config that differs in what the '
@@ -43,10 +45,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)   # orbax and grain log every save at INFO
   experiment.join_processes()
   workdir = common.workdir('train')
+  watch = lost_process.watch(experiment.LOST_PROCESS_SECONDS.value)
   try:
     state = training.train(config, workdir, allow_config_change=ALLOW_CONFIG_CHANGE.value,
                            takeover_lock=TAKEOVER_LOCK.value,
                            lock_stale_seconds=LOCK_STALE_SECONDS.value)
+  except jax.errors.JaxRuntimeError:
+    if watch:
+      watch.confirm()     # a collective that failed because a process was lost: exits 75
+    raise
   except _INPUT_ERRORS as e:
     common.fail(str(e))
   except OSError as e:
@@ -54,5 +61,7 @@ def main(argv):
       raise
     common.fail(f'the disk is full: {e}; the checkpoints and config.json written before are '
                 'kept')
+  if watch:
+    watch.stop()
   if int(state.step) < config.total_steps:
     sys.exit(EXIT_RESUME)
