@@ -30,7 +30,7 @@ _DONE = 'done'
 
 
 def _key(process):
-  return f'annoprop_jax/alive/{process}'
+  return f'annoprop-alive/{process}'
 
 
 class Watch:
