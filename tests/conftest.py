@@ -64,6 +64,49 @@ def tiny_data_dir(tmp_path_factory):
   return data_dir
 
 
+def two_process_training(workdir, data_dir, steps, *args):
+  """2 processes x 1 CPU device training AB_DINO :tiny for STEPS steps (logged every step, a
+  checkpoint every 10) on a free port of 127.0.0.1; returns the two Popen objects."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu')
+  return [subprocess.Popen(
+      [sys.executable, '-m', 'annoprop_jax.main', 'train', '--config=configs/ab_dino_scenes.py:tiny',
+       f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
+       f'--config.total_steps={steps}', '--config.log_every=1', '--config.checkpoint_every=10',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+       *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(2)]
+
+
+def finish(processes):
+  """Waits for PROCESSES; each must exit 0."""
+  outputs = [p.communicate(timeout=600) for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], [e[-3000:] for _, e in outputs]
+
+
+@pytest.fixture(scope='session')
+def two_process_reference(tmp_path_factory, worker_id, tiny_data_dir):
+  """The workdir of an uninterrupted `two_process_training` of 20 steps, made once for all
+  test workers of the session (the tests that stop and resume a 2-process run compare with it).
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top
+  # xdist's workers share the parent of their base folders, one per session.
+  root = tmp_path_factory.getbasetemp()
+  root = root if worker_id == 'master' else root.parent
+  workdir = root / 'two_process_reference'
+  with open(root / 'two_process_reference.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (root / 'two_process_reference.done').exists():
+      finish(two_process_training(str(workdir), tiny_data_dir, 20))
+      (root / 'two_process_reference.done').touch()
+  return str(workdir)
+
+
 def first_batches(config, streams):
   """The first batch of each of ``streams`` as training builds them (device part, numpy)."""
   from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top

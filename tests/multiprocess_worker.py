@@ -1,13 +1,14 @@
 """One process of a multi-process CPU run (started by test_multihost.py, not collected).
 
-  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT [MESH]
+  python tests/multiprocess_worker.py PROCESS_ID NUM_PROCESSES PORT DATA_DIR OUT [MESH;MESH...]
 
 Joins a ``jax.distributed`` run on 127.0.0.1:PORT (when NUM_PROCESSES > 1) with the local CPU
-devices that the caller's XLA_FLAGS give it (``conftest.xla_flags``), on the config's mesh or
-MESH (e.g. data=2,tensor=2), reads this process's part of both AB_Sup streams through the
-pipeline as training does (``sharding.batch_part``), takes 3 train steps with a learning rate
-from the first step, and writes (process 0) OUT.json with the losses and a checksum of every global
-batch (gathered from all processes), and OUT.npz with the parameters before and after.
+devices that the caller's XLA_FLAGS give it (``conftest.xla_flags``). On the config's mesh, or
+on each MESH in turn (e.g. data=2,tensor=2), it reads this process's part of both AB_Sup streams
+through the pipeline as training does (``sharding.batch_part``), takes 3 train steps with a
+learning rate from the first step, and writes (process 0) OUT.I.json (I: the mesh's index) with
+the losses and a checksum of every global batch (gathered from all processes), and OUT.I.npz
+with the parameters before and after.
 """
 import json
 import os
@@ -18,12 +19,18 @@ import zlib
 def main():
   process_id, num_processes, port = map(int, sys.argv[1:4])
   data_dir, out = sys.argv[4:6]
-  mesh_sizes = sys.argv[6] if len(sys.argv) > 6 else None
-  import jax  # pylint: disable=g-import-not-at-top
+  meshes = sys.argv[6].split(';') if len(sys.argv) > 6 else [None]
   from annoprop_jax import multihost  # pylint: disable=g-import-not-at-top
   if num_processes > 1:
     multihost.initialize('auto', f'127.0.0.1:{port}', num_processes, process_id)
+  for index, mesh_sizes in enumerate(meshes):
+    train_on(mesh_sizes, data_dir, f'{out}.{index}')
+
+
+def train_on(mesh_sizes, data_dir, out):
+  """3 train steps on the mesh MESH_SIZES (None: the config's); process 0 writes OUT.json/.npz."""
   # pylint: disable=g-import-not-at-top
+  import jax
   from flax import traverse_util
   from jax.experimental import multihost_utils
   import numpy as np

@@ -3,9 +3,6 @@ with one line naming it and exit 75, and the rerun resumes bit-identically."""
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -13,29 +10,10 @@ import numpy as np
 import pytest
 
 from annoprop_jax import checkpoint
-from conftest import REPO, xla_flags
+from conftest import finish, two_process_training
 
 pytestmark = pytest.mark.slow
 LOST_SECONDS = 5
-
-
-def _start(workdir, data_dir, steps):
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu')
-  return [subprocess.Popen(
-      [sys.executable, '-m', 'annoprop_jax.main', 'train', '--config=configs/ab_dino_scenes.py:tiny',
-       f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
-       f'--config.total_steps={steps}', '--config.log_every=1', '--config.checkpoint_every=10',
-       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
-       f'--lost_process_seconds={LOST_SECONDS}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-
-
-def _finish(processes):
-  outputs = [p.communicate(timeout=600) for p in processes]
-  assert [p.returncode for p in processes] == [0, 0], [e[-3000:] for _, e in outputs]
 
 
 def _steps(workdir):
@@ -44,11 +22,14 @@ def _steps(workdir):
             for r in map(json.loads, f) if 'loss' in r]
 
 
-def test_the_process_left_stops_with_one_line_and_the_rerun_resumes(tmp_path, tiny_data_dir):
-  steps, reference, workdir = 20, str(tmp_path / 'reference'), str(tmp_path / 'run')
-  _finish(_start(reference, tiny_data_dir, steps))
+def _start(workdir, data_dir):
+  return two_process_training(workdir, data_dir, 20, f'--lost_process_seconds={LOST_SECONDS}')
 
-  processes = _start(workdir, tiny_data_dir, steps)
+
+def test_the_process_left_stops_with_one_line_and_the_rerun_resumes(
+    tmp_path, tiny_data_dir, two_process_reference):
+  reference, workdir = two_process_reference, str(tmp_path / 'run')
+  processes = _start(workdir, tiny_data_dir)
   metrics, deadline = os.path.join(workdir, 'metrics.jsonl'), time.time() + 300
   while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 12):
     assert all(p.poll() is None for p in processes) and time.time() < deadline
@@ -66,8 +47,8 @@ def test_the_process_left_stops_with_one_line_and_the_rerun_resumes(tmp_path, ti
   assert seconds < LOST_SECONDS + 30, seconds
   assert not os.path.exists(os.path.join(workdir, 'lock'))
 
-  _finish(_start(workdir, tiny_data_dir, steps))          # the rerun
+  finish(_start(workdir, tiny_data_dir))          # the rerun
   assert _steps(workdir) == _steps(reference)
   (want_step, want), (got_step, got) = (checkpoint.load_state(w) for w in (reference, workdir))
-  assert want_step == got_step == steps
+  assert want_step == got_step == 20
   jax.tree.map(np.testing.assert_array_equal, got, want)

@@ -47,36 +47,50 @@ def test_single_process_does_not_start_the_distributed_runtime():
     multihost.initialize('auto', coordinator_address='127.0.0.1:1234')
 
 
+def _trains_as_one_process(tmp_path, data_dir, processes, meshes=None):
+  """Runs the worker as PROCESSES processes sharing 4 CPU devices and as 1 process with all 4,
+  on each of MESHES in turn (None: the config's mesh), and checks that both read the same global
+  batches (every array of both streams, at every step), have the same losses and make the same
+  3 updates (to 0.1% of the update). Returns, for each mesh, the two runs' {n: (results, params)}.
+  """
+  port, extra = _free_port(), [';'.join(meshes)] if meshes else []
+  outs = {n: str(tmp_path / f'{n}') for n in (1, processes)}
+  workers = [subprocess.Popen([sys.executable, WORKER, str(i), str(processes), str(port),
+                               data_dir, outs[processes], *extra], cwd=REPO,
+                              env=_env(4 // processes), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for i in range(processes)]
+  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', data_dir, outs[1], *extra],
+                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for w in workers:
+    output = w.communicate(timeout=600)[0]
+    assert w.returncode == 0, output[-3000:]
+  runs = []
+  for index in range(len(meshes or [None])):
+    run = {n: (json.load(open(f'{out}.{index}.json')), np.load(f'{out}.{index}.npz'))
+           for n, out in outs.items()}
+    (one, params_one), (many, params_many) = run[1], run[processes]
+    assert (one['process_count'], many['process_count']) == (1, processes)
+    assert one['device_count'] == many['device_count'] == 4
+    assert many['checksums'] == one['checksums']
+    assert len({c['annotation/images'] for c in one['checksums']}) == 3   # new batches each step
+    assert many['losses'] == pytest.approx(one['losses'], rel=1e-5)
+    split = lambda z, when: {k.split('/', 1)[1]: z[k] for k in z.files if k.startswith(when)}
+    assert_same_update(split(params_one, 'before'), split(params_one, 'after'),
+                       split(params_many, 'after'), 1e-3, 'params')
+    for key, value in split(params_one, 'before').items():
+      np.testing.assert_array_equal(split(params_many, 'before')[key], value, err_msg=key)
+    runs.append(run)
+  return runs
+
+
 @pytest.mark.slow
 def test_two_processes_read_the_same_global_batches_and_make_the_same_updates(
     tmp_path, tiny_data_dir):
-  port = _free_port()
-  outs = {n: str(tmp_path / f'{n}') for n in (1, 2)}
-  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '2', str(port), tiny_data_dir,
-                               outs[2]], cwd=REPO, env=_env(2),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', tiny_data_dir, outs[1]],
-                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=300)
-  assert single.returncode == 0, single.stderr[-3000:]
-  for w in workers:
-    output = w.communicate(timeout=300)[0]
-    assert w.returncode == 0, output[-3000:]
-  one, two = (json.load(open(outs[n] + '.json')) for n in (1, 2))
-  assert (one['process_count'], two['process_count']) == (1, 2)
-  assert one['device_count'] == two['device_count'] == 4
-  # Each process read only its rows through the pipeline; together they are the 1-process
-  # batches, every array of both streams, at every step (and the steps read new batches).
-  assert two['checksums'] == one['checksums']
-  assert len({c['annotation/images'] for c in one['checksums']}) == 3
-  assert two['losses'] == pytest.approx(one['losses'], rel=1e-5)
-  # Three real updates, the same from 1 and 2 processes (to 0.1% of the update).
-  params = {n: np.load(outs[n] + '.npz') for n in (1, 2)}
-  split = lambda z, when: {k.split('/', 1)[1]: z[k] for k in z.files if k.startswith(when)}
-  assert_same_update(split(params[1], 'before'), split(params[1], 'after'),
-                     split(params[2], 'after'), 1e-3, 'params')
-  for key, value in split(params[1], 'before').items():
-    np.testing.assert_array_equal(split(params[2], 'before')[key], value, err_msg=key)
+  """Each of 2 processes reads only its rows through the pipeline; together they are the
+  1-process batches, and the updates are the same."""
+  _trains_as_one_process(tmp_path, tiny_data_dir, 2)
 
 
 @pytest.mark.slow
@@ -125,27 +139,7 @@ def test_compile_joins_the_processes_and_compiles_their_mesh():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('mesh', ['data=2,tensor=2', 'fsdp=2,tensor=2'])
-def test_a_tensor_axis_across_processes_trains_as_one_process(mesh, tmp_path, tiny_data_dir):
+def test_a_tensor_axis_across_processes_trains_as_one_process(tmp_path, tiny_data_dir):
   """4 processes x 1 device: the processes along the tensor axis hold the same batch shard,
   so they must read the same rows; 3 steps equal one process with the 4 devices."""
-  port = _free_port()
-  outs = {n: str(tmp_path / f'{n}') for n in (1, 4)}
-  workers = [subprocess.Popen([sys.executable, WORKER, str(i), '4', str(port), tiny_data_dir,
-                               outs[4], mesh], cwd=REPO, env=_env(1),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(4)]
-  single = subprocess.run([sys.executable, WORKER, '0', '1', '0', tiny_data_dir, outs[1], mesh],
-                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
-  assert single.returncode == 0, single.stderr[-3000:]
-  for w in workers:
-    output = w.communicate(timeout=600)[0]
-    assert w.returncode == 0, output[-3000:]
-  one, four = (json.load(open(outs[n] + '.json')) for n in (1, 4))
-  assert (one['process_count'], four['process_count']) == (1, 4)
-  assert four['checksums'] == one['checksums']          # the same global batches
-  assert four['losses'] == pytest.approx(one['losses'], rel=1e-5)
-  params = {n: np.load(outs[n] + '.npz') for n in (1, 4)}
-  split = lambda z, when: {k.split('/', 1)[1]: z[k] for k in z.files if k.startswith(when)}
-  assert_same_update(split(params[1], 'before'), split(params[1], 'after'),
-                     split(params[4], 'after'), 1e-3, 'params')
+  _trains_as_one_process(tmp_path, tiny_data_dir, 4, ['data=2,tensor=2', 'fsdp=2,tensor=2'])
