@@ -2,6 +2,7 @@
 
   python benchmarks/faults.py                                   # the campaign (~30 min here)
   python benchmarks/faults.py --kill_trials=2 --worker_trials=1 --race_trials=3   # a short one
+  python benchmarks/faults.py --only=lost_process --out=/tmp/lost.json     # one kind of fault
 
 Every trial is compared with an uninterrupted run of the same config (40 steps, a checkpoint
 every 10, a metrics record every step). A trial survives bit-exact when its final state (every
@@ -20,6 +21,10 @@ counts the steps whose metrics or final arrays differ or are missing.
              previous checkpoint
   2 processes  (--two_processes) a finished 2-process run whose newest step is damaged in process 1's files only:
              both fall back to the same step and end bit-identical to the undamaged run
+  lost process (--two_processes) one of 2 or of 4 training processes SIGKILLed at a random
+             step: each process left must exit 75 with one line within --lost_process_seconds
+             + 30 s (when process 0 is lost JAX ends them: reported); the rerun ends
+             bit-identical to an uninterrupted run of as many processes
   full disk  a resumed run can write no file over 4 KB (RLIMIT_FSIZE, EFBIG): one line, a
              non-zero exit, the checkpoints and config.json intact; then a bit-exact resume
   race       2-4 runs started together on one workdir: exactly one trains, the others refuse
@@ -47,6 +52,8 @@ STEPS, EVERY = 40, 10
 RUN_ARGS = [f'--config.total_steps={STEPS}', f'--config.checkpoint_every={EVERY}',
             '--config.log_every=1', '--config.keep_checkpoints=4']
 EXIT_RESUME = 75
+LOST_PROCESS_SECONDS = 10
+LOST_PROCESS_CASES = ((2, 1), (2, 0), (4, 2), (4, 0))     # (processes, the one killed)
 FINGERPRINTS = ('annotation_data_fingerprint', 'bootstrap_data_fingerprint')
 
 
@@ -62,6 +69,7 @@ class Campaign:
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
     self.references = {}
     self.rows = {}
+    self.notes = {}   # a kind's line per trial, printed under the table
     self._since = time.perf_counter()  # the seconds of a kind: from the previous record to its own
 
   def workdir(self, name):
@@ -97,9 +105,10 @@ class Campaign:
 
   # ------------------------------------------------------------------------------ checks
 
-  def compare(self, workdir, extra=()):
-    """(bit-exact, lost steps, detail) of ``workdir`` against the reference of ``extra``."""
-    reference, _ = self.reference(extra)
+  def compare(self, workdir, extra=(), reference=None):
+    """(bit-exact, lost steps, detail) of ``workdir`` against ``reference`` (default: the
+    uninterrupted run of ``extra``)."""
+    reference = reference or self.reference(extra)[0]
     problems, lost = [], set()
     records = _records(workdir)
     want = {r['step']: r for r in _records(reference) if 'loss' in r}
@@ -284,30 +293,45 @@ class Campaign:
     self.record('full disk', ok and not problems, lost, '; '.join(problems))
     return last
 
+  def start_processes(self, workdir, count, *extra):
+    """The run of ``workdir`` as ``count`` processes (each with the campaign's 2 devices)."""
+    import socket  # pylint: disable=g-import-not-at-top
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      port = s.getsockname()[1]
+    return [subprocess.Popen(
+        self.command(workdir, f'--coordinator_address=127.0.0.1:{port}',
+                     f'--num_processes={count}', f'--process_id={i}', *extra), cwd=REPO,
+        env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(count)]
+
+  def run_processes(self, workdir, count, *extra):
+    """[(output, exit code or 'hung')] of each process of a ``count``-process run."""
+    processes, results = self.start_processes(workdir, count, *extra), []
+    for p in processes:
+      try:
+        results.append((p.communicate(timeout=300)[0], p.returncode))
+      except subprocess.TimeoutExpired:     # a hang: the processes disagree somewhere
+        for q in processes:
+          q.kill()
+        results.append((p.communicate()[0], 'hung'))
+    return results
+
+  def processes_reference(self, count):
+    """The uninterrupted ``count``-process run (cached): its workdir."""
+    if ('processes', count) not in self.references:
+      workdir, start = self.workdir(f'reference_{count}_processes'), time.perf_counter()
+      codes = [code for _, code in self.run_processes(workdir, count)]
+      if codes != [0] * count:
+        raise SystemExit(f'the {count}-process reference run exited {codes}')
+      self.references[('processes', count)] = (workdir, time.perf_counter() - start)
+    return self.references[('processes', count)][0]
+
   def two_process_trial(self):
     """A finished 2-process run whose newest step is damaged in process 1's files only: both
     processes fall back to the same older step and end bit-identical to the undamaged run."""
-    import socket  # pylint: disable=g-import-not-at-top
     workdir = self.workdir('two_processes')
-
-    def both():
-      with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-      processes = [subprocess.Popen(
-          self.command(workdir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                       f'--process_id={i}'), cwd=REPO, env=self.env, stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT, text=True) for i in range(2)]
-      results = []
-      for p in processes:
-        try:
-          results.append((p.communicate(timeout=300)[0], p.returncode))
-        except subprocess.TimeoutExpired:     # a hang: the processes disagree somewhere
-          for q in processes:
-            q.kill()
-          results.append((p.communicate()[0], 'hung'))
-      return results
-
+    both = lambda: self.run_processes(workdir, 2)
     problems = [f'first run exited {code}' for _, code in both() if code != 0]
     if problems:
       self.record('2 processes, newest step damaged in one process\'s files', False, 0,
@@ -337,6 +361,50 @@ class Campaign:
       problems.append(f'final arrays differ: {differing[:3]}')
     self.record('2 processes, newest step damaged in one process\'s files', not problems,
                 int(bool(differing)), '; '.join(problems))
+
+  def lost_process_trial(self, count, victim):
+    """Of ``count`` training processes, ``victim`` is SIGKILLed at a random step (a lost host).
+    Each process left must exit 75 with one line naming the lost process within
+    --lost_process_seconds + 30 s; a lost process 0 takes JAX's coordination service with it and
+    JAX ends the others (reported, not required). Then the rerun of all must end bit-identical
+    to an uninterrupted run of as many processes."""
+    kind = f'a lost process: process {victim} of {count} killed'
+    reference = self.processes_reference(count)
+    workdir = self.workdir(f'lost{victim}of{count}_{self.rng.randrange(10**6)}')
+    processes = self.start_processes(workdir, count,
+                                     f'--lost_process_seconds={LOST_PROCESS_SECONDS}')
+    problems, at = [], self.rng.randint(2, STEPS - 2)
+    if not _wait(lambda: _records_at_least(workdir, at), processes[0]):
+      problems.append('the run ended before the kill')
+    processes[victim].kill()
+    killed = time.perf_counter()
+    for index, process in enumerate(processes):
+      try:
+        output = process.communicate(timeout=LOST_PROCESS_SECONDS + 120)[0]
+      except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.communicate()[0]
+      if index == victim:
+        continue
+      code = 'hung' if process.returncode == -signal.SIGKILL else process.returncode
+      seconds = time.perf_counter() - killed      # an upper bound for the later processes
+      with open(os.path.join(workdir, f'process_{index}.log'), 'w') as f:
+        f.write(output)
+      lines = output.strip().splitlines() or ['']
+      # Where JAX ends the process, its fatal log line (absl's 'F' + date) says why.
+      last = next((l for l in lines if l[:1] == 'F' and l[1:5].isdigit()), lines[-1])
+      self.notes.setdefault(kind, []).append(
+          f'process {index}: exit {code} after {seconds:.0f} s: {last[:200]}')
+      if victim != 0 and not (code == EXIT_RESUME and last.startswith(
+          f'error: process {victim} of {count} stopped answering for {LOST_PROCESS_SECONDS} s')):
+        problems.append(f'process {index} exited {code}: {last[:200]}')
+      if seconds > LOST_PROCESS_SECONDS + 30:
+        problems.append(f'process {index} took {seconds:.0f} s to stop')
+    codes = [code for _, code in self.run_processes(workdir, count)]
+    problems += [] if codes == [0] * count else [f'the rerun exited {codes}']
+    _, lost, detail = self.compare(workdir, reference=reference)
+    problems += [detail] if detail else []
+    self.record(kind, not problems, lost, '; '.join(problems))
 
   def race_trial(self, steps=5):
     """2-4 runs of ``steps`` steps on one workdir at once: exactly one trains, the others
@@ -460,14 +528,21 @@ def _ranges(steps):
   return f'{steps[:3]}...{steps[-3:]} ({len(steps)})' if len(steps) > 6 else str(steps)
 
 
-def markdown(rows, lines):
+def markdown(rows, lines, notes=None):
   out = ['| fault | trials | survived bit-exact | lost steps | seconds |', '|---|---|---|---|---|']
   for kind, row in rows.items():
     out.append(f'| {kind} | {row["trials"]} | {row["survived"]} | {row["lost"]} '
                f'| {row["seconds"]:.0f} |')
-  out += ['', '| bad input | the line it produced |', '|---|---|']
-  out += [f'| {name} | `{line}` |' for name, line in lines.items()]
+  for kind, kind_notes in (notes or {}).items():
+    out += ['', f'{kind}, the processes left:'] + [f'- {note}' for note in kind_notes]
+  if lines:
+    out += ['', '| bad input | the line it produced |', '|---|---|']
+    out += [f'| {name} | `{line}` |' for name, line in lines.items()]
   return '\n'.join(out)
+
+
+KINDS = ('kills', 'targeted', 'workers', 'corrupt', 'full_disk', 'two_processes', 'lost_process',
+         'race', 'inputs')
 
 
 def main():
@@ -475,37 +550,53 @@ def main():
   parser.add_argument('--kill_trials', type=int, default=20)
   parser.add_argument('--worker_trials', type=int, default=5)
   parser.add_argument('--race_trials', type=int, default=50)
+  parser.add_argument('--lost_process_trials', type=int, default=4,
+                      help='trials that kill process 1 of 2, 0 of 2, 2 of 4, 0 of 4, in turn')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--two_processes', action='store_true',
-                      help='also the 2-process trial (damage in one process\'s files)')
+                      help='also the 2-process kinds (damage in one process\'s files, a lost '
+                      'process)')
+  parser.add_argument('--only', default=None,
+                      help=f'a comma-separated subset of the kinds: {",".join(KINDS)}')
   parser.add_argument('--root', default=None, help='scratch folder (default: a new temp dir)')
   parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results', 'faults.json'))
   args = parser.parse_args()
+  kinds = set(args.only.split(',')) if args.only else set(KINDS) - (
+      set() if args.two_processes else {'two_processes', 'lost_process'})
+  if kinds - set(KINDS):
+    parser.error(f'unknown kinds {sorted(kinds - set(KINDS))}; the kinds: {", ".join(KINDS)}')
   root = args.root or tempfile.mkdtemp(prefix='annoprop_faults_')
   campaign = Campaign(root, os.path.join(root, 'data'), args.seed)
   start = time.perf_counter()
-  print(f'reference run in {root} ...', flush=True)
-  print(f'  {campaign.reference()[1]:.0f} s', flush=True)
-  for _ in range(args.kill_trials):
-    campaign.kill_trial('kills')
-  for point in ('start-up', 'compilation', 'restore', 'temporary folder', 'evaluation',
-                'metrics write'):
-    campaign.targeted_trial(point)
-  workers = tuple(f'--config.data.{s}.num_workers=2' for s in ('annotation', 'bootstrap'))
-  for _ in range(args.worker_trials):
-    campaign.kill_trial('kills, 2 grain workers per stream', workers)
-  for item in ('state', 'data_annotation', 'data_bootstrap'):
-    for mode in ('truncate', 'zero', 'delete', 'flip a bit'):
-      campaign.corrupt_trial(item, mode)
-  full_disk_line = campaign.full_disk_trial()
-  if args.two_processes:
-    campaign.two_process_trial()
-  for _ in range(args.race_trials):
-    campaign.race_trial()
-  lines = {'full disk after the first checkpoint': full_disk_line, **campaign.input_trials()}
-  table = markdown(campaign.rows, lines)
-  result = {'rows': campaign.rows, 'lines': lines, 'seconds': round(time.perf_counter() - start),
-            'args': vars(args)}
+  if kinds - {'two_processes', 'lost_process'}:
+    print(f'reference run in {root} ...', flush=True)
+    print(f'  {campaign.reference()[1]:.0f} s', flush=True)
+  trials = {
+      'kills': lambda: [campaign.kill_trial('kills') for _ in range(args.kill_trials)],
+      'targeted': lambda: [campaign.targeted_trial(point) for point in (
+          'start-up', 'compilation', 'restore', 'temporary folder', 'evaluation',
+          'metrics write')],
+      'workers': lambda: [campaign.kill_trial('kills, 2 grain workers per stream', tuple(
+          f'--config.data.{s}.num_workers=2' for s in ('annotation', 'bootstrap')))
+                          for _ in range(args.worker_trials)],
+      'corrupt': lambda: [campaign.corrupt_trial(item, mode)
+                          for item in ('state', 'data_annotation', 'data_bootstrap')
+                          for mode in ('truncate', 'zero', 'delete', 'flip a bit')],
+      'full_disk': lambda: lines.update({
+          'full disk after the first checkpoint': campaign.full_disk_trial()}),
+      'two_processes': campaign.two_process_trial,
+      'lost_process': lambda: [campaign.lost_process_trial(*LOST_PROCESS_CASES[trial % 4])
+                               for trial in range(args.lost_process_trials)],
+      'race': lambda: [campaign.race_trial() for _ in range(args.race_trials)],
+      'inputs': lambda: lines.update(campaign.input_trials()),
+  }
+  lines = {}
+  for kind in KINDS:
+    if kind in kinds:
+      trials[kind]()
+  table = markdown(campaign.rows, lines, campaign.notes)
+  result = {'rows': campaign.rows, 'lines': lines, 'notes': campaign.notes,
+            'seconds': round(time.perf_counter() - start), 'args': vars(args)}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=1)
