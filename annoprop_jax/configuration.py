@@ -160,6 +160,7 @@ def validate(config):
   sharding.validate_rules(config.mesh.rules)
   evaluation_settings.validate(config.evaluation)
   target_network.validate(config.target_network)
+  optimizer.validate(config.optimizer)
   with _block('model.'):
     encoder = encoder_config(config)
   for name, block in streams(config).items():
@@ -264,26 +265,33 @@ def _merge(config, saved, prefix):
       config[key] = value
 
 
-def paper_scale(config, annotation_images, annotation_views, bootstrap_images=1024,
-                views_seen=800_000_000):
-  """The paper's recipe (docs/method.md): ViT-S/16 at 224 px in bf16, 4 bootstrap views of
-  RandomResizedCrop 0.05-1 without colour jitter, 8192 views per step, AdamW 1e-3 with warm-up
-  and cosine decay; the streams' reading sized for the host (worker processes and threads:
-  -1)."""
+# One ImageNet epoch, the unit of Table 7's warm-ups.
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def paper_scale(config, annotation_images, annotation_views, bootstrap_images, warmup_steps,
+                local_views=0, views_seen=800_000_000):
+  """The paper's recipe around a method (docs/method.md, Table 7): ViT-S/16 at 224 px in bf16,
+  ``local_views`` of 96 px beside the annotation views (with their augmentations), 4 bootstrap
+  views of RandomResizedCrop 0.05-1 without colour jitter or flips, AdamW 1e-3 with
+  ``warmup_steps`` and cosine decay over ``views_seen`` views (all views of both streams); the
+  streams' reading sized for the host (worker processes and threads: -1)."""
   config.model.update(**vit.vit_size('S/16'), dtype='bfloat16')
-  config.data.annotation.batch_size = annotation_images
-  config.data.annotation.views.update(num=annotation_views, size=224)
-  config.data.annotation.local_views.size = 96
+  annotation = config.data.annotation
+  annotation.batch_size = annotation_images
+  annotation.views.update(num=annotation_views, size=224)
+  annotation.local_views.update(num=local_views, size=96)
   config.data.bootstrap.update(batch_size=bootstrap_images)
   config.data.bootstrap.views.update(num=4, size=224, scale=(0.05, 1.0), colour_jitter=0.0,
-                                     grayscale=0.0)
+                                     grayscale=0.0, flip=False)
   for stream in streams(config).values():
     stream.update(num_workers=stream_spec.AUTO, num_threads=stream_spec.AUTO)
-  views_per_step = annotation_images * annotation_views + bootstrap_images * 4
+  views_per_step = (annotation_images * (annotation_views + local_views)
+                    + bootstrap_images * 4)
   config.total_steps = views_seen // views_per_step
   config.log_every = 100
   config.checkpoint_every = 2000
-  config.optimizer.update(learning_rate=1e-3, warmup_steps=5000, min_learning_rate=1e-6)
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=warmup_steps, min_learning_rate=1e-6)
   config.objective.bootstrap.decoder.update(width=384, depth=4, num_heads=6)
   config.data.data_dir = '~/tensorflow_datasets'
   return config

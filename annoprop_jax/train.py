@@ -37,38 +37,48 @@ def check_batch_sizes(config, mesh, streams):
                               config.microbatches)
 
 
-def make_train_step(objective, tx, schedules, config, mesh=None):
-  """A pure (state, batch) -> (state, metrics) update: one optimizer step plus the EMA update.
+def make_gradients(objective, config, mesh=None):
+  """A pure (state, batch, rng) -> (gradients, (loss, metrics, method state)) of the step's loss.
 
   With ``config.microbatches = k > 1`` the batch is split into k micro-batches whose gradients
-  are averaged (a scan, so activations of one micro-batch are live at a time) before the single
-  optimizer step. That equals one step on the whole batch for per-example losses (supervised).
-  Batch-coupled losses see k smaller batches instead: SimCLR/CLIP/AB_SimCLR/AB_CLIP draw their
-  candidates (negatives) from the micro-batch, and DINO's centre is computed from the state's
-  centre in every micro-batch; the new centres of the micro-batches are averaged, which for
-  DINO's linear update equals the update from the whole batch. The EMA target and the centre
-  change once per optimizer step. ``mesh`` keeps micro-batches split over the batch axes.
+  are averaged (a scan, so activations of one micro-batch are live at a time). That equals the
+  gradient of the whole batch for per-example losses (supervised). Batch-coupled losses see k
+  smaller batches instead: SimCLR/CLIP/AB_SimCLR/AB_CLIP draw their candidates (negatives) from
+  the micro-batch, and DINO's centre is computed from the state's centre in every micro-batch;
+  the new centres of the micro-batches are averaged, which for DINO's linear update equals the
+  update from the whole batch. ``mesh`` keeps micro-batches split over the batch axes. With
+  ``optimizer.grad_clip_mode='per_loss'`` each loss's gradient (one backward pass each) is
+  accumulated apart and clipped on its own before they add up.
   """
   k = config.microbatches
+  per_loss = config.optimizer.grad_clip_mode == 'per_loss' and config.optimizer.grad_clip_norm > 0
 
-  def gradients(state, batch, rng):
-    def loss_fn(params):
-      return objective.loss(objectives.LossInputs(
+  def one_batch(state, batch, rng):
+    def loss_terms(params):
+      return objective.loss_terms(objectives.LossInputs(
           params=params, target_params=state.target_params, method_state=state.method_state,
           batch=batch, step=state.step, rng=rng))
-    (loss, (metrics, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    return grads, (loss, metrics, method_state)
+    if not per_loss:
+      def total(params):
+        terms, aux = loss_terms(params)
+        return sum(terms.values()), aux
+      (loss, (metrics, method_state)), grads = jax.value_and_grad(total, has_aux=True)(
+          state.params)
+      return grads, (loss, metrics, method_state)
+    terms, backward, (metrics, method_state) = jax.vjp(loss_terms, state.params, has_aux=True)
+    grads = {name: backward({other: jnp.float32(name == other) for other in terms})[0]
+             for name in terms}
+    return grads, (sum(terms.values()), metrics, method_state)
 
-  def accumulated_gradients(state, batch, rng):
+  def accumulated(state, batch, rng):
     micro = jax.tree.map(lambda x: split_microbatches(x, k, mesh), batch)
 
     def body(grad_sum, xs):
       i, microbatch = xs
-      grads, aux = gradients(state, microbatch, jax.random.fold_in(rng, i))
+      grads, aux = one_batch(state, microbatch, jax.random.fold_in(rng, i))
       return jax.tree.map(jnp.add, grad_sum, grads), aux
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(one_batch, state, batch, rng)[0])
     grad_sum, (losses, metrics, method_state) = jax.lax.scan(body, zeros,
                                                             (jnp.arange(k), micro))
     grads = jax.tree.map(lambda g: g / k, grad_sum)
@@ -79,12 +89,27 @@ def make_train_step(objective, tx, schedules, config, mesh=None):
         method_state)
     return grads, (losses.mean(), metrics, method_state)
 
+  def gradients(state, batch, rng):
+    grads, (loss, metrics, method_state) = (one_batch if k == 1 else accumulated)(state, batch,
+                                                                                  rng)
+    if per_loss:
+      metrics = dict(metrics, **{f'grad_norm_{name}': optax.tree.norm(g)
+                                 for name, g in grads.items()})
+      grads = optimizer.clip_each_loss(grads, config.optimizer.grad_clip_norm)
+    return grads, (loss, metrics, method_state)
+
+  return gradients
+
+
+def make_train_step(objective, tx, schedules, config, mesh=None):
+  """A pure (state, batch) -> (state, metrics) update: one optimizer step (on the gradients of
+  ``make_gradients``) plus the EMA update; the EMA target and the centre change once per
+  optimizer step."""
+  gradients = make_gradients(objective, config, mesh)
+
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    if k == 1:
-      grads, (loss, metrics, method_state) = gradients(state, batch, rng)
-    else:
-      grads, (loss, metrics, method_state) = accumulated_gradients(state, batch, rng)
+    grads, (loss, metrics, method_state) = gradients(state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     momentum = target_network.momentum(config.target_network, state.step, config.total_steps)

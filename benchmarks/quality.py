@@ -154,6 +154,7 @@ def method_config(method, seed, args, gamma=None):
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
   config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples,
                            dataset=args.probe_dataset, tasks=tuple(args.probe_tasks.split(',')),
+                           score_on=args.score_on,
                            visualize=False)   # scores only: no pictures at each evaluation
   return config
 
@@ -194,9 +195,21 @@ def run(method, seed, args, gamma=None):
       config.evaluation.update(tasks=names, probes=probes)
       results.update(evaluate())
   return name, {'method': name, 'seed': seed, 'steps': steps,
-                'views': steps * per_step,
+                'views': steps * per_step, 'score_on': args.score_on,
                 'seconds': round(time.perf_counter() - start, 1), 'scores': with_headline(results),
-                'curve': curve}
+                'curve': curve, 'training': last_training_metrics(workdir) if steps else {}}
+
+
+# What a run's last logged training step says about its losses and targets (RESULTS.md reads
+# the teacher's entropy against log K, and how far the AB target lags).
+TRAINING_METRICS = ('loss', 'dino_loss', 'base_loss', 'ab_loss', 'teacher_entropy',
+                    'target_entropy', 'target_staleness', 'grad_norm')
+
+
+def last_training_metrics(workdir):
+  """{name: value} of TRAINING_METRICS in the last training row of metrics.jsonl."""
+  rows = [r for r in metrics_lib.read_metrics(workdir) if 'loss' in r]
+  return {k: rows[-1][k] for k in TRAINING_METRICS if k in rows[-1]}
 
 
 def probe_curve(workdir, task_probe, per_step):
@@ -213,8 +226,13 @@ HEADLINE = {'objects_linear': 'objects_linear', 'objects_attentive': 'objects_at
 
 
 def with_headline(scores):
-  """``scores`` plus the headline aliases (presence_map, count_acc) of the probes it has."""
-  return {**scores, **{alias: scores[key] for alias, key in HEADLINE.items() if key in scores}}
+  """``scores`` plus the headline aliases (presence_map, count_acc) of the probes it has, and
+  ``mean``: the mean of every task's probe scores (not the scores by box size), the one number
+  a selection run is chosen by."""
+  probe_scores = [v for k, v in scores.items() if k.rsplit('_', 1)[-1] in settings.PROBES]
+  mean = {'mean': float(np.mean(probe_scores))} if probe_scores else {}
+  return {**scores, **{alias: scores[key] for alias, key in HEADLINE.items() if key in scores},
+          **mean}
 
 
 def aggregate(runs):
@@ -239,7 +257,7 @@ def method_order(name):
 
 def markdown(table, runs):
   present = {k for scores in table.values() for k in scores}
-  keys = [k for k in HEADLINE if k in present] or sorted(present)
+  keys = [k for k in (*HEADLINE, 'mean') if k in present] or sorted(present)
   lines = ['| method | ' + ' | '.join(keys) + ' | seeds | steps | wall-clock s |',
            '|---|' + '---|' * (len(keys) + 3)]
   for method in sorted(table, key=method_order):
@@ -362,6 +380,9 @@ def main():
                       help='train nothing: write OUT, the plot and the table from the runs file')
   parser.add_argument('--one_seed', default='random_init,supervised',
                       help='arms that run seed 0 only (references)')
+  parser.add_argument('--score_on', choices=settings.SCORE_ON, default='test',
+                      help="'validation': score the probes on a part carved out of each task's "
+                      'train split (choosing a recipe); test: on the test splits (reporting it)')
   parser.add_argument('--train_examples', type=int, default=2000)
   parser.add_argument('--test_examples', type=int, default=1000)
   args = parser.parse_args()
@@ -376,6 +397,10 @@ def main():
   if os.path.exists(base + '_runs.json'):
     with open(base + '_runs.json') as f:
       runs = json.load(f)
+  mixed = sorted(k for k, r in runs.items() if r.get('score_on', 'test') != args.score_on)
+  if mixed:
+    parser.error(f'{base}_runs.json holds runs scored on another split than --score_on='
+                 f'{args.score_on} ({mixed[0]}, ...): use another --out')
   # Seed-major: every method's seed 0 first, so a cut benchmark still compares every method.
   plan = [(m, s, g) for s in range(args.seeds) for m in methods for g in gammas
           if s == 0 or m not in args.one_seed.split(',')]

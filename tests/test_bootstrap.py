@@ -158,6 +158,23 @@ def test_ab_sup_loss_equals_a_naive_reference(tiny_data_dir):
   assert float(loss) == pytest.approx(float(metrics['base_loss']) + expected, rel=1e-4)
 
 
+def test_target_staleness_is_the_kl_of_target_to_online_and_zero_without_lag(tiny_data_dir):
+  _, objective, batch, params, _, method_state = _objective_and_batch(
+      'ab_sup_scenes', tiny_data_dir)
+  target = jax.tree.map(lambda x: x + 0.3 * jnp.cos(jnp.arange(x.size).reshape(x.shape)),
+                        params)          # far from online, so that KL's direction shows
+  staleness = jax.jit(lambda *a: objective.loss(loss_inputs(*a))[1][0]['target_staleness'])
+  call = _jitted_apply(objective.method.net)
+  images = batch['bootstrap']['images']
+  p = lambda net: jax.nn.softmax(call(net, network.Network.base, call(
+      net, network.Network.encode, images.reshape(-1, *images.shape[2:]))[0]))
+  p_target, p_online = np.asarray(p(target), np.float64), np.asarray(p(params), np.float64)
+  expected = np.mean(np.sum(p_target * np.log(p_target / p_online), axis=-1))
+  assert expected > 1e-6
+  assert float(staleness(params, target, method_state, batch)) == pytest.approx(expected, rel=1e-3)
+  assert float(staleness(params, params, method_state, batch)) == 0.0
+
+
 def test_ab_dino_loss_equals_a_naive_reference(tiny_data_dir):
   config, objective, batch, params, target, method_state = _objective_and_batch(
       'ab_dino_scenes', tiny_data_dir, **{'objective.bootstrap.gamma': 0.5})

@@ -25,12 +25,57 @@ def test_config_validates_and_builds(path, variant):
 def test_paper_configs_are_paper_size(path):
   config = configuration.load(path)
   assert (config.model.width, config.model.depth, config.model.patch_size) == (384, 12, 16)
-  views = (config.data.annotation.batch_size * config.data.annotation.views.num
-           + config.data.bootstrap.batch_size * config.data.bootstrap.views.num)
-  assert views == 8192
-  assert config.data.bootstrap.views.num == 4 and config.data.bootstrap.views.colour_jitter == 0
-  assert tuple(config.data.bootstrap.views.scale) == (0.05, 1.0)
-  assert config.data.annotation.views.size == 224
+  assert config.model.dtype == 'bfloat16' and config.data.annotation.views.size == 224
+  views = sum(config.data[n].batch_size * (config.data[n].views.num
+                                           + config.data[n].local_views.num)
+              for n in ('annotation', 'bootstrap'))
+  assert config.total_steps == 800_000_000 // views          # 800M views seen
+
+
+# Table 7 of the preprint (docs/method.md, "Every method's recipe in the paper"), typed from the
+# paper. Its AB column: the annotation stream is the base's (half its images, its views and
+# augmentations), the bootstrap stream an eighth of its images x 4 views of RandomResizedCrop
+# 0.05-1 and nothing else; warm-ups in the base's steps (10 ImageNet epochs of 1,281,167 images;
+# CLIP: one CC12M epoch of 12,423,374 pairs).
+TABLE_7 = {
+    'dino': dict(batch=1024, views=2, local_views=8, scale=(0.4, 1.0), local_scale=(0.05, 0.4),
+                 flip=True, colour_jitter=True, warmup_steps=12511, weight_decay=(0.04, 0.4),
+                 grad_clip_norm=1.0, ema=(0.004, 'cosine'), b2=0.999),
+    'simclr': dict(batch=4096, views=2, local_views=0, scale=(0.08, 1.0), flip=True,
+                   colour_jitter=True, warmup_steps=3127, weight_decay=(0.04, 0.4),
+                   grad_clip_norm=0.0, ema=(0.004, 'cosine'), b2=0.999),
+    'clip': dict(batch=8192, views=1, local_views=0, scale=(0.5, 1.0), flip=False,
+                 colour_jitter=False, warmup_steps=1516, weight_decay=(0.1, 0.1),
+                 grad_clip_norm=0.0, ema=(0.004, 'constant'), b2=0.98),
+}
+PAPER_RECIPES = {'ab_dino_coco': 'dino', 'ab_dino_epic': 'dino', 'ab_simclr_coco': 'simclr',
+                 'ab_simclr_epic': 'simclr', 'ab_clip_cc12m': 'clip'}
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_RECIPES))
+def test_paper_configs_follow_table_7(name):
+  row = TABLE_7[PAPER_RECIPES[name]]
+  config = configuration.load(os.path.join(REPO, 'configs', 'paper', name + '.py'))
+  annotation, bootstrap = config.data.annotation, config.data.bootstrap
+  assert annotation.batch_size == row['batch'] // 2
+  assert (annotation.views.num, annotation.local_views.num) == (row['views'], row['local_views'])
+  assert tuple(annotation.views.scale) == row['scale']
+  if row['local_views']:
+    local = annotation.local_views
+    assert tuple(local.scale) == row['local_scale'] and local.size == 96
+    assert (local.flip, local.colour_jitter, local.grayscale) == (
+        annotation.views.flip, annotation.views.colour_jitter, annotation.views.grayscale)
+  assert annotation.views.flip == row['flip']
+  assert (annotation.views.colour_jitter > 0) == row['colour_jitter']
+  assert bootstrap.batch_size == row['batch'] // 8 and bootstrap.views.num == 4
+  assert tuple(bootstrap.views.scale) == (0.05, 1.0) and not bootstrap.views.flip
+  assert bootstrap.views.colour_jitter == bootstrap.views.grayscale == 0
+  opt = config.optimizer
+  assert (opt.learning_rate, opt.warmup_steps, opt.b2) == (1e-3, row['warmup_steps'], row['b2'])
+  assert (opt.weight_decay, opt.weight_decay_end) == row['weight_decay']
+  assert opt.grad_clip_norm == row['grad_clip_norm']
+  assert (config.target_network.rate, config.target_network.schedule) == row['ema']
+  assert config.objective.bootstrap.weight == 1.0           # loss ratio 1.0
 
 
 def test_unknown_key_in_a_config_is_an_error():

@@ -43,6 +43,41 @@ def test_task_targets_from_padded_labels():
     tasks.targets(tasks.TASKS['objects'], np.array([[-1, -1]]), 4, 2)
 
 
+def test_a_validation_part_is_carved_out_of_the_train_split():
+  objects, classes = tasks.TASKS['objects'], tasks.TASKS['classes']
+  take = lambda *args, **kw: task_data.record_indices(20, *args, **kw).tolist()
+  assert take(objects, 5, held_out=4) == [0, 1, 2, 3, 4]
+  assert take(objects, 0, held_out=4) == list(range(16))
+  assert take(objects, 5, held_out=4, part='held_out') == [16, 17, 18, 19]
+  assert take(objects, 0) == list(range(20))
+  with pytest.raises(ValueError, match='leaves none'):
+    take(objects, 5, held_out=20)
+  # A balanced task (class-sorted records): both parts balanced, and disjoint.
+  labels = np.repeat([0, 1, 2, 3], 5)
+  held = take(classes, 6, held_out=8, part='held_out', first_labels=labels)
+  fit = take(classes, 8, held_out=8, first_labels=labels)
+  assert np.bincount(labels[held]).tolist() == [2, 2, 2, 2]
+  assert np.bincount(labels[fit]).tolist() == [2, 2, 2, 2] and not set(held) & set(fit)
+
+
+def test_probes_scored_on_validation_never_read_the_test_split(tiny_data_dir):
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects',),
+               'evaluation.train_examples': 16, 'evaluation.test_examples': 8}
+  config = tiny_config('dino_scenes', **overrides)
+  whole = task_data.load(config.data, 'scenes', tasks.TASKS['objects'], 'objects', 16, 0)
+  test = task_data.load(config.data, 'scenes', tasks.TASKS['objects'], 'objects_validation',
+                        16, 8)
+  evaluator, _ = fresh_evaluator(config)
+  fit, scored = evaluator._task_data('objects')     # pylint: disable=protected-access
+  np.testing.assert_array_equal(scored.images, test.images)
+  evaluator, _ = fresh_evaluator(tiny_config('dino_scenes', **overrides,
+                                             **{'evaluation.score_on': 'validation'}))
+  fit, scored = evaluator._task_data('objects')     # pylint: disable=protected-access
+  np.testing.assert_array_equal(fit.images, whole.images[:16])
+  np.testing.assert_array_equal(scored.images, whole.images[-8:])
+  np.testing.assert_array_equal(scored.targets, whole.targets[-8:])
+
+
 def test_features_of_a_padded_sharded_batch_equal_direct_apply():
   config = vit.EncoderConfig(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
   model = vit.ViT(config)

@@ -1,12 +1,18 @@
-"""Optimizer schedules, weight-decay mask, and the EMA target network."""
+"""Optimizer schedules, weight-decay mask, gradient clipping, and the EMA target network."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from annoprop_jax import configuration
+from annoprop_jax import objectives
 from annoprop_jax import optimizer
+from annoprop_jax import state as state_lib
 from annoprop_jax import target_network
+from annoprop_jax import train
 from annoprop_jax.models import vit
+from conftest import first_batches, loss_inputs, tiny_config
 
 
 def test_constant_and_cosine_ema_momentum():
@@ -72,3 +78,47 @@ def test_learning_rate_and_weight_decay_schedules():
   assert float(wd(0)) == pytest.approx(0.04)
   assert float(wd(50)) == pytest.approx(0.22)
   assert float(wd(100)) == pytest.approx(0.4)
+
+
+def test_per_parameter_clipping_equals_a_naive_per_leaf_reference():
+  rng = np.random.default_rng(0)
+  grads = {'a': rng.normal(size=(3, 4)) * 5, 'b': {'c': rng.normal(size=(7,)) * 0.01,
+                                                   'd': rng.normal(size=(2, 2)) * 2}}
+  max_norm = 1.0
+  got, _ = optimizer.clip_each_parameter(max_norm).update(
+      jax.tree.map(jnp.asarray, grads), optax.EmptyState())
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    norm = np.sqrt((g ** 2).sum())
+    want = g * max_norm / norm if norm > max_norm else g
+    np.testing.assert_allclose(np.asarray(_at(got, path)), want, rtol=1e-5)
+  assert np.sqrt((grads['a'] ** 2).sum()) > max_norm > np.sqrt((grads['b']['c'] ** 2).sum())
+
+
+def _at(tree, path):
+  for key in path:
+    tree = tree[key.key]
+  return tree
+
+
+def test_per_loss_clipping_clips_each_losss_gradient_before_the_sum(tiny_data_dir):
+  config = tiny_config('ab_sup_scenes', **{'data.data_dir': tiny_data_dir})
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = first_batches(config, objective.streams)
+  params, method_state = objective.init(jax.random.PRNGKey(0), batch)
+  target = jax.tree.map(lambda x: x + 0.3 * jnp.cos(jnp.arange(x.size).reshape(x.shape)), params)
+  state = state_lib.TrainState(step=jnp.int32(3), params=params, target_params=target,
+                               opt_state=None, rng=jax.random.PRNGKey(1), method_state=method_state)
+  # Naive: each loss's gradient alone, clipped to max_norm by its own norm, then the sum.
+  term_grad = lambda name: jax.jit(jax.grad(lambda p: objective.loss_terms(
+      loss_inputs(p, target, method_state, batch, 3))[0][name]))(params)
+  norm = lambda g: np.sqrt(sum((np.asarray(x, np.float64) ** 2).sum() for x in jax.tree.leaves(g)))
+  alone = {name: term_grad(name) for name in ('base', 'ab')}
+  max_norm = 0.5 * min(norm(g) for g in alone.values())         # both get clipped
+  want = jax.tree.map(lambda *g: sum(x * max_norm / norm(t) for x, t in zip(g, alone.values())),
+                      *alone.values())
+  config.optimizer.update(grad_clip_norm=max_norm, grad_clip_mode='per_loss')
+  grads, (_, metrics, _) = jax.jit(train.make_gradients(objective, config))(
+      state, batch, jax.random.PRNGKey(2))
+  for got_leaf, want_leaf in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+    np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-7)
+  assert float(metrics['grad_norm_ab']) == pytest.approx(norm(alone['ab']), rel=1e-4)

@@ -2,6 +2,7 @@
 spreads it writes (the training itself is what test_evaluation covers)."""
 import argparse
 import importlib.util
+import json
 import os
 
 import pytest
@@ -18,7 +19,7 @@ _spec.loader.exec_module(quality)
 def args(**kwargs):
   defaults = dict(views=192000, set=[], data_dir='/tmp/d', dataset='scenes',
                   probe_dataset='scenes', probe_tasks='objects,presence,count',
-                  train_examples=2000, test_examples=1000, all_probes=False)
+                  train_examples=2000, test_examples=1000, all_probes=False, score_on='test')
   return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -79,13 +80,16 @@ def test_means_spreads_and_the_headline_table():
           'dino/seed2': record('dino', 2, 0.7, 0.6), 'random_init/seed0': record(
               'random_init', 0, 0.1, 0.25)}
   assert runs['dino/seed0']['scores']['presence_map'] == 0.5
+  assert runs['dino/seed0']['scores']['mean'] == pytest.approx(0.35)   # of the probe scores
+  assert quality.with_headline({'boxes_linear': 0.2, 'boxes_linear_small': 0.9})['mean'] == 0.2
   means, table = quality.aggregate(runs)
   assert means['dino']['objects_linear'] == pytest.approx(0.4)
   assert table['dino']['presence_map'] == pytest.approx((0.6, 0.2, 3))   # mean, max - min, n
   lines = quality.markdown(table, runs).splitlines()
-  assert lines[0] == '| method | objects_linear | presence_map | seeds | steps | wall-clock s |'
-  assert lines[2] == '| random_init | 0.100 | 0.250 | 1 | 10 | 5 |'     # in METHODS order
-  assert lines[3] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 3 | 10 | 5 |'
+  assert lines[0] == ('| method | objects_linear | presence_map | mean | seeds | steps | '
+                      'wall-clock s |')
+  assert lines[2] == '| random_init | 0.100 | 0.250 | 0.175 | 1 | 10 | 5 |'   # METHODS order
+  assert lines[3] == '| dino | 0.400 ±0.250 | 0.600 ±0.100 | 0.500 ±0.150 | 3 | 10 | 5 |'
 
 
 def test_the_plot_is_drawn_from_the_curves_the_runs_file_keeps(tmp_path, capsys):
@@ -123,6 +127,7 @@ def test_which_probes_run_on_which_tasks(all_probes, monkeypatch, tmp_path):
   monkeypatch.setattr(quality.train, 'train', lambda config, workdir: argparse.Namespace(
       step=config.total_steps))
   monkeypatch.setattr(quality, 'probe_curve', lambda *a: [])
+  monkeypatch.setattr(quality, 'last_training_metrics', lambda workdir: {})
   calls = []
 
   def evaluate_checkpoint(evaluator, *unused):
@@ -137,6 +142,16 @@ def test_which_probes_run_on_which_tasks(all_probes, monkeypatch, tmp_path):
   assert calls == [(('objects',), every), (('boxes', 'count'), every if all_probes
                                            else ('linear',))]
   assert ('boxes_attentive' in record['scores']) == all_probes
+
+
+def test_the_record_keeps_the_last_training_rows_losses_and_targets(tmp_path):
+  rows = [{'step': 5, 'loss': 2.0, 'teacher_entropy': 5.0},
+          {'step': 10, 'loss': 1.5, 'teacher_entropy': 4.0, 'target_staleness': 0.02,
+           'learning_rate': 1e-3},
+          {'step': 10, 'eval/objects_linear': 0.3}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert quality.last_training_metrics(str(tmp_path)) == {
+      'loss': 1.5, 'teacher_entropy': 4.0, 'target_staleness': 0.02}
 
 
 def test_score_panels_hold_each_probes_mean_and_half_range(tmp_path):

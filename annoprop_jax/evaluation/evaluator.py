@@ -32,11 +32,15 @@ class Evaluator:
     if name not in self._data:
       task, ec = tasks_lib.TASKS[name], self.eval_config
       size = self.encoder_config.image_size
-      self._data[name] = (
-          task_data.load(self.data_config, ec.dataset, task, task.train_split, size,
-                         ec.train_examples),
-          task_data.load(self.data_config, ec.dataset, task, task.test_split, size,
-                         ec.test_examples))
+      load = lambda split, limit, **part: task_data.load(self.data_config, ec.dataset, task,
+                                                        split, size, limit, **part)
+      if ec.score_on == 'validation':     # both parts from the train split, disjoint
+        part = lambda name: dict(held_out=ec.test_examples, part=name)
+        self._data[name] = (load(task.train_split, ec.train_examples, **part('fit')),
+                            load(task.train_split, ec.test_examples, **part('held_out')))
+      else:
+        self._data[name] = (load(task.train_split, ec.train_examples),
+                            load(task.test_split, ec.test_examples))
     return self._data[name]
 
   def due(self, step, total_steps):

@@ -6,6 +6,7 @@ from annoprop_jax.evaluation import tasks
 
 PROBES = ('linear', 'knn', 'attentive', 'decoder')
 PARAMS = ('auto', 'target', 'online')
+SCORE_ON = ('test', 'validation')
 
 
 def default_config():
@@ -18,6 +19,11 @@ def default_config():
       probes=PROBES,
       train_examples=2000,       # the first N images of each task's train split (0: all)
       test_examples=1000,        # ... and of its test split
+      # What the probes are scored on: 'test' (each task's test split), or 'validation': the
+      # last ``test_examples`` images of the task's train split (a class-balanced subset for a
+      # balanced task), which the probes then never train on. Choose a recipe on 'validation'
+      # and report it on 'test', once.
+      score_on='test',
       batch_size=256,            # feature extraction
       knn_k=20,
       epochs=30,                 # linear / attentive / decoder probes
@@ -45,5 +51,11 @@ def validate(config):
   unknown = [p for p in config.probes if p not in PROBES]
   if unknown:
     raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
+  if config.score_on not in SCORE_ON:
+    raise errors.ConfigError(f'evaluation.score_on must be one of {SCORE_ON}, got '
+                             f'{config.score_on!r}')
+  if config.score_on == 'validation' and config.test_examples <= 0:
+    raise errors.ConfigError('evaluation.score_on=validation needs test_examples > 0 (the '
+                             'size of the part carved out of the train split)')
   if config.params not in PARAMS:
     raise errors.ConfigError(f'evaluation.params must be one of {PARAMS}, got {config.params!r}')

@@ -31,21 +31,48 @@ def balanced_indices(labels, limit, seed=0):
   return np.sort(picked[:limit])
 
 
-def load(data_config, dataset, task, split, size, limit, max_objects=8):
-  """``limit`` images of ``split`` (all when 0; the first ones, or a class-balanced subset for a
-  ``balanced`` task), resized to ``size`` px, with targets."""
+def record_indices(num_records, task, limit, held_out=0, part='fit', first_labels=None):
+  """The records of a split that one part reads. ``held_out`` > 0 carves a validation part out
+  of the split: its last ``held_out`` records (a class-balanced subset for a ``balanced`` task,
+  whose records are class-sorted), which part='fit' never reads and part='held_out' reads.
+  part='fit' reads ``limit`` of the rest (all when 0): the first ones, or a class-balanced
+  subset. ``first_labels`` (N,): each record's first label (-1: none), for a balanced task."""
+  everything = np.arange(num_records)
+  held = np.array([], np.int64)
+  if held_out:
+    if held_out >= num_records:
+      raise ValueError(f'a validation part of {held_out} records leaves none of the '
+                       f'{num_records} of the split to train the probes on')
+    held = (balanced_indices(first_labels, held_out, seed=1) if task.balanced
+            else everything[-held_out:])
+  if part == 'held_out':
+    return held
+  pool = np.setdiff1d(everything, held)
+  if not limit or limit >= len(pool):
+    return pool
+  if task.balanced:
+    return pool[balanced_indices(first_labels[pool], limit)]
+  return pool[:limit]
+
+
+def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out=0,
+         part='fit'):
+  """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
+  class-balanced subset for a ``balanced`` task; with ``held_out``, the split's fit or
+  validation part), resized to ``size`` px, with targets."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
                              features=tuple(features.items()))
-  indices = range(len(source) if not limit else min(limit, len(source)))
-  if limit and task.balanced and limit < len(source):
+  first_labels = None
+  if task.balanced and (held_out or limit and limit < len(source)):
     first = [feature_map.as_labels(feature_map.lookup(source[i], task.labels))[:1]
              for i in range(len(source))]
-    indices = balanced_indices(np.array([f[0] if len(f) else -1 for f in first]), limit)
+    first_labels = np.array([f[0] if len(f) else -1 for f in first])
+  indices = record_indices(len(source), task, limit, held_out, part, first_labels)
   images, labels, boxes = [], [], []
   for i in indices:
-    record = source[i]
+    record = source[int(i)]
     example = decoder(record)
     if example is None:
       continue        # undecodable: skipped, as in training

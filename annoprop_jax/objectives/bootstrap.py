@@ -93,6 +93,13 @@ def ab_loss(log_q, y, pairs):
   return (jnp.sum(ce * pairs, axis=(1, 2)) / pairs.sum()).mean()
 
 
+def target_staleness(p_target, p_online):
+  """KL(p_target || p_online) in nats, the mean over images and views: how far the target
+  network's p(l | x) lags behind the online network's on the same views (0 when they agree)."""
+  log = lambda p: jnp.log(jnp.clip(p, 1e-12))
+  return jnp.sum(p_target * (log(p_target) - log(p_online)), axis=-1).mean()
+
+
 def pairwise_iou(view_boxes):
   """(B, V, 4) -> (B, V, V) IoU of every pair of views, in jnp."""
   a, b = view_boxes[:, :, None], view_boxes[:, None, :]
@@ -170,6 +177,7 @@ class PairPredictions:
   y: Any                  # (B, V, V, L) its targets y_ij, no gradient
   p_next: Any             # (B, V, L) the target network's p(l | x_j)
   pairs: np.ndarray       # (V, V) the trained pairs
+  p_online: Any           # (B, V, L) the online network's p(l | x_j), no gradient
 
 
 def decoder_kwargs(ab_config, encoder_config):
@@ -211,7 +219,7 @@ class AnnotationBootstrapping:
                               cfg.next_include_source)
     if actions is None:
       actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
-    _, tokens = method.encode_views(params, boot['images'])
+    pooled, tokens = method.encode_views(params, boot['images'])
     log_q = pair_log_probs(method, params, tokens, actions,
                            target_views(v, cfg.include_diagonal or all_views), base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).
@@ -223,9 +231,13 @@ class AnnotationBootstrapping:
                                       target_views(v, cfg.next_include_identity),
                                       base.target_candidates))
     y = bootstrapped_target(p_next, q_next, cfg.gamma, cfg.aggregate, nexts)
-    return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs)
+    # How far the target lags: the online network's p(l | x_j) beside the target's.
+    p_online = method.target_probs(dataclasses.replace(inputs, target_params=params),
+                                   pooled, base.candidates)
+    return PairPredictions(base=base, log_q=log_q, y=y, p_next=p_next, pairs=pairs,
+                           p_online=jax.lax.stop_gradient(p_online))
 
-  def loss(self, inputs):
+  def loss_terms(self, inputs):
     cfg, boot = self.config, inputs.batch['bootstrap']
     pred = self.predictions(inputs)
     base, log_q, y, pairs = pred.base, pred.log_q, pred.y, pred.pairs
@@ -234,8 +246,11 @@ class AnnotationBootstrapping:
     metrics = dict(base.metrics, base_loss=base.loss, ab_loss=loss_ab,
                    target_entropy=pair_mean(method_lib.entropy(y)),
                    ab_prediction_entropy=pair_mean(method_lib.entropy(jnp.exp(log_q))),
+                   target_staleness=target_staleness(pred.p_next, pred.p_online),
                    **diagnostics(log_q, y, pairs, boot['boxes'], boot['moves'], cfg.box))
-    return base.loss + cfg.weight * loss_ab, (metrics, base.method_state)
+    return {'base': base.loss, 'ab': cfg.weight * loss_ab}, (metrics, base.method_state)
+
+  loss = method_lib.total_loss
 
 
 def validate(config):

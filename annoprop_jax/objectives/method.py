@@ -7,9 +7,9 @@ trains the encoder and head with that loss on the annotation batch; with annotat
 (``bootstrap.AnnotationBootstrapping``) the same method also scores the candidate annotations
 with Q_AB and gives the target network's p(l | x).
 
-The training loop sees an ``Objective``: the streams it reads and two pure functions,
-``init(rng, batch) -> (params, method_state)`` and ``loss(LossInputs) -> (loss, (metrics,
-method_state))``. The *method state* is what a method carries beside its parameters from step
+The training loop sees an ``Objective``: the streams it reads and pure functions,
+``init(rng, batch) -> (params, method_state)`` and ``loss_terms(LossInputs) -> ({loss name:
+loss}, (metrics, method_state))``, whose sum is ``loss``. The *method state* is what a method carries beside its parameters from step
 to step (DINO's centre), in ``TrainState.method_state``.
 """
 import abc
@@ -70,8 +70,18 @@ class Objective(Protocol):
   def init(self, rng: Array, batch: dict) -> tuple:
     """(params, method state) for batches shaped like ``batch`` (any batch size)."""
 
+  def loss_terms(self, inputs: LossInputs) -> tuple:
+    """({loss name: loss}, (metrics, method state after the step)); they add up to the loss
+    (clipping per loss clips each one's gradient apart)."""
+
   def loss(self, inputs: LossInputs) -> tuple:
     """(loss, (metrics, method state after the step))."""
+
+
+def total_loss(objective, inputs):
+  """``objective.loss``: (the sum of the loss terms, (metrics, method state))."""
+  terms, aux = objective.loss_terms(inputs)
+  return sum(terms.values()), aux
 
 
 class Method(abc.ABC):
@@ -176,8 +186,10 @@ class PlainObjective:
                                   **self.method.init_inputs(annotation))['params']
     return params, self.method.init_state()
 
-  def loss(self, inputs):
+  def loss_terms(self, inputs):
     inputs = dataclasses.replace(inputs, params=self.method.step_params(inputs.params,
                                                                         inputs.step))
     result = self.method.base_loss(inputs, bootstrap=False)
-    return result.loss, (result.metrics, result.method_state)
+    return {'base': result.loss}, (result.metrics, result.method_state)
+
+  loss = total_loss

@@ -21,7 +21,8 @@ from annoprop_jax import configuration
 
 def get_config(variant=''):
   config = configuration.base_config('ab_sup')
-  configuration.paper_scale(config, annotation_images=4096, annotation_views=1)
+  configuration.paper_scale(config, annotation_images=4096, annotation_views=1,
+                            bootstrap_images=1024, warmup_steps=5000)   # not in Table 7
   config.data.annotation.update(dataset='imagenet', split='train', max_objects=1)
   config.data.annotation.features.update(labels='labels', boxes='')
   config.data.annotation.views.update(scale=(0.08, 1.0))
