@@ -54,18 +54,16 @@ def make_gradients(objective, config, mesh=None):
   per_loss = config.optimizer.grad_clip_mode == 'per_loss' and config.optimizer.grad_clip_norm > 0
 
   def one_batch(state, batch, rng):
-    def loss_terms(params):
-      return objective.loss_terms(objectives.LossInputs(
+    def inputs(params):
+      return objectives.LossInputs(
           params=params, target_params=state.target_params, method_state=state.method_state,
-          batch=batch, step=state.step, rng=rng))
+          batch=batch, step=state.step, rng=rng)
     if not per_loss:
-      def total(params):
-        terms, aux = loss_terms(params)
-        return sum(terms.values()), aux
-      (loss, (metrics, method_state)), grads = jax.value_and_grad(total, has_aux=True)(
-          state.params)
+      (loss, (metrics, method_state)), grads = jax.value_and_grad(
+          lambda params: objective.loss(inputs(params)), has_aux=True)(state.params)
       return grads, (loss, metrics, method_state)
-    terms, backward, (metrics, method_state) = jax.vjp(loss_terms, state.params, has_aux=True)
+    terms, backward, (metrics, method_state) = jax.vjp(
+        lambda params: objective.loss_terms(inputs(params)), state.params, has_aux=True)
     grads = {name: backward({other: jnp.float32(name == other) for other in terms})[0]
              for name in terms}
     return grads, (sum(terms.values()), metrics, method_state)

@@ -9,8 +9,8 @@ with Q_AB and gives the target network's p(l | x).
 
 The training loop sees an ``Objective``: the streams it reads and pure functions,
 ``init(rng, batch) -> (params, method_state)`` and ``loss_terms(LossInputs) -> ({loss name:
-loss}, (metrics, method_state))``, whose sum is ``loss``. The *method state* is what a method carries beside its parameters from step
-to step (DINO's centre), in ``TrainState.method_state``.
+loss}, (metrics, method_state))``, whose sum is ``loss``. The *method state* is what a method
+carries beside its parameters from step to step (DINO's centre), in ``TrainState.method_state``.
 """
 import abc
 import dataclasses
