@@ -25,14 +25,30 @@ def test_kl_by_hand_and_moves_shuffled_within_each_image():
     assert not np.array_equal(got, want)
 
 
+def test_area_bins_follow_the_target_view():
+  # Image 0: views of area 0.1, 0.25, 0.64 (boxes (ymin, xmin, ymax, xmax) in [0, 1]).
+  boxes = jnp.array([[[0, 0, 0.5, 0.2], [0, 0, 0.5, 0.5], [0.2, 0.2, 1.0, 1.0]]])
+  pairs = ~jnp.eye(3, dtype=bool)[None]
+  masks = {k: np.asarray(v[0]) for k, v in diagnose.area_bin_masks(boxes, pairs).items()}
+  assert list(masks) == ['<0.15', '0.15-0.4', '>=0.4']
+  # Pair (i, j) falls in the bin of view j's area: column j, never the diagonal.
+  np.testing.assert_array_equal(masks['<0.15'], [[0, 0, 0], [1, 0, 0], [1, 0, 0]])
+  np.testing.assert_array_equal(masks['0.15-0.4'], [[0, 1, 0], [0, 0, 0], [0, 1, 0]])
+  np.testing.assert_array_equal(masks['>=0.4'], [[0, 0, 1], [0, 0, 1], [0, 0, 0]])
+
+
 def test_table_puts_each_number_under_its_bin():
   bins = ['0', '0-0.2', '0.2-0.5', '0.5-0.8', '>0.8']
+  areas = ['<0.15', '0.15-0.4', '>=0.4']
   rows = ['kl_true', 'kl_shuffled', 'kl_copy', 'information']
   by_iou = {b: {r: 0.1 * (i + 1) + 0.01 * (j + 1) for j, r in enumerate(rows)}
             for i, b in enumerate(bins)}
   by_iou['0']['kl_true'] = None                          # no pair fell in that bin
-  result = {'step': 7, 'pairs': 96, 'by_iou': by_iou, 'identity_kl': 0.0321,
-            'all': {r: 1.0 + j for j, r in enumerate(rows)}}
+  by_area = {b: {r: 2 + 0.1 * (i + 1) + 0.01 * (j + 1) for j, r in enumerate(rows)}
+             for i, b in enumerate(areas)}
+  result = {'step': 7, 'pairs': 96, 'by_iou': by_iou, 'by_area': by_area, 'identity_kl': 0.0321,
+            'all': {r: 1.0 + j for j, r in enumerate(rows)},
+            'area_pairs': {'<0.15': 20, '0.15-0.4': 30, '>=0.4': 46}}
   lines = diagnose.table(result).splitlines()
   assert lines[0] == 'diagnose at step 7 (96 pairs; nats)'
   assert lines[1].split() == ['IoU', *bins, 'all']
@@ -40,7 +56,11 @@ def test_table_puts_each_number_under_its_bin():
   assert lines[4].split() == ['kl_copy', '0.1300', '0.2300', '0.3300', '0.4300', '0.5300',
                               '3.0000']
   assert [line.split()[0] for line in lines[2:6]] == rows
-  assert lines[6].split()[:2] == ['identity_kl', '0.0321']
+  assert lines[6].split() == ['target', 'area', *areas, 'all']
+  assert lines[8].split() == ['kl_shuffled', '2.1200', '2.2200', '2.3200', '2.0000']
+  assert [line.split()[0] for line in lines[7:11]] == rows
+  assert lines[11].split() == ['pairs', '20', '30', '46', '96']
+  assert lines[12].split()[:2] == ['identity_kl', '0.0321']
 
 
 @pytest.mark.slow
@@ -58,6 +78,10 @@ def test_a_trained_decoder_uses_the_action(tmp_path, tiny_data_dir):
   result = diagnose.diagnose(config, configuration.encoder_config(config), str(tmp_path))
   overall = result['all']
   assert result['step'] == 400 and result['pairs'] == 4 * 8 * 4 * 3
+  # The area bins split the same pairs as the IoU bins; bootstrap crops (RRC 0.05-1) fall in
+  # every bin.
+  assert sum(result['area_pairs'].values()) == result['pairs']
+  assert min(result['area_pairs'].values()) > 0, result['area_pairs']
   # Q is closer to its targets than copying the source's p(l|x) and than the mean target ...
   assert overall['kl_true'] < overall['kl_copy'] and overall['kl_true'] < overall['information']
   # ... and it needs the true box: shuffled moves fit the targets worse, by half the measured gap.

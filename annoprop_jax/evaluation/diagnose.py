@@ -1,8 +1,8 @@
 """``diagnose``: does an AB run's annotation decoder use the action (the box of the other view)?
 
 On batches of the run's own streams, with a checkpoint's online and target networks, for every
-trained pair (i, j) of bootstrap views, by source-target IoU bin (``bootstrap.IOU_BINS``) and
-over all pairs, in nats:
+trained pair (i, j) of bootstrap views, by source-target IoU bin (``bootstrap.IOU_BINS``), by
+the target view's area (``AREA_BINS``, fractions of the image) and over all pairs, in nats:
 
   kl_true      KL(y_ij || Q_AB(. | x_i, a_ij))            Q with the true moves
   kl_shuffled  KL(y_ij || Q_AB(. | x_i, a_shuffled))      the moves permuted within each image
@@ -11,7 +11,9 @@ over all pairs, in nats:
 
 and ``identity_kl`` = KL(p_target(. | x_i) || Q_AB(. | x_i, identity move)), the decoder's
 read-out of its own view. A decoder that uses the action has kl_true below kl_shuffled (and
-below kl_copy where views overlap little); kl_true ~ kl_shuffled says it ignores the box.
+below kl_copy where views overlap little); kl_true ~ kl_shuffled says it ignores the box. The
+area split shows the targets that come from crops smaller than any view the base method trains
+on (a DINO without local crops sees no crop under its RandomResizedCrop's lower scale).
 """
 import json
 
@@ -26,6 +28,18 @@ from annoprop_jax.data import pipeline
 from annoprop_jax.objectives import bootstrap
 
 ROWS = ('kl_true', 'kl_shuffled', 'kl_copy', 'information')
+# The target view's area as a fraction of the image: under 0.15 (local crops only), up to 0.4
+# (the paper's local/global boundary, Table 7), and the global crops' range.
+AREA_BINS = ('<0.15', '0.15-0.4', '>=0.4')
+_AREA_EDGES = ((0.0, 0.15), (0.15, 0.4), (0.4, 1.01))
+
+
+def area_bin_masks(view_boxes, pairs):
+  """{bin of AREA_BINS: the pairs (B, V, V) whose target view j has its area in the bin}."""
+  area = (view_boxes[..., 2] - view_boxes[..., 0]) * (view_boxes[..., 3] - view_boxes[..., 1])
+  target_area = area[:, None, :]                                       # pair (i, j) -> view j
+  return {name: pairs & (target_area >= lo) & (target_area < hi)
+          for name, (lo, hi) in zip(AREA_BINS, _AREA_EDGES)}
 
 
 def kl(p, log_q):
@@ -43,8 +57,8 @@ def shuffled_moves(moves, rng):
 
 
 def _sums(objective, inputs):
-  """Per IoU bin and row: (sum of KL over the bin's trained pairs, pair count); identity KL.
-  ``inputs.rng`` shuffles the moves."""
+  """Per bin (IoU and area) and row: (sum of KL over the bin's trained pairs, pair count);
+  identity KL. ``inputs.rng`` shuffles the moves."""
   boot = inputs.batch['bootstrap']
   true = objective.predictions(inputs)
   shuffled = objective.predictions(inputs, actions=shuffled_moves(boot['moves'], inputs.rng))
@@ -55,9 +69,10 @@ def _sums(objective, inputs):
   rows = {'kl_true': kl(y, true.log_q), 'kl_shuffled': kl(y, shuffled.log_q),
           'kl_copy': kl(y, jnp.broadcast_to(log_copy, y.shape)),
           'information': kl(y, jnp.log(jnp.clip(mean_y, 1e-12)))}
+  masks = {**bootstrap.iou_bin_masks(bootstrap.pairwise_iou(boot['boxes']), pairs),
+           **area_bin_masks(boot['boxes'], pairs)}
   sums = {name: {row: (jnp.sum(value * in_bin), in_bin.sum()) for row, value in rows.items()}
-          for name, in_bin in bootstrap.iou_bin_masks(bootstrap.pairwise_iou(boot['boxes']),
-                                                      pairs).items()}
+          for name, in_bin in masks.items()}
   # The identity move of each view (i -> i) is the diagonal of the moves; read Q there.
   v = boot['moves'].shape[1]
   identity = jnp.broadcast_to(boot['moves'][:, jnp.arange(v), jnp.arange(v)][:, :, None],
@@ -68,7 +83,8 @@ def _sums(objective, inputs):
 
 
 def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
-  """{'step', 'pairs', 'identity_kl', 'by_iou': {bin: {row: mean}}, 'all': {row: mean}} for the
+  """{'step', 'pairs', 'identity_kl', 'by_iou': {bin: {row: mean}}, 'by_area': {bin: {row:
+  mean}}, 'area_pairs': {bin: pairs}, 'all': {row: mean}} for the
   checkpoint of ``step`` (default: the latest) of the AB run of ``config`` in ``workdir``, on
   ``batches`` batches of its streams (seeded apart from training's)."""
   if not objectives.is_bootstrapped(config.objective.name):
@@ -93,7 +109,7 @@ def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
   for it in iterators.values():
     it.close()
   mean = lambda t, c: t / c if c else None
-  by_iou = {name: {row: mean(*totals[name, row]) for row in ROWS} for name in bootstrap.IOU_BINS}
+  by_bin = lambda bins: {name: {row: mean(*totals[name, row]) for row in ROWS} for name in bins}
   overall = {}
   for row in ROWS:
     total = sum(totals[name, row][0] for name in bootstrap.IOU_BINS)
@@ -101,18 +117,23 @@ def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
     overall[row] = mean(total, count)
   return {'step': int(step), 'pairs': sum(totals[name, 'kl_true'][1] for name in
                                           bootstrap.IOU_BINS),
-          'identity_kl': float(np.mean(identity)), 'by_iou': by_iou, 'all': overall}
+          'identity_kl': float(np.mean(identity)), 'by_iou': by_bin(bootstrap.IOU_BINS),
+          'by_area': by_bin(AREA_BINS), 'all': overall,
+          'area_pairs': {name: totals[name, 'kl_true'][1] for name in AREA_BINS}}
 
 
 def table(result):
-  """The rows against the IoU bins, as text."""
-  bins = list(bootstrap.IOU_BINS) + ['all']
+  """The rows against the IoU bins, then against the target's area bins, as text."""
   cell = lambda v: f'{v:>9.4f}' if v is not None else f'{"-":>9}'
-  lines = [f'diagnose at step {result["step"]} ({result["pairs"]} pairs; nats)',
-           f'  {"IoU":<12}' + ''.join(f'{b:>9}' for b in bins)]
-  for row in ROWS:
-    values = [result['by_iou'][b][row] for b in bins[:-1]] + [result['all'][row]]
-    lines.append(f'  {row:<12}' + ''.join(cell(v) for v in values))
+  lines = [f'diagnose at step {result["step"]} ({result["pairs"]} pairs; nats)']
+  for title, key, bins in (('IoU', 'by_iou', bootstrap.IOU_BINS),
+                           ('target area', 'by_area', AREA_BINS)):
+    lines.append(f'  {title:<12}' + ''.join(f'{b:>9}' for b in (*bins, 'all')))
+    for row in ROWS:
+      values = [result[key][b][row] for b in bins] + [result['all'][row]]
+      lines.append(f'  {row:<12}' + ''.join(cell(v) for v in values))
+  lines.append(f'  {"pairs":<12}' + ''.join(f'{result["area_pairs"][b]:>9}' for b in AREA_BINS)
+               + f'{result["pairs"]:>9}')
   lines.append(f'  identity_kl  {result["identity_kl"]:.4f}  (p_target(.|x) vs Q(.|x, identity))')
   return '\n'.join(lines)
 
