@@ -1,4 +1,4 @@
-"""The schema every experiment config starts from, its validation and the ``tiny`` variant.
+"""The schema every experiment config starts from, its validation and its variants.
 
 A config file in ``configs/`` calls :func:`base_config` with its method and overrides fields;
 every key that exists is listed here, so a misspelt key (in a file or on the command line) is an
@@ -85,12 +85,8 @@ def streams(config):
   return {name: config.data[name] for name in objectives.streams(config.objective.name)}
 
 
-def apply_variant(config, variant):
-  """``tiny``: a toy-size run for tests and smoke checks (seconds on a CPU)."""
-  if not variant:
-    return config
-  if variant != 'tiny':
-    raise ValueError(f'unknown config variant {variant!r}; known: tiny')
+def _tiny(config):
+  """A toy-size run for tests and smoke checks (seconds on a CPU)."""
   config.model.update(patch_size=8, width=32, depth=1, num_heads=2)
   config.update(total_steps=20, log_every=5, checkpoint_every=10)
   config.optimizer.warmup_steps = 2
@@ -102,6 +98,73 @@ def apply_variant(config, variant):
     stream.local_views.size = 8
   objectives.tiny(config.objective)
   config.evaluation.visualize = False   # no pictures in TensorBoard at every toy evaluation
+  return config
+
+
+
+def _count(key, text, minimum=1):
+  """``text`` as an integer of at least ``minimum``, or a ConfigError naming the variant."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = None
+  if value is None or value < minimum:
+    raise ConfigError(f'config variant {key}={text!r}: {key} wants an integer >= {minimum}')
+  return value
+
+
+def _scaled_batches(config, batch):
+  """The annotation stream's batch ``batch``; every other stream keeps its ratio to it."""
+  ratio = batch / config.data.annotation.batch_size
+  for name, stream in streams(config).items():
+    scaled = max(1, round(stream.batch_size * ratio))
+    stream.batch_size = batch if name == 'annotation' else scaled
+
+
+def _model(config, name):
+  try:
+    config.model.update(**vit.vit_size(name))
+  except ValueError as e:
+    raise ConfigError(f'config variant model={name}: {e}') from None
+
+
+# Every config's variants: configs/FILE.py:KEY=VALUE,KEY=VALUE,... ('tiny' takes no value);
+# applied in the order written. {key: (how to apply it, what it means)}.
+VARIANTS = {
+    'tiny': (lambda config, _: _tiny(config), 'toy size for tests and smoke runs'),
+    'model': (_model, 'ViT size by name, SIZE/PATCH (SIZE in ' + ', '.join(vit.VIT_SIZES) + ')'),
+    'res': (lambda c, v: [s.views.update(size=_count('res', v))
+                          for s in streams(c).values()],
+            "every stream's view resolution in pixels"),
+    'local': (lambda c, v: c.data.annotation.local_views.update(num=_count('local', v, 0)),
+              "local views (multi-crop) of the annotation stream's images"),
+    'views': (lambda c, v: c.data.annotation.views.update(num=_count('views', v)),
+              "the annotation stream's (global) views per image"),
+    'batch': (lambda c, v: _scaled_batches(c, _count('batch', v)),
+              'annotation images per step; the other streams keep their ratio to it'),
+    'steps': (lambda c, v: c.update(total_steps=_count('steps', v)),
+              'total optimizer steps'),
+    'seed': (lambda c, v: c.update(seed=_count('seed', v, 0)), 'the run seed'),
+}
+
+
+def variant_help():
+  """The accepted variants, one per line (config docstrings and errors point here)."""
+  return '\n'.join(f'  {key + ("" if key == "tiny" else "=VALUE"):<14}{doc}'
+                    for key, (_, doc) in VARIANTS.items())
+
+
+def apply_variant(config, variant):
+  """``config`` changed by the variant string ``variant`` (``configs/FILE.py:VARIANT``): comma-
+  separated ``KEY=VALUE`` items of ``VARIANTS`` (and ``tiny``), e.g.
+  ``model=S/16,res=224,batch=256``; an unknown key or a bad value is a ConfigError naming what
+  is accepted."""
+  for item in filter(None, variant.split(',')):
+    key, sep, value = item.partition('=')
+    if key not in VARIANTS or (key == 'tiny') == bool(sep):
+      raise ConfigError(f'unknown config variant {item!r}; accepted (KEY=VALUE, comma-separated):'
+                        f' {", ".join(k if k == "tiny" else k + "=" for k in VARIANTS)}')
+    VARIANTS[key][0](config, value)
   return config
 
 

@@ -127,3 +127,38 @@ def test_profile_steps_must_be_two_ordered_steps(value):
   config.profile_steps = value
   with pytest.raises(configuration.ConfigError, match='profile_steps must be "A,B"'):
     configuration.validate(config)
+
+
+def test_a_variant_string_is_the_same_config_as_its_overrides():
+  path = os.path.join(REPO, 'configs', 'ab_dino_scenes.py')
+  got = configuration.load(path + ':model=B/16,res=64,views=3,local=2,batch=128,steps=7,seed=3')
+  want = configuration.load(path).unlock()
+  want.model.update(width=768, depth=12, num_heads=12, mlp_ratio=4.0, patch_size=16)
+  want.data.annotation.views.update(size=64, num=3)
+  want.data.bootstrap.views.size = 64
+  want.data.annotation.local_views.num = 2
+  want.data.annotation.batch_size = 128            # 32 -> 128, and the bootstrap stream's 16
+  want.data.bootstrap.batch_size = 64              # keeps its ratio: 64
+  want.update(total_steps=7, seed=3)
+  assert got.to_dict() == want.to_dict()
+  configuration.validate(got)
+  # 'tiny' composes with the others, in the order written; giant's MLP is 6144 wide.
+  tiny = configuration.load(path + ':tiny,model=g/14,res=28')
+  assert (tiny.model.width, tiny.model.depth, tiny.model.patch_size) == (1408, 40, 14)
+  assert int(tiny.model.width * tiny.model.mlp_ratio) == 6144
+  assert tiny.total_steps == configuration.load(path + ':tiny').total_steps == 20
+
+
+@pytest.mark.parametrize('variant, message', [
+    ('huge', "unknown config variant 'huge'; accepted (KEY=VALUE, comma-separated): tiny, "),
+    ('tiny=1', "unknown config variant 'tiny=1'"),
+    ('res', "unknown config variant 'res'"),
+    ('model=X/16', 'config variant model=X/16: unknown ViT size'),
+    ('model=S/0', 'config variant model=S/0: unknown ViT size'),
+    ('batch=0', "config variant batch='0': batch wants an integer >= 1"),
+    ('local=two', "config variant local='two': local wants an integer >= 0"),
+])
+def test_a_bad_variant_is_one_line_naming_what_is_accepted(variant, message):
+  with pytest.raises(configuration.ConfigError) as e:
+    configuration.load(os.path.join(REPO, 'configs', 'dino_scenes.py') + ':' + variant)
+  assert str(e.value).startswith(message) and '\n' not in str(e.value)

@@ -1,6 +1,8 @@
 """What the commands that run an experiment config share: ``--config`` (a config file and its
 ``--config.KEY=VALUE`` overrides, or a run's config.json), joining the processes of a multi-host
 job, and flag errors explained in one line."""
+import re
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -60,7 +62,8 @@ def flag_error(error, argv):
       if not _has_key(loaded, key):
         return str(configuration.unknown_key(loaded, key))
   text = str(error).strip()
-  return text.splitlines()[-1] if text else repr(error)
+  line = text.splitlines()[-1] if text else repr(error)
+  return re.sub(r'^[\w.]*ConfigError: ', '', line)     # config_flags names the class
 
 
 def _has_key(config, dotted):

@@ -10,25 +10,31 @@ import numpy as np
 from annoprop_jax.models import attention as attention_lib
 from annoprop_jax.models import layer_norm
 
-# width, depth, heads (MLP ratio 4). Paper sizes plus tiny ones that train on a CPU.
+# width, depth, heads, MLP ratio. Paper sizes (ViT, its H and DINOv2's g with an MLP of 6144)
+# plus tiny ones that train on a CPU.
 VIT_SIZES = {
-    'cpu_tiny': (64, 2, 2),
-    'cpu_small': (128, 4, 4),
-    'Ti': (192, 12, 3),
-    'S': (384, 12, 6),
-    'M': (512, 12, 8),
-    'B': (768, 12, 12),
-    'L': (1024, 24, 16),
+    'cpu_tiny': (64, 2, 2, 4.0),
+    'cpu_small': (128, 4, 4, 4.0),
+    'Ti': (192, 12, 3, 4.0),
+    'S': (384, 12, 6, 4.0),
+    'M': (512, 12, 8, 4.0),
+    'B': (768, 12, 12, 4.0),
+    'L': (1024, 24, 16, 4.0),
+    'H': (1280, 32, 16, 4.0),
+    'g': (1408, 40, 16, 48 / 11),
 }
 
 
 def vit_size(name):
-  """``'S/16'`` -> dict(width, depth, num_heads, patch_size) for a config's ``model`` block."""
+  """``'S/16'`` -> dict(width, depth, num_heads, mlp_ratio, patch_size) for a config's ``model``
+  block."""
   size, _, patch = name.partition('/')
-  if size not in VIT_SIZES or not patch.isdigit():
-    raise ValueError(f'unknown ViT size {name!r}: use SIZE/PATCH with SIZE in {sorted(VIT_SIZES)}')
-  width, depth, heads = VIT_SIZES[size]
-  return dict(width=width, depth=depth, num_heads=heads, patch_size=int(patch))
+  if size not in VIT_SIZES or not patch.isdigit() or int(patch) <= 0:
+    raise ValueError(f'unknown ViT size {name!r}: use SIZE/PATCH with SIZE in '
+                     f'{", ".join(VIT_SIZES)}')
+  width, depth, heads, mlp_ratio = VIT_SIZES[size]
+  return dict(width=width, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+              patch_size=int(patch))
 
 
 def sincos_posemb(num_rows, num_cols, width, temperature=10_000.0):
