@@ -179,6 +179,22 @@ def unknown_key(config, key):
   return ConfigError(f'config key {key!r} does not exist; nearest: {", ".join(nearest[:3])}')
 
 
+def override(config, settings):
+  """Sets each (dotted key, value) of ``settings`` on the unlocked ``config`` (a tuple field
+  keeps its type); a key the config does not have is a ConfigError naming the nearest."""
+  for key, value in settings:
+    node, (*path, leaf) = config, key.split('.')
+    try:
+      for part in path:
+        node = node[part]
+      if leaf not in node:
+        raise KeyError(leaf)
+    except (KeyError, TypeError):
+      raise unknown_key(config, key) from None
+    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
+  return config
+
+
 def _flat_keys(config, prefix=''):
   keys = []
   for k, v in config.items():

@@ -35,7 +35,6 @@ Writes:
 and prints a Markdown table (mean +- spread over seeds) for benchmarks/RESULTS.md.
 """
 import argparse
-import ast
 import dataclasses
 import json
 import os
@@ -48,6 +47,7 @@ from annoprop_jax import configuration
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
 from annoprop_jax import sharding
+from annoprop_jax import sweep
 from annoprop_jax import train
 from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import evaluator as evaluator_lib
@@ -102,24 +102,12 @@ def parse_setting(text):
   key, sep, value = text.partition('=')
   if not sep:
     raise argparse.ArgumentTypeError(f'--set wants KEY=VALUE, got {text!r}')
-  try:
-    return key, ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return key, value         # a bare string
+  return key, sweep.parse_value(value)         # a Python literal, else a bare string
 
 
 def apply_settings(config, settings):
   """Sets each dotted key of ``settings``; a key the config does not have is a ConfigError."""
-  for key, value in settings:
-    node, (*path, leaf) = config, key.split('.')
-    try:
-      for part in path:
-        node = node[part]
-      if leaf not in node:
-        raise KeyError(leaf)
-    except (KeyError, TypeError):
-      raise configuration.unknown_key(config, key) from None
-    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
+  return configuration.override(config, settings)
 
 
 def _load(arm, args):

@@ -21,6 +21,8 @@ TABLE = {
                         'true and shuffled moves)'),
     'visualize': Command('visualize', 'value maps, attention maps, views and training charts '
                          'of a checkpoint'),
+    'sweep': Command('sweep', 'train --config over a grid of overrides (--sweep), one run per '
+                     'folder of --workdir; --report compares them'),
     'compile': Command('compile', "lower and compile the config's train step: FLOPs and "
                        'memory per device'),
     'prepare-data': Command('prepare_data', 'write the embedded scenes dataset of --config '
