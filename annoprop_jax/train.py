@@ -23,6 +23,7 @@ from annoprop_jax import state as state_lib
 from annoprop_jax import stop_request
 from annoprop_jax import storage
 from annoprop_jax import target_network
+from annoprop_jax import wandb_mirror
 from annoprop_jax import workdir_lock
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import stream_spec
@@ -320,7 +321,8 @@ class _Collaborators:
     logger = metrics_lib.MetricsLogger(
         workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
         images_per_step=sum(stream.batch_size for stream in configuration.streams(
-            config).values()))
+            config).values()),
+        mirror=wandb_mirror.open_mirror(config, workdir, jax.process_index() == 0))
     closing.callback(logger.close)
     _log_run_start(config, logger, first, step, state, workdir, print_fn)
     profiler = profiling.StepProfiler(config.profile_steps, workdir, print_fn)
