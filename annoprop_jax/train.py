@@ -381,8 +381,8 @@ def _log_run_start(config, logger, first, step, state, workdir, print_fn):
   storage.write_atomically(storage.path(workdir) / 'parameters.txt',
                            parameter_overview.get_parameter_overview(state.params,
                                                                      include_stats=False))
-  sizes = {name: parameter_overview.count_parameters(tree)
-           for name, tree in state.params.items()}
+  sizes = {name: int(parameter_overview.count_parameters(tree))
+           for name, tree in state.params.items()}   # clu counts a scalar as 1.0
   print_fn(f'{sum(sizes.values()):,} parameters: '
            + ', '.join(f'{name} {size:,}' for name, size in sizes.items())
            + f' (table: {workdir}/parameters.txt)')
