@@ -5,6 +5,8 @@
   nice -n 10 python benchmarks/quality.py --views=192000 --seeds=1 --methods=ab_simclr \
       --gammas=0,0.25,0.5,0.75 --set data.scenes.texture_strength=0.0 \
       --out=benchmarks/results/gamma.json                  # the gamma sweep
+  nice -n 10 python benchmarks/quality.py --seeds=1 --methods=ab_simclr \
+      --grid='target_network.rate=0.01,0.03,0.1' ...       # any keys: ab_simclr_rate=0.03, ...
   python benchmarks/quality.py --dataset=~/data/coco --probe_dataset=~/data/imagenette \
       --probe_tasks=classes --methods=simclr,ab_simclr     # prepared datasets (see `prepare`)
 
@@ -110,34 +112,48 @@ def apply_settings(config, settings):
   return configuration.override(config, settings)
 
 
-def _load(arm, args):
+def _load(arm, args, point=None):
+  """The arm's config with --set, then the arm's overrides, then the grid ``point``'s."""
   config = configuration.load(os.path.join(REPO, 'configs', arm.config + '.py')).unlock()
   apply_settings(config, args.set)
   apply_settings(config, arm.overrides)
-  return config
+  return apply_settings(config, (point or {}).items())
 
 
-def training_steps(method, args):
+def training_steps(method, args, point=None):
   """Optimizer steps of ``method``: --views of its own, or ``match``'s annotation images."""
   arm = ARMS[method]
   if not arm.match:
-    return max(1, args.views // views_per_step(_load(arm, args)))
-  other = _load(ARMS[arm.match], args)
+    return max(1, args.views // views_per_step(_load(arm, args, point)))
+  other = _load(ARMS[arm.match], args, point)
   images = (args.views // views_per_step(other)) * other.data.annotation.batch_size
-  return max(1, images // _load(arm, args).data.annotation.batch_size)
+  return max(1, images // _load(arm, args, point).data.annotation.batch_size)
 
 
-def method_config(method, seed, args, gamma=None):
-  config = _load(ARMS[method], args)
+def grid_points(args):
+  """[(name suffix, {dotted key: value})]: the points of --grid, expanded and named as a
+  ``sweep`` names its runs ('_rate=0.03'); --gammas keeps its files' names ('_gamma0.25'); one
+  unnamed point without either."""
+  if args.gammas and args.grid:
+    raise configuration.ConfigError('--gammas and --grid: give the gammas in --grid instead')
+  if args.gammas:
+    return [(f'_gamma{float(g):g}', {'objective.bootstrap.gamma': float(g)})
+            for g in args.gammas.split(',')]
+  if not args.grid:
+    return [('', {})]
+  points = sweep.parse_grid(args.grid)
+  return [('_' + name, point) for name, point in zip(sweep.run_names(points), points)]
+
+
+def method_config(method, seed, args, point=None):
+  config = _load(ARMS[method], args, point)
   config.seed = seed
   config.data.data_dir = args.data_dir
   if args.dataset != 'scenes':
     for name in ('annotation', 'bootstrap'):
       if name in config.data and config.data[name].split == 'train':
         config.data[name].dataset = args.dataset
-  if gamma is not None:
-    config.objective.bootstrap.gamma = gamma
-  steps = training_steps(method, args)
+  steps = training_steps(method, args, point)
   config.update(total_steps=steps, log_every=max(1, steps // 20), checkpoint_every=steps)
   config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, steps // 10)
   config.evaluation.update(train_examples=args.train_examples, test_examples=args.test_examples,
@@ -147,10 +163,11 @@ def method_config(method, seed, args, gamma=None):
   return config
 
 
-def run(method, seed, args, gamma=None):
-  """Trains (unless random_init) and probes one (method, seed); returns its record."""
-  config = method_config(method, seed, args, gamma)
-  name = method if gamma is None else f'{method}_gamma{gamma:g}'
+def run(method, seed, args, point=('', None)):
+  """Trains (unless random_init) and probes one (method, seed) at one grid ``point`` (its name
+  suffix, its overrides); returns its record."""
+  config = method_config(method, seed, args, point[1])
+  name = method + point[0]
   workdir = os.path.join(args.workdir, name, f'seed{seed}')
   start = time.perf_counter()
   tasks = config.evaluation.tasks
@@ -239,8 +256,9 @@ def aggregate(runs):
 
 
 def method_order(name):
-  """Sort key: ARMS order, gamma variants after their arm."""
-  return list(ARMS).index(name.split('_gamma')[0]), name
+  """Sort key: ARMS order, an arm's grid points after it."""
+  arm = max((a for a in ARMS if name == a or name.startswith(a + '_')), key=len)
+  return list(ARMS).index(arm), name
 
 
 def markdown(table, runs):
@@ -347,6 +365,9 @@ def main():
   parser.add_argument('--methods', default=','.join(METHODS),
                       help=f'comma-separated arms of {list(ARMS)}')
   parser.add_argument('--gammas', default='', help='e.g. 0,0.25,0.5,0.75 (AB methods only)')
+  parser.add_argument('--grid', default='', help="every arm at each point of a grid, as "
+                      "`sweep --sweep` takes it: 'target_network.rate=0.01,0.03;...' (rows "
+                      'named ARM_rate=0.01)')
   parser.add_argument('--out', default=os.path.join(REPO, 'benchmarks', 'results',
                                                     'quality.json'))
   parser.add_argument('--workdir', default=os.path.expanduser('~/annoprop_quality'))
@@ -378,7 +399,13 @@ def main():
   unknown = [m for m in methods if m not in ARMS]
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {list(ARMS)}')
-  gammas = [float(g) for g in args.gammas.split(',')] if args.gammas else [None]
+  try:
+    points = grid_points(args)
+    for method in methods:                 # every grid key exists in every arm's config
+      for _, point in points:
+        method_config(method, 0, args, point)
+  except configuration.ConfigError as e:
+    parser.error(str(e))
   base = os.path.splitext(args.out)[0]
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   runs = {}
@@ -390,16 +417,15 @@ def main():
     parser.error(f'{base}_runs.json holds runs scored on another split than --score_on='
                  f'{args.score_on} ({mixed[0]}, ...): use another --out')
   # Seed-major: every method's seed 0 first, so a cut benchmark still compares every method.
-  plan = [(m, s, g) for s in range(args.seeds) for m in methods for g in gammas
+  plan = [(m, s, p) for s in range(args.seeds) for m in methods for p in points
           if s == 0 or m not in args.one_seed.split(',')]
-  for i, (method, seed, gamma) in enumerate(plan):
-    name = method if gamma is None else f'{method}_gamma{gamma:g}'
-    key = f'{name}/seed{seed}'
+  for i, (method, seed, point) in enumerate(plan):
+    key = f'{method}{point[0]}/seed{seed}'
     if key in runs or args.report_only:
       print(f'[{i + 1}/{len(plan)}] {key}: ' + ('done already' if key in runs else 'not run'))
       continue
     print(f'[{i + 1}/{len(plan)}] {key}: training', flush=True)
-    _, record = run(method, seed, args, gamma)
+    _, record = run(method, seed, args, point)
     runs[key] = record
     with open(base + '_runs.json', 'w') as f:
       json.dump(runs, f, indent=1, sort_keys=True)

@@ -19,7 +19,8 @@ _spec.loader.exec_module(quality)
 def args(**kwargs):
   defaults = dict(views=192000, set=[], data_dir='/tmp/d', dataset='scenes',
                   probe_dataset='scenes', probe_tasks='objects,presence,count',
-                  train_examples=2000, test_examples=1000, all_probes=False, score_on='test')
+                  train_examples=2000, test_examples=1000, all_probes=False, score_on='test',
+                  gammas='', grid='')
   return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -165,3 +166,19 @@ def test_score_panels_hold_each_probes_mean_and_half_range(tmp_path):
       'boxes': {'attentive': [('dino', 0.5, 0.05)]}}
   quality.plot_scores(table, ['objects', 'boxes'], str(tmp_path / 'scores.png'))
   assert os.path.getsize(tmp_path / 'scores.png') > 1000
+
+
+def test_a_grid_names_its_rows_as_a_sweep_does_and_sets_each_point():
+  points = quality.grid_points(args(grid='target_network.rate=0.01,0.1;data.annotation.'
+                                        'batch_size=32'))
+  assert [name for name, _ in points] == ['_rate=0.01,batch_size=32', '_rate=0.1,batch_size=32']
+  config = quality.method_config('dino', 0, args(), points[1][1])
+  assert config.target_network.rate == 0.1 and config.data.annotation.batch_size == 32
+  assert config.total_steps == 192000 // (32 * 2)           # the steps follow the point's batch
+  # The gamma files keep their row names; an unknown key is an error before anything runs.
+  assert quality.grid_points(args(gammas='0,0.5'))[1] == (
+      '_gamma0.5', {'objective.bootstrap.gamma': 0.5})
+  with pytest.raises(configuration.ConfigError, match="'target_network.rat' does not exist"):
+    quality.method_config('dino', 0, args(), {'target_network.rat': 0.1})
+  assert quality.method_order('ab_simclr_rate=0.1') > quality.method_order('ab_simclr')
+  assert quality.method_order('ab_simclr_weight0') > quality.method_order('ab_simclr_rate=0.1')
