@@ -16,6 +16,7 @@ from conftest import REPO
 from test_slurm_launcher import SCRIPT, _job_env, _venv
 
 AB_TINY = os.path.join(REPO, 'configs', 'ab_simclr_scenes.py') + ':tiny,steps=3'
+SUPERVISED_TINY = os.path.join(REPO, 'configs', 'supervised_objects.py') + ':tiny,steps=3'
 
 
 def test_grid_is_the_product_with_the_first_key_outermost():
@@ -72,8 +73,8 @@ def _sweep(*flags, env=None, cwd=REPO):
 @pytest.mark.slow
 def test_a_two_by_two_sweep_as_an_array_then_locally_then_reported(tmp_path, tiny_data_dir):
   sweep_dir = tmp_path / 'sweep'
-  grid = "--sweep=objective.bootstrap.gamma=0,0.5;seed=0,1"
-  flags = [f'--config={AB_TINY}', f'--config.data.data_dir={tiny_data_dir}', grid,
+  grid = '--sweep=optimizer.learning_rate=0.001,0.002;seed=0,1'
+  flags = [f'--config={SUPERVISED_TINY}', f'--config.data.data_dir={tiny_data_dir}', grid,
            f'--workdir={sweep_dir}']
   # Submitted as a job array: one sbatch with a task per run, each `sweep --array_task`.
   bin_dir = tmp_path / 'bin'
@@ -87,7 +88,8 @@ def test_a_two_by_two_sweep_as_an_array_then_locally_then_reported(tmp_path, tin
   assert args[0] == '--array=0-3' and args[-4:] == [
       'launch/slurm_gpu.sbatch', 'sweep', f'--workdir={sweep_dir}', '--array_task']
   names = [run['name'] for run in sweep.read_plan(sweep_dir)['runs']]
-  assert names == ['gamma=0,seed=0', 'gamma=0,seed=1', 'gamma=0.5,seed=0', 'gamma=0.5,seed=1']
+  assert names == ['learning_rate=0.001,seed=0', 'learning_rate=0.001,seed=1',
+                   'learning_rate=0.002,seed=0', 'learning_rate=0.002,seed=1']
   assert not any((sweep_dir / n).exists() for n in names)          # nothing trained yet
 
   # Array task 2 under the batch script (stand-in srun, one task): trains run 2 alone, with
@@ -97,20 +99,20 @@ def test_a_two_by_two_sweep_as_an_array_then_locally_then_reported(tmp_path, tin
   task = subprocess.run(['bash', SCRIPT, *args[-3:]], cwd=REPO, env=job, capture_output=True,
                         text=True, timeout=600)
   assert task.returncode == 0, task.stderr[-2000:]
-  assert [n for n in names if (sweep_dir / n).exists()] == ['gamma=0.5,seed=0']
+  assert [n for n in names if (sweep_dir / n).exists()] == [names[2]]
   saved = json.loads((sweep_dir / names[2] / 'config.json').read_text())
-  assert saved['objective']['bootstrap']['gamma'] == 0.5 and saved['seed'] == 0
+  assert saved['optimizer']['learning_rate'] == 0.002 and saved['seed'] == 0
   assert sweep.saved_step(sweep_dir / names[2]) == 3
 
   # Locally: the three others train, the finished one is skipped; a rerun skips all four.
   result = _sweep(*flags)
   assert result.returncode == 0, result.stderr[-2000:]
   lines = [l for l in result.stdout.splitlines() if l.startswith('[sweep')]
-  assert lines[2] == '[sweep 3/4] gamma=0.5,seed=0: done, skipped'
+  assert lines[2] == '[sweep 3/4] learning_rate=0.002,seed=0: done, skipped'
   assert sum('training in' in l for l in lines) == 3
   for name in names:
     saved = json.loads((sweep_dir / name / 'config.json').read_text())
-    assert f"gamma={saved['objective']['bootstrap']['gamma']:g},seed={saved['seed']}" == name
+    assert f"learning_rate={saved['optimizer']['learning_rate']},seed={saved['seed']}" == name
   again = _sweep(*flags)
   assert again.returncode == 0 and again.stdout.count('done, skipped') == 4, again.stdout
 
@@ -118,7 +120,7 @@ def test_a_two_by_two_sweep_as_an_array_then_locally_then_reported(tmp_path, tin
   report = _sweep(f'--workdir={sweep_dir}', '--report')
   assert report.returncode == 0, report.stderr
   table = report.stdout.splitlines()
-  assert table[0].split() == ['run', 'objective.bootstrap.gamma', 'seed', 'state', 'loss']
+  assert table[0].split() == ['run', 'optimizer.learning_rate', 'seed', 'state', 'loss']
   assert [row.split()[0] for row in table[1:5]] == names
   assert all(row.split()[3] == 'done' for row in table[1:5])
   rows = list(csv.DictReader((sweep_dir / 'report.csv').open()))

@@ -20,8 +20,9 @@ def test_an_offline_run_logs_its_scalars_and_a_resume_appends_to_it(tmp_path, ti
                                                                     monkeypatch):
   monkeypatch.setenv('WANDB_MODE', 'offline')
   monkeypatch.setenv('WANDB_SILENT', 'true')
-  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 10,
-                                         'checkpoint_every': 10, 'wandb.project': 'annoprop_test'})
+  config = tiny_config('supervised_objects', **{
+      'data.data_dir': tiny_data_dir, 'total_steps': 10, 'checkpoint_every': 10,
+      'wandb.project': 'annoprop_test'})
   train.train(config, str(tmp_path), print_fn=lambda line: None)
   run_id = (tmp_path / 'wandb_id').read_text()
   first = list((tmp_path / 'wandb').glob(f'offline-run-*-{run_id}/run-{run_id}.wandb'))
