@@ -130,6 +130,21 @@ def _model(config, name):
     raise ConfigError(f'config variant model={name}: {e}') from None
 
 
+# The controls of an AB run: the same run without the AB loss, or with a decoder that never
+# sees the box (one constant move).
+CONTROLS = {'weight0': ('weight', 0.0), 'noaction': ('actions', False)}
+
+
+def _control(config, name):
+  if not objectives.is_bootstrapped(config.objective.name):
+    raise ConfigError(f'config variant control={name}: {config.objective.name} is not an '
+                      'annotation-bootstrapping method')
+  if name not in CONTROLS:
+    raise ConfigError(f'config variant control={name}: use one of {", ".join(CONTROLS)}')
+  key, value = CONTROLS[name]
+  config.objective.bootstrap[key] = value
+
+
 # Every config's variants: configs/FILE.py:KEY=VALUE,KEY=VALUE,... ('tiny' takes no value);
 # applied in the order written. {key: (how to apply it, what it means)}.
 VARIANTS = {
@@ -147,6 +162,8 @@ VARIANTS = {
     'steps': (lambda c, v: c.update(total_steps=_count('steps', v)),
               'total optimizer steps'),
     'seed': (lambda c, v: c.update(seed=_count('seed', v, 0)), 'the run seed'),
+    'control': (_control, 'AB configs: weight0 (no AB loss) or noaction (the decoder never '
+                'sees the box)'),
 }
 
 

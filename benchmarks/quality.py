@@ -61,8 +61,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-  """One row of the benchmark: a config of configs/, overrides, and its budget: --views, or
-  the annotation images that arm ``match`` sees in --views (its own full schedule)."""
+  """One row of the benchmark: a config of configs/ with its variant ('ab_dino_scenes:control=
+  weight0', as --config takes it), overrides, and its budget: --views, or the annotation images
+  that arm ``match`` sees in --views (its own full schedule)."""
   config: str
   overrides: tuple = ()          # (dotted key, value) pairs
   match: str = ''
@@ -75,8 +76,8 @@ def _arms():
     arms[ab] = Arm(f'{ab}_scenes')
     # Controls: the AB run without its loss (same data, views and schedule), the AB run whose
     # decoder never sees the box, and the base at the AB run's annotation images (half the views).
-    arms[f'{ab}_weight0'] = Arm(f'{ab}_scenes', (('objective.bootstrap.weight', 0.0),))
-    arms[f'{ab}_noaction'] = Arm(f'{ab}_scenes', (('objective.bootstrap.actions', False),))
+    arms[f'{ab}_weight0'] = Arm(f'{ab}_scenes:control=weight0')
+    arms[f'{ab}_noaction'] = Arm(f'{ab}_scenes:control=noaction')
     arms[f'{base}_equal_images'] = Arm(f'{base}_scenes', match=ab)
   # Decoupled AB_Sup (labels of `objects`, bootstrapping on scenes) and supervised at its labelled
   # images (supervised at equal views is `supervised`).
@@ -114,7 +115,9 @@ def apply_settings(config, settings):
 
 def _load(arm, args, point=None):
   """The arm's config with --set, then the arm's overrides, then the grid ``point``'s."""
-  config = configuration.load(os.path.join(REPO, 'configs', arm.config + '.py')).unlock()
+  name, colon, variant = arm.config.partition(':')
+  config = configuration.load(os.path.join(REPO, 'configs', name + '.py') + colon
+                              + variant).unlock()
   apply_settings(config, args.set)
   apply_settings(config, arm.overrides)
   return apply_settings(config, (point or {}).items())

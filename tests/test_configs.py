@@ -157,6 +157,7 @@ def test_a_variant_string_is_the_same_config_as_its_overrides():
     ('model=S/0', 'config variant model=S/0: unknown ViT size'),
     ('batch=0', "config variant batch='0': batch wants an integer >= 1"),
     ('local=two', "config variant local='two': local wants an integer >= 0"),
+    ('control=weight0', 'config variant control=weight0: dino is not an annotation-'),
 ])
 def test_a_bad_variant_is_one_line_naming_what_is_accepted(variant, message):
   with pytest.raises(configuration.ConfigError) as e:
