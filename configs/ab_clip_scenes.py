@@ -5,6 +5,9 @@ bootstrapping over those captions on 16 images x 4 views of the bootstrap stream
 per step as configs/clip_scenes.py, split half and half as in the paper). EMA rate fixed.
 
   python -m annoprop_jax.main train --config=configs/ab_clip_scenes.py --workdir=workdirs/ab_clip
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 import os
 

@@ -5,6 +5,9 @@ on the bootstrap stream (16 images x 4 views of RandomResizedCrop 0.05-1, no col
 128 views per step, the same as configs/dino_scenes.py, split half and half as in the paper.
 
   python -m annoprop_jax.main train --config=configs/ab_dino_scenes.py --workdir=workdirs/ab_dino
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 import os
 

@@ -4,6 +4,9 @@ SimCLR's base loss on the annotation stream (64 images x 2 views) plus annotatio
 on 32 images x 4 views: 256 views per step, as configs/simclr_scenes.py, split half and half.
 
   python -m annoprop_jax.main train --config=configs/ab_simclr_scenes.py --workdir=workdirs/ab_simclr
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 import os
 

@@ -2,6 +2,9 @@
 ``objects`` split, annotation bootstrapping over the class list on multi-object scenes.
 
   python -m annoprop_jax.main train --config=configs/ab_sup_scenes.py --workdir=workdirs/ab_sup
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 import os
 

@@ -5,6 +5,9 @@
 
 One view per image, mild crops, no colour jitter (captions name colours) and no flips (captions
 say "left of" / "right of"). AdamW with beta2 0.98 and weight decay 0.1 (docs/method.md, CLIP).
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed.
 """
 from annoprop_jax import configuration
 

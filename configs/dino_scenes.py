@@ -2,6 +2,9 @@
 
   python -m annoprop_jax.main train --config=configs/dino_scenes.py --workdir=workdirs/dino
   python -m annoprop_jax.main train --config=configs/dino_scenes.py:tiny --workdir=/tmp/t
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed.
 """
 from annoprop_jax import configuration
 

@@ -1,6 +1,9 @@
 """SimCLR on the embedded scenes dataset, CPU size.
 
   python -m annoprop_jax.main train --config=configs/simclr_scenes.py --workdir=workdirs/simclr
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed.
 """
 from annoprop_jax import configuration
 

@@ -3,6 +3,9 @@
   python -m annoprop_jax.main train --config=configs/supervised_objects.py --workdir=workdirs/sup
 benchmarks/supervised_reference.py trains this config and reports accuracy on
 ``objects_validation``.
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed.
 """
 from annoprop_jax import configuration
 

@@ -163,3 +163,12 @@ def test_a_bad_variant_is_one_line_naming_what_is_accepted(variant, message):
   with pytest.raises(configuration.ConfigError) as e:
     configuration.load(os.path.join(REPO, 'configs', 'dino_scenes.py') + ':' + variant)
   assert str(e.value).startswith(message) and '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_each_config_lists_the_variants_it_accepts(path):
+  doc = configuration.config_module(path).__doc__
+  ab = objectives.is_bootstrapped(configuration.load(path).objective.name)
+  accepted = [k for k in configuration.VARIANTS if k != 'control' or ab]
+  line = doc[doc.index('Variants'):].split('.\n')[0]
+  assert [k for k in configuration.VARIANTS if k in line] == accepted, line

@@ -12,6 +12,9 @@ feature holds the .txt caption):
   python -m annoprop_jax.main prepare --format=webdataset --input=/data/cc12m \
       --output=~/tensorflow_datasets --name=cc12m
   python -m annoprop_jax.main train --config=configs/paper/ab_clip_cc12m.py --workdir=gs://BUCKET/ab_clip
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 from annoprop_jax import configuration
 

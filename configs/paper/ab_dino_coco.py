@@ -15,6 +15,9 @@ once from the official download (INPUT/train2017/, val2017/, annotations/*_train
 tfds's catalogue coco/2017 (built with TensorFlow, array_record) works too; it has no captions:
 add --config.data.annotation.dataset=coco/2017 --config.data.annotation.features.caption=
 --config.data.bootstrap.dataset=coco/2017 --config.data.bootstrap.features.caption=
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 from annoprop_jax import configuration
 

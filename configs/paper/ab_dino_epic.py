@@ -9,6 +9,9 @@ the action CSV adds each frame's nouns as labels and narrations as captions (not
       --max_image_size=512 --annotations=/data/epic-kitchens-100-annotations/EPIC_100_train.csv \
       --output=~/tensorflow_datasets --name=epic_kitchens
   python -m annoprop_jax.main train --config=configs/paper/ab_dino_epic.py --workdir=gs://BUCKET/ab_dino_epic
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 import os
 

@@ -12,6 +12,9 @@ catalogue coco/2017 alternative):
   python -m annoprop_jax.main prepare --format=coco --input=/data/coco \
       --output=~/tensorflow_datasets --name=coco2017
   python -m annoprop_jax.main train --config=configs/paper/ab_simclr_coco.py --workdir=gs://BUCKET/ab_simclr
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 from annoprop_jax import configuration
 

@@ -15,6 +15,9 @@ COCO 2017 from the official download, each prepared once:
 tfds's catalogue imagenet2012 (a scalar ``label``, no boxes or captions) works too: add
 --config.data.annotation.dataset=imagenet2012 --config.data.annotation.features.labels=label
 --config.data.annotation.features.boxes= --config.data.annotation.features.caption=
+
+Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
+views, local, batch, steps, seed, control=weight0|noaction.
 """
 from annoprop_jax import configuration
 
