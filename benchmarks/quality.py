@@ -13,11 +13,12 @@
 Every arm (`--methods`) trains the same demo ViT for the same number of training views (the
 paper's accounting: every view of both streams counts, so steps = views / views per step) from
 its CPU config in configs/, with `--seed` 0..seeds-1; `random_init` is the untrained encoder.
-Besides the methods, the controls of each AB variant X (ab_simclr, ab_dino):
+Besides the methods, the controls of each AB variant X (ab_simclr, ab_dino, ab_clip):
   X_weight0            the AB config with AB loss weight 0 (same data, views and schedule)
   X_noaction           the decoder sees one constant move, never the box
   BASE_equal_images    the base method at X's annotation images (its own full schedule)
-  ab_sup, supervised_equal_images   decoupled AB_Sup, and supervised at its labelled images During
+  ab_sup, supervised_equal_images   decoupled AB_Sup, and supervised at its labelled images
+--grid runs every arm at each point of a grid of config keys (rows ARM_KEY=VALUE). During
 training the `objects` task is probed (linear, kNN) at 4 points for the curve; at the end every
 probe runs on the first task (objects) and the linear probe on the others (`--all_probes`: every
 probe on every task, e.g. with `--probe_tasks=objects,boxes,presence,count`), on the encoder
@@ -71,7 +72,7 @@ class Arm:
 
 def _arms():
   arms = {'random_init': Arm('dino_scenes'), 'supervised': Arm('supervised_objects')}
-  for base, ab in (('simclr', 'ab_simclr'), ('dino', 'ab_dino')):
+  for base, ab in (('simclr', 'ab_simclr'), ('dino', 'ab_dino'), ('clip', 'ab_clip')):
     arms[base] = Arm(f'{base}_scenes')
     arms[ab] = Arm(f'{ab}_scenes')
     # Controls: the AB run without its loss (same data, views and schedule), the AB run whose
@@ -83,7 +84,6 @@ def _arms():
   # images (supervised at equal views is `supervised`).
   arms['ab_sup'] = Arm('ab_sup_scenes')
   arms['supervised_equal_images'] = Arm('supervised_objects', match='ab_sup')
-  arms.update(clip=Arm('clip_scenes'), ab_clip=Arm('ab_clip_scenes'))
   return arms
 
 
