@@ -32,4 +32,8 @@ def get_config(variant=''):
                           text_max_len=256)
   config.optimizer.update(b2=0.98, weight_decay=0.1, weight_decay_end=0.1)
   config.target_network.update(rate=0.004, schedule='constant')
+  # The preprint's Alg. 2 sums CLIP's two directions and adds AB at ratio 1.0; CLIP's loss here
+  # is their mean, so AB at 0.5 is the same objective up to a factor 2 (AdamW, no clipping:
+  # the same updates).
+  config.objective.bootstrap.weight = 0.5
   return configuration.apply_variant(config, variant)
