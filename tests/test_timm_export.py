@@ -66,9 +66,9 @@ def _import_timm():
 timm = _import_timm()
 
 
-def _encoder(pool, posemb, seed=0):
+def _encoder(pool, posemb, seed=0, layer_scale=0.0):
   config = vit.EncoderConfig(patch_size=8, width=64, depth=2, num_heads=4, mlp_ratio=4.0, pool=pool,
-                posemb=posemb, image_size=32)
+                posemb=posemb, image_size=32, layer_scale=layer_scale)
   model = vit.ViT(config)
   params = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3), jnp.uint8))['params']
   # At init the biases are ~1e-6, LayerNorms 1 / 0 and the CLS token 0: noise on every
@@ -80,9 +80,11 @@ def _encoder(pool, posemb, seed=0):
   return model, config, params
 
 
-@pytest.mark.parametrize('pool,posemb', [('cls', 'learned'), ('mean', 'sincos')])
-def test_timm_loads_the_export_and_computes_the_same_features(tmp_path, pool, posemb):
-  model, config, params = _encoder(pool, posemb)
+@pytest.mark.parametrize('pool,posemb,layer_scale', [('cls', 'learned', 0.0),
+                                                     ('mean', 'sincos', 0.1)])
+def test_timm_loads_the_export_and_computes_the_same_features(tmp_path, pool, posemb,
+                                                              layer_scale):
+  model, config, params = _encoder(pool, posemb, layer_scale=layer_scale)
   directory = timm_format.export(params, config, str(tmp_path / 'timm'))
   spec = json.loads((directory / timm_format.TIMM_CONFIG).read_text())
   net = timm.create_model(spec['model_name'], pretrained=False, **spec['kwargs'])

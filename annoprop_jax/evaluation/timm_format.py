@@ -43,7 +43,8 @@ def model_config(encoder_config):
                   depth=encoder_config.depth, num_heads=encoder_config.num_heads,
                   mlp_ratio=encoder_config.mlp_ratio, num_classes=0,
                   class_token=cls, global_pool='token' if cls else 'avg', fc_norm=False,
-                  act_layer='gelu_tanh'),    # flax's nn.gelu is the tanh approximation
+                  act_layer='gelu_tanh',     # flax's nn.gelu is the tanh approximation
+                  init_values=encoder_config.layer_scale or None),   # LayerScale
       # The encoder reads uint8 x as x / 127.5 - 1 = (x / 255 - 0.5) / 0.5.
       mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], input_size=[3, size, size])
 
@@ -85,6 +86,9 @@ def state_dict(params, encoder_config):
         [arr(attention[p]['bias']).reshape(width) for p in ('query', 'key', 'value')])
     out[prefix + 'attn.proj.weight'] = arr(attention['out']['kernel']).reshape(width, width).T
     out[prefix + 'attn.proj.bias'] = arr(attention['out']['bias'])
+    if encoder_config.layer_scale:
+      out[prefix + 'ls1.gamma'] = arr(block['layer_scale_attention'])
+      out[prefix + 'ls2.gamma'] = arr(block['layer_scale_mlp'])
     for dense, name in (('Dense_0', 'fc1'), ('Dense_1', 'fc2')):
       out[prefix + f'mlp.{name}.weight'] = arr(block['MlpBlock_0'][dense]['kernel']).T
       out[prefix + f'mlp.{name}.bias'] = arr(block['MlpBlock_0'][dense]['bias'])

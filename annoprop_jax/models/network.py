@@ -35,8 +35,8 @@ class Network(nn.Module):
     if self.decoder_kwargs is not None:
       self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
 
-  def encode(self, images):
-    return self.encoder(images)
+  def encode(self, images, keep=None):
+    return self.encoder(images, keep)
 
   def base(self, pooled):
     return self.head(pooled)
@@ -67,13 +67,16 @@ class Network(nn.Module):
     return outputs
 
 
-def apply(net, params, method, *inputs):
-  """``net.method(*inputs)`` under ``params``."""
-  return net.apply({'params': params}, *inputs, method=method)
+def apply(net, params, method, *inputs, rng=None):
+  """``net.method(*inputs)`` under ``params``; ``rng``: the key of stochastic depth (a training
+  pass of the online network; without it every block is kept)."""
+  rngs = {vit.DROP_PATH_RNG: rng} if rng is not None else None
+  return net.apply({'params': params}, *inputs, method=method, rngs=rngs)
 
 
-def encode_views(net, params, images):
+def encode_views(net, params, images, rng=None):
   """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
   b, v = images.shape[:2]
-  pooled, tokens = apply(net, params, Network.encode, images.reshape(b * v, *images.shape[2:]))
+  pooled, tokens = apply(net, params, Network.encode, images.reshape(b * v, *images.shape[2:]),
+                         rng=rng)
   return pooled.reshape(b, v, -1), tokens

@@ -67,6 +67,10 @@ class EncoderConfig:
   dtype: str = 'float32'         # compute dtype; params stay float32
   remat: str = 'none'            # 'none', 'full' (recompute each block) or 'dots' (keep matmuls)
   attention: str = 'auto'        # attention.IMPLEMENTATIONS
+  drop_path: float = 0.0         # stochastic depth: block i's residual branches dropped per
+                                 # example at drop_path * i / (depth - 1), in training passes
+  layer_scale: float = 0.0       # LayerScale: residual branches scaled by a learned per-channel
+                                 # vector from this value (0: off; CaiT 1e-5, DINOv2 1e-5)
   image_size: Optional[int] = None  # training resolution; other sizes resize the position grid
 
   def __post_init__(self):
@@ -81,6 +85,10 @@ class EncoderConfig:
     if self.attention == 'cudnn' and self.dtype != 'bfloat16':
       raise ValueError("attention='cudnn' needs dtype='bfloat16' (cuDNN's flash attention "
                        "takes bf16 or fp16 only)")
+    if not 0.0 <= self.drop_path < 1.0:
+      raise ValueError(f'drop_path must be in [0, 1), got {self.drop_path}')
+    if self.layer_scale < 0:
+      raise ValueError(f'layer_scale must be >= 0 (0: off), got {self.layer_scale}')
     if self.image_size is not None and self.image_size % self.patch_size:
       raise ValueError(f'image_size {self.image_size} is not divisible by patch_size '
                        f'{self.patch_size}')
@@ -117,12 +125,31 @@ class MlpBlock(nn.Module):
                     bias_init=nn.initializers.normal(1e-6))(x)
 
 
+DROP_PATH_RNG = 'drop_path'     # the rng stream of stochastic depth; a pass without it keeps all
+
+
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer block: self-attention then MLP, both residual."""
+  """Pre-norm transformer block: self-attention then MLP, both residual; optionally each
+  residual branch LayerScaled and dropped per example (stochastic depth)."""
   num_heads: int
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
   attention: str = 'auto'        # attention.IMPLEMENTATIONS
+  drop_rate: float = 0.0         # this block's stochastic depth rate
+  layer_scale: float = 0.0       # LayerScale's initial value (0: off)
+
+  def _branch(self, y, name):
+    """A residual branch's output, LayerScaled and dropped as configured."""
+    if self.layer_scale:
+      scale = self.param(name, nn.initializers.constant(self.layer_scale), (y.shape[-1],),
+                         jnp.float32)
+      y = y * scale.astype(y.dtype)
+    if self.drop_rate and self.has_rng(DROP_PATH_RNG):
+      keep = 1.0 - self.drop_rate
+      kept = jax.random.bernoulli(self.make_rng(DROP_PATH_RNG), keep,
+                                  (y.shape[0],) + (1,) * (y.ndim - 1))
+      y = jnp.where(kept, y / keep, jnp.zeros_like(y))
+    return y
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -131,21 +158,24 @@ class EncoderBlock(nn.Module):
         num_heads=self.num_heads, dtype=self.dtype,
         kernel_init=nn.initializers.xavier_uniform(),
         attention_fn=attention_lib.attention_fn(self.attention))(y, y, mask=mask)
-    x = x + y
+    x = x + self._branch(y, 'layer_scale_attention')
     y = layer_norm.LayerNorm(dtype=self.dtype)(x)
-    return x + MlpBlock(self.mlp_dim, dtype=self.dtype)(y)
+    return x + self._branch(MlpBlock(self.mlp_dim, dtype=self.dtype)(y), 'layer_scale_mlp')
 
 
 class ViT(nn.Module):
   """ViT encoder of an ``EncoderConfig``.
 
-  Input: images (B, H, W, 3), uint8 in [0, 255] or float already in [-1, 1].
-  Output: ``(pooled (B, width), patch_tokens (B, N, width))`` in float32.
+  Input: images (B, H, W, 3), uint8 in [0, 255] or float already in [-1, 1]; optionally
+  ``keep`` (B, K) int, the patches each image keeps (token masking, as MAE and I-JEPA: the
+  others are dropped after their position embedding is added, so the kept ones keep theirs).
+  Output: ``(pooled (B, width), patch_tokens (B, N or K, width))`` in float32. Stochastic depth
+  acts only in a pass given a ``'drop_path'`` rng (training's online network).
   """
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, images):
+  def __call__(self, images, keep=None):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     if images.dtype == jnp.uint8:
@@ -158,12 +188,15 @@ class ViT(nn.Module):
                 name='embedding')(images.astype(dtype))
     rows, cols = h // p, w // p
     x = x.reshape(b, rows * cols, c.width) + self._position_embedding(rows, cols).astype(dtype)
+    if keep is not None:
+      x = jnp.take_along_axis(x, keep[..., None], axis=1)
     if c.pool == 'cls':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c.width), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, c.width)), x], axis=1)
     block = remat_block(EncoderBlock, c.remat)
     for i in range(c.depth):
       x = block(c.num_heads, int(c.width * c.mlp_ratio), dtype=dtype, attention=c.attention,
+                drop_rate=c.drop_path * i / max(c.depth - 1, 1), layer_scale=c.layer_scale,
                 name=f'block{i}')(x)
     x = layer_norm.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
     if c.pool == 'cls':

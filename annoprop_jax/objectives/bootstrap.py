@@ -219,7 +219,8 @@ class AnnotationBootstrapping:
                               cfg.next_include_source)
     if actions is None:
       actions = boot['moves'] if cfg.actions else jnp.zeros_like(boot['moves'])
-    pooled, tokens = method.encode_views(params, boot['images'])
+    pooled, tokens = method.encode_views(params, boot['images'],
+                                         method_lib.online_rng(inputs, 'bootstrap'))
     log_q = pair_log_probs(method, params, tokens, actions,
                            target_views(v, cfg.include_diagonal or all_views), base.candidates)
     # Target network: p(l | x_j) and, with gamma > 0, Q_target(l | x_j, a_jk).

@@ -126,7 +126,8 @@ class CLIP(method.Method):
   def base_loss(self, inputs, bootstrap):
     annotation, params = inputs.annotation, inputs.params
     tokens = self.tokens(annotation['caption'])
-    pooled = self.encode_views(params, annotation['images'][:, :1])[0][:, 0]
+    pooled = self.encode_views(params, annotation['images'][:, :1],
+                               method.online_rng(inputs, 'annotation'))[0][:, 0]
     image = self.apply(params, Network.base, pooled)
     captions, features, scale = self.apply(params, Network.embed_annotations, tokens)
     loss, accuracy = clip_loss(image, captions, scale)

@@ -109,17 +109,19 @@ class DINO(method.Method):
   def step_params(self, params, step):
     return freeze_prototypes(params, step, self.config.freeze_prototypes_steps)
 
-  def _logits(self, params, images):
+  def _logits(self, params, images, rng=None):
     """(B, V, S, S, 3) -> (B, V, K) prototype logits."""
-    return self.apply(params, Network.base, self.encode_views(params, images)[0])
+    return self.apply(params, Network.base, self.encode_views(params, images, rng)[0])
 
   def base_loss(self, inputs, bootstrap):
     del bootstrap       # the candidates are the prototypes
     cfg, annotation, center = self.config, inputs.annotation, inputs.method_state['center']
     teacher = jax.lax.stop_gradient(self._logits(inputs.target_params, annotation['images']))
-    student = self._logits(inputs.params, annotation['images'])
+    student = self._logits(inputs.params, annotation['images'],
+                           method.online_rng(inputs, 'annotation'))
     if 'local_images' in annotation:
-      local = self._logits(inputs.params, annotation['local_images'])
+      local = self._logits(inputs.params, annotation['local_images'],
+                           method.online_rng(inputs, 'local'))
       student = jnp.concatenate([student, local], axis=1)
     tau_t = teacher_temperature(cfg, inputs.step)
     loss, p = dino_loss(student, teacher, center, cfg.student_temperature, tau_t)

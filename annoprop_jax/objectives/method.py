@@ -36,6 +36,7 @@ class LossInputs:
   batch: dict                 # {stream: batch of arrays}
   step: Array                 # optimizer steps taken before this one
   rng: Array                  # this step's key, for methods that sample (masks, noise)
+  training: bool = True       # False: an evaluation of the loss (diagnose): no stochastic depth
 
   @property
   def annotation(self):
@@ -157,9 +158,20 @@ class Method(abc.ABC):
     """``net.function(*inputs)`` under ``params`` (function: a ``Network`` method)."""
     return network_lib.apply(self.net, params, function, *inputs)
 
-  def encode_views(self, params, images):
-    """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D)."""
-    return network_lib.encode_views(self.net, params, images)
+  def encode_views(self, params, images, rng=None):
+    """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D); ``rng``: stochastic
+    depth's key (``online_rng``) in the online network's training passes."""
+    return network_lib.encode_views(self.net, params, images, rng)
+
+
+# The online network's passes of a step, one stochastic-depth key each.
+ONLINE_PASSES = ('annotation', 'local', 'bootstrap')
+
+
+def online_rng(inputs, view_set):
+  """The stochastic-depth key of the online network's pass over ``view_set`` (ONLINE_PASSES):
+  this step's key folded with it; None outside training."""
+  return jax.random.fold_in(inputs.rng, ONLINE_PASSES.index(view_set)) if inputs.training else None
 
 
 def entropy(p):

@@ -69,7 +69,8 @@ class SimCLR(method.Method):
 
   def base_loss(self, inputs, bootstrap):
     images = inputs.annotation['images']
-    pooled = self.encode_views(inputs.params, images)[0]                    # (B, 2, D)
+    pooled = self.encode_views(inputs.params, images,
+                               method.online_rng(inputs, 'annotation'))[0]   # (B, 2, D)
     z = self.apply(inputs.params, Network.base, pooled)
     loss, accuracy = nt_xent(z, self.config.temperature)
     metrics = {'simclr_loss': loss, 'simclr_accuracy': accuracy}

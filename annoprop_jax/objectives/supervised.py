@@ -60,7 +60,8 @@ class Supervised(method.Method):
   def base_loss(self, inputs, bootstrap):
     del bootstrap      # the candidates are the classes
     annotation = inputs.annotation
-    pooled = self.encode_views(inputs.params, annotation['images'])[0]
+    pooled = self.encode_views(inputs.params, annotation['images'],
+                               method.online_rng(inputs, 'annotation'))[0]
     logits = self.apply(inputs.params, Network.base, pooled)                # (B, V, K)
     targets = label_targets(annotation['labels'], self.config.num_classes,
                             self.config.multi_label)
