@@ -84,6 +84,7 @@ def _arms():
   # images (supervised at equal views is `supervised`).
   arms['ab_sup'] = Arm('ab_sup_scenes')
   arms['supervised_equal_images'] = Arm('supervised_objects', match='ab_sup')
+  arms['mae'] = Arm('mae_scenes')             # the paper's baselines without an AB variant
   return arms
 
 

@@ -2,6 +2,7 @@
 
     encoder              ViT: images -> (pooled vector, patch tokens)
     head                 the method's head on the pooled vector (projection, prototypes, classes)
+                         or on the patch tokens (MAE's pixel decoder)
     annotation_encoder   annotations that are not images (CLIP's captions) -> (psi(l), their
                          features, logit scale); optional
     decoder              the box-conditioned annotation decoder: phi_AB(x, a)      } annotation
@@ -29,6 +30,7 @@ class Network(nn.Module):
   decoder_kwargs: Optional[dict] = None  # AnnotationDecoder keyword arguments (AB only)
   ab_head: Optional[nn.Module] = None
   ab_candidate_head: Optional[nn.Module] = None
+  head_reads: str = 'pooled'     # what the head reads: the pooled vector, or 'tokens' (MAE)
 
   def setup(self):
     self.encoder = vit.ViT(self.encoder_config)
@@ -38,8 +40,8 @@ class Network(nn.Module):
   def encode(self, images, keep=None):
     return self.encoder(images, keep)
 
-  def base(self, pooled):
-    return self.head(pooled)
+  def base(self, features, *extra):
+    return self.head(features, *extra)
 
   def embed_annotations(self, annotations):
     return self.annotation_encoder(annotations)
@@ -56,7 +58,7 @@ class Network(nn.Module):
   def __call__(self, images, moves=None, annotations=None):
     """Touches every submodule (for init)."""
     pooled, tokens = self.encode(images)
-    outputs, features = [self.base(pooled)], pooled
+    outputs, features = [self.base(tokens if self.head_reads == 'tokens' else pooled)], pooled
     if self.annotation_encoder is not None:
       outputs.append(self.embed_annotations(annotations))
       features = outputs[-1][1]

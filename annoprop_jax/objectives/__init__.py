@@ -1,12 +1,13 @@
 """The objectives: each base method once (``method.Method``), plain or with annotation
 bootstrapping. ``METHODS`` is the registry; a method ``NAME`` gives the objective ``NAME`` and
-its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``), which adds the
+its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE has none), which adds the
 ``objective.bootstrap`` block (``bootstrap.default_config``) to the method's config.
 """
 from annoprop_jax import errors
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.objectives import clip
 from annoprop_jax.objectives import dino
+from annoprop_jax.objectives import mae
 from annoprop_jax.objectives import method as method_lib
 from annoprop_jax.objectives import simclr
 from annoprop_jax.objectives import supervised
@@ -16,8 +17,10 @@ METHODS = {
     'dino': dino.DINO,
     'supervised': supervised.Supervised,
     'clip': clip.CLIP,
+    'mae': mae.MAE,
 }
-AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()}   # 'ab_dino' -> 'dino'
+AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()   # 'ab_dino' -> 'dino'
+               if cls.ab_name}
 LossInputs = method_lib.LossInputs     # what an objective's loss reads
 NAMES = tuple(METHODS) + tuple(AB_VARIANTS)
 

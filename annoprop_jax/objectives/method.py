@@ -91,7 +91,8 @@ class Method(abc.ABC):
   ``decoder`` (the annotation decoder's keyword arguments) builds the network of the method's
   AB variant: the decoder and the AB heads join the encoder and the head.
   """
-  ab_name: ClassVar[str]        # its AB variant's objective name ('ab_' + name; AB_Sup: ab_sup)
+  ab_name: ClassVar[Optional[str]]   # its AB variant's objective name ('ab_' + name; AB_Sup:
+                                     # ab_sup); None: none (MAE)
   probe_params: ClassVar[str]   # the encoder its probes read by default: 'online' or 'target'
 
   def __init__(self, config: ml_collections.ConfigDict, encoder_config: vit.EncoderConfig,
@@ -154,9 +155,10 @@ class Method(abc.ABC):
     del step
     return params
 
-  def apply(self, params, function, *inputs):
-    """``net.function(*inputs)`` under ``params`` (function: a ``Network`` method)."""
-    return network_lib.apply(self.net, params, function, *inputs)
+  def apply(self, params, function, *inputs, rng=None):
+    """``net.function(*inputs)`` under ``params`` (function: a ``Network`` method); ``rng``:
+    stochastic depth's key."""
+    return network_lib.apply(self.net, params, function, *inputs, rng=rng)
 
   def encode_views(self, params, images, rng=None):
     """(B, V, S, S, 3) -> pooled (B, V, D), patch tokens (B * V, N, D); ``rng``: stochastic
