@@ -42,14 +42,15 @@ def test_the_loss_counts_masked_patches_against_normalised_pixels():
   images = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 3), minval=-1, maxval=1)
   target = np.asarray(mae.patchify(images, 4))
   normalised = (target - target.mean(-1, keepdims=True)) / np.sqrt(
-      target.var(-1, keepdims=True) + 1e-6)
+      target.var(-1, keepdims=True, ddof=1) + 1e-6)
   masked = jnp.array([[True, False, True, False], [False, False, False, True]])
   # Exact on the masked patches, anything on the visible ones: no loss.
   predicted = np.where(np.asarray(masked)[..., None], normalised, 5.0)
   assert float(mae.mae_loss(predicted, images, masked, 4)) < 1e-10
-  # Zeros: each masked patch's normalised pixels have mean 0 and variance ~1.
+  # Zeros: each masked patch's P = 48 normalised pixels have mean 0 and unbiased variance ~1,
+  # so a mean square of (P - 1) / P.
   zeros = mae.mae_loss(jnp.zeros_like(predicted), images, masked, 4)
-  np.testing.assert_allclose(zeros, 1.0, rtol=1e-4)
+  np.testing.assert_allclose(zeros, 47 / 48, rtol=1e-4)
   raw = mae.mae_loss(jnp.zeros_like(predicted), images, masked, 4, norm_pix_loss=False)
   np.testing.assert_allclose(raw, (target[np.asarray(masked)] ** 2).mean(), rtol=1e-6)
 

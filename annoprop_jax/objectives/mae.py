@@ -24,14 +24,19 @@ Network = network_lib.Network
 MASK_KEY = 100          # the step key folded with this draws the masks (apart from drop-path's)
 
 
-def random_masks(rng, batch, num_patches, mask_ratio):
+def masks_from_noise(noise, mask_ratio):
   """(keep (B, K) the visible patches in the order drawn, restore (B, N) each patch's place in
-  [visible, masked], masked (B, N) bool): a uniform random subset of N - K patches masked per
-  image, K = round(N * (1 - mask_ratio)), at least 1."""
-  num_keep = max(1, int(round(num_patches * (1.0 - mask_ratio))))
-  order = jnp.argsort(jax.random.uniform(rng, (batch, num_patches)), axis=1)
+  [visible, masked], masked (B, N) bool) from ``noise`` (B, N): the K patches of lowest noise
+  are visible, K = floor(N * (1 - mask_ratio)), at least 1 (as the official MAE)."""
+  num_keep = max(1, int(noise.shape[1] * (1.0 - mask_ratio)))
+  order = jnp.argsort(noise, axis=1)
   restore = jnp.argsort(order, axis=1)
   return order[:, :num_keep], restore, restore >= num_keep
+
+
+def random_masks(rng, batch, num_patches, mask_ratio):
+  """``masks_from_noise`` of uniform noise: a uniform random subset masked per image."""
+  return masks_from_noise(jax.random.uniform(rng, (batch, num_patches)), mask_ratio)
 
 
 def patchify(images, patch):
@@ -44,11 +49,12 @@ def patchify(images, patch):
 
 def mae_loss(predicted, images, masked, patch, norm_pix_loss=True):
   """Mean over masked patches of the per-patch mean squared error of ``predicted`` (B, N, P)
-  against the pixels of ``images`` (B, H, W, C, in [-1, 1]), normalised per patch."""
+  against the pixels of ``images`` (B, H, W, C, in [-1, 1]), normalised per patch (mean 0,
+  unbiased variance 1)."""
   target = patchify(images.astype(jnp.float32), patch)
-  if norm_pix_loss:
+  if norm_pix_loss:                    # the official MAE's: the unbiased variance
     mean = target.mean(-1, keepdims=True)
-    var = target.var(-1, keepdims=True)
+    var = target.var(-1, keepdims=True, ddof=1)
     target = (target - mean) / jnp.sqrt(var + 1e-6)
   per_patch = jnp.mean((predicted.astype(jnp.float32) - target) ** 2, axis=-1)
   return jnp.sum(per_patch * masked) / jnp.maximum(masked.sum(), 1)
