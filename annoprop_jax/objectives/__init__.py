@@ -1,7 +1,8 @@
 """The objectives: each base method once (``method.Method``), plain or with annotation
 bootstrapping. ``METHODS`` is the registry; a method ``NAME`` gives the objective ``NAME`` and
-its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE has none), which adds the
-``objective.bootstrap`` block (``bootstrap.default_config``) to the method's config.
+its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE and SLIP have none),
+which adds the ``objective.bootstrap`` block (``bootstrap.default_config``) to the method's
+config.
 """
 from annoprop_jax import errors
 from annoprop_jax.objectives import bootstrap
@@ -10,6 +11,7 @@ from annoprop_jax.objectives import dino
 from annoprop_jax.objectives import mae
 from annoprop_jax.objectives import method as method_lib
 from annoprop_jax.objectives import simclr
+from annoprop_jax.objectives import slip
 from annoprop_jax.objectives import supervised
 
 METHODS = {
@@ -18,6 +20,7 @@ METHODS = {
     'supervised': supervised.Supervised,
     'clip': clip.CLIP,
     'mae': mae.MAE,
+    'slip': slip.SLIP,
 }
 AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()   # 'ab_dino' -> 'dino'
                if cls.ab_name}

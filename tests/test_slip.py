@@ -1,0 +1,57 @@
+"""SLIP: CLIP's loss on the CLIP view plus simclr_weight x SimCLR's on the two SimCLR views,
+each part reading only its own views, and a short run that lowers the loss."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from annoprop_jax import train
+from annoprop_jax.data import pipeline
+from conftest import tiny_config
+
+
+def _objective(weight=1.0):
+  config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight})
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
+  rng = np.random.default_rng(0)
+  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
+  params, state = objective.init(jax.random.PRNGKey(0), batch)
+  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
+                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
+  return objective, inputs
+
+
+def _terms(objective, inputs, **annotation):
+  batch = {'annotation': {**inputs.batch['annotation'], **annotation}}
+  loss, (metrics, _) = objective.loss(dataclasses.replace(inputs, batch=batch))
+  return float(loss), float(metrics['clip_loss']), float(metrics['simclr_loss'])
+
+
+def test_the_loss_adds_simclr_at_its_weight_and_each_part_reads_its_own_views():
+  objective, inputs = _objective(weight=1.0)
+  loss, clip_loss, simclr_loss = _terms(objective, inputs)
+  np.testing.assert_allclose(loss, clip_loss + simclr_loss, rtol=1e-6)
+  half, _ = _objective(weight=0.5)
+  np.testing.assert_allclose(_terms(half, inputs)[0], clip_loss + 0.5 * simclr_loss, rtol=1e-6)
+  # Other SimCLR pairs (each image's second view from the next image): only the SimCLR part
+  # moves; another CLIP view: only the CLIP part.
+  annotation = inputs.batch['annotation']
+  local = annotation['local_images'].copy()
+  local[:, 1] = np.roll(local[:, 1], 1, axis=0)
+  _, clip2, simclr2 = _terms(objective, inputs, local_images=local)
+  assert clip2 == clip_loss and abs(simclr2 - simclr_loss) > 1e-4
+  _, clip3, simclr3 = _terms(objective, inputs, images=255 - annotation['images'])
+  assert simclr3 == simclr_loss and abs(clip3 - clip_loss) > 1e-4
+
+
+def test_a_short_slip_run_lowers_its_loss(tmp_path, tiny_data_dir):
+  config = tiny_config('slip_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
+                                         'log_every': 5, 'checkpoint_every': 30})
+  lines = []
+  train.train(config, str(tmp_path), print_fn=lines.append)
+  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  assert losses[-1] < losses[0] - 0.3, losses
