@@ -86,6 +86,7 @@ def _arms():
   arms['supervised_equal_images'] = Arm('supervised_objects', match='ab_sup')
   arms['mae'] = Arm('mae_scenes')             # the paper's baselines without an AB variant
   arms['slip'] = Arm('slip_scenes')
+  arms['silc'] = Arm('silc_scenes')
   return arms
 
 

@@ -69,3 +69,15 @@ class ScaledQueryHead(nn.Module):
     query = l2_normalize(nn.Dense(self.dim, name='projection')(phi))
     log_scale = self.param('logit_scale', lambda _: jnp.log(jnp.float32(self.init_scale)))
     return query, jnp.minimum(jnp.exp(log_scale), self.max_scale)
+
+
+class Heads(nn.Module):
+  """Several heads on one input, by name (methods that add two losses: SLIP, SiLC):
+  ``Heads({'clip': ..., 'simclr': ...})(x, 'clip')``; without a name, every head's output in
+  the dict's order (init)."""
+  parts: dict
+
+  def __call__(self, x, part=None):
+    if part is not None:
+      return self.parts[part](x)
+    return tuple(head(x) for head in self.parts.values())

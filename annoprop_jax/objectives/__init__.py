@@ -1,6 +1,6 @@
 """The objectives: each base method once (``method.Method``), plain or with annotation
 bootstrapping. ``METHODS`` is the registry; a method ``NAME`` gives the objective ``NAME`` and
-its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE and SLIP have none),
+its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE, SLIP, SiLC have none),
 which adds the ``objective.bootstrap`` block (``bootstrap.default_config``) to the method's
 config.
 """
@@ -10,6 +10,7 @@ from annoprop_jax.objectives import clip
 from annoprop_jax.objectives import dino
 from annoprop_jax.objectives import mae
 from annoprop_jax.objectives import method as method_lib
+from annoprop_jax.objectives import silc
 from annoprop_jax.objectives import simclr
 from annoprop_jax.objectives import slip
 from annoprop_jax.objectives import supervised
@@ -21,6 +22,7 @@ METHODS = {
     'clip': clip.CLIP,
     'mae': mae.MAE,
     'slip': slip.SLIP,
+    'silc': silc.SiLC,
 }
 AB_VARIANTS = {cls.ab_name: name for name, cls in METHODS.items()   # 'ab_dino' -> 'dino'
                if cls.ab_name}

@@ -54,6 +54,30 @@ def dino_loss(student_logits, teacher_logits, center, student_temperature, teach
   return loss.mean(), p
 
 
+def self_distillation(cfg, inputs, logits):
+  """DINO's loss on the annotation batch: the teacher (``inputs.target_params``) on the global
+  views, the student on the global and local views, the centre updated once. ``logits(params,
+  images, rng)`` -> (B, V, K) prototype logits; ``cfg`` holds DINO's keys. Returns (loss,
+  metrics, method state after the step)."""
+  annotation, center = inputs.annotation, inputs.method_state['center']
+  teacher = jax.lax.stop_gradient(logits(inputs.target_params, annotation['images'], None))
+  student = logits(inputs.params, annotation['images'], method.online_rng(inputs, 'annotation'))
+  if 'local_images' in annotation:
+    local = logits(inputs.params, annotation['local_images'], method.online_rng(inputs, 'local'))
+    student = jnp.concatenate([student, local], axis=1)
+  tau_t = teacher_temperature(cfg, inputs.step)
+  loss, p = dino_loss(student, teacher, center, cfg.student_temperature, tau_t)
+  center = cfg.center_momentum * center + (1 - cfg.center_momentum) * teacher.mean(axis=(0, 1))
+  q = jax.nn.softmax(student / cfg.student_temperature, axis=-1)
+  metrics = {
+      'dino_loss': loss,
+      'teacher_entropy': method.entropy(p).mean(),
+      'student_entropy': method.entropy(q).mean(),
+      'teacher_temperature': tau_t,
+  }
+  return loss, metrics, {'center': center}
+
+
 def freeze_prototypes(params, step, freeze_steps):
   """DINO's last-layer freeze: before ``freeze_steps`` no gradient reaches the prototypes of the
   base head, nor of the AB head (AB_DINO)."""
@@ -115,25 +139,8 @@ class DINO(method.Method):
 
   def base_loss(self, inputs, bootstrap):
     del bootstrap       # the candidates are the prototypes
-    cfg, annotation, center = self.config, inputs.annotation, inputs.method_state['center']
-    teacher = jax.lax.stop_gradient(self._logits(inputs.target_params, annotation['images']))
-    student = self._logits(inputs.params, annotation['images'],
-                           method.online_rng(inputs, 'annotation'))
-    if 'local_images' in annotation:
-      local = self._logits(inputs.params, annotation['local_images'],
-                           method.online_rng(inputs, 'local'))
-      student = jnp.concatenate([student, local], axis=1)
-    tau_t = teacher_temperature(cfg, inputs.step)
-    loss, p = dino_loss(student, teacher, center, cfg.student_temperature, tau_t)
-    center = cfg.center_momentum * center + (1 - cfg.center_momentum) * teacher.mean(axis=(0, 1))
-    q = jax.nn.softmax(student / cfg.student_temperature, axis=-1)
-    metrics = {
-        'dino_loss': loss,
-        'teacher_entropy': method.entropy(p).mean(),
-        'student_entropy': method.entropy(q).mean(),
-        'teacher_temperature': tau_t,
-    }
-    return method.BaseResult(loss, metrics, {'center': center})
+    loss, metrics, state = self_distillation(self.config, inputs, self._logits)
+    return method.BaseResult(loss, metrics, state)
 
   def ab_log_probs(self, params, phi, candidates):
     del candidates

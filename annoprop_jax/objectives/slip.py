@@ -10,8 +10,6 @@ No AB variant is built: it would be AB_CLIP's (the batch's captions as candidate
 a neighbouring crop) with SimCLR's loss kept beside it, which adds nothing to test that AB_CLIP
 does not.
 """
-import flax.linen as nn
-
 from annoprop_jax import errors
 from annoprop_jax.models import heads
 from annoprop_jax.models import network as network_lib
@@ -20,25 +18,6 @@ from annoprop_jax.objectives import method
 from annoprop_jax.objectives import simclr
 
 Network = network_lib.Network
-
-
-class ImageHeads(nn.Module):
-  """CLIP's projection into the joint space and SimCLR's projection MLP on the pooled vector;
-  ``part``: 'clip', 'simclr' or None (both, for init)."""
-  embed_dim: int
-  simclr_hidden_dim: int
-  simclr_dim: int
-
-  def setup(self):
-    self.clip = heads.Projection(self.embed_dim)
-    self.simclr = heads.ProjectionHead(hidden_dim=self.simclr_hidden_dim, out_dim=self.simclr_dim)
-
-  def __call__(self, pooled, part=None):
-    if part == 'clip':
-      return self.clip(pooled)
-    if part == 'simclr':
-      return self.simclr(pooled)
-    return self.clip(pooled), self.simclr(pooled)
 
 
 class SLIP(clip.CLIP):
@@ -70,7 +49,9 @@ class SLIP(clip.CLIP):
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
     c = self.config
-    modules['head'] = ImageHeads(c.embed_dim, c.simclr_hidden_dim, c.simclr_dim)
+    modules['head'] = heads.Heads({'clip': heads.Projection(c.embed_dim),
+                                   'simclr': heads.ProjectionHead(hidden_dim=c.simclr_hidden_dim,
+                                                                  out_dim=c.simclr_dim)})
     return modules
 
   def base_loss(self, inputs, bootstrap):

@@ -1,0 +1,72 @@
+"""SiLC: CLIP's loss plus distillation_weight x DINO's, each part reading its own inputs (the
+caption and first global view; the global views through the EMA teacher and every view through
+the student), DINO's centre and prototype freeze kept, and a short run that lowers the loss."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from annoprop_jax import configuration
+from annoprop_jax import objectives
+from annoprop_jax import train
+from annoprop_jax.data import pipeline
+from conftest import tiny_config
+
+
+def _objective(**overrides):
+  config = tiny_config('silc_scenes', **overrides)
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
+  rng = np.random.default_rng(0)
+  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
+  params, state = objective.init(jax.random.PRNGKey(0), batch)
+  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
+                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
+  return objective, inputs
+
+
+def _run(objective, inputs, **changes):
+  annotation = {k: v for k, v in changes.items() if k in inputs.batch['annotation']}
+  rest = {k: v for k, v in changes.items() if k not in annotation}
+  inputs = dataclasses.replace(inputs, batch={'annotation': {**inputs.batch['annotation'],
+                                                             **annotation}}, **rest)
+  loss, (metrics, state) = objective.loss(inputs)
+  return float(loss), float(metrics['clip_loss']), float(metrics['dino_loss']), state
+
+
+def test_the_loss_adds_distillation_at_its_weight_and_each_part_reads_its_inputs():
+  objective, inputs = _objective()
+  loss, clip_loss, dino_loss, state = _run(objective, inputs)
+  np.testing.assert_allclose(loss, clip_loss + dino_loss, rtol=1e-6)
+  half, _ = _objective(**{'objective.distillation_weight': 0.5})
+  np.testing.assert_allclose(_run(half, inputs)[0], clip_loss + 0.5 * dino_loss, rtol=1e-6)
+  assert not np.allclose(state['center'], inputs.method_state['center'])   # the centre moves
+  annotation = inputs.batch['annotation']
+  # Other local views: the student's only; another caption: CLIP's only.
+  _, clip2, dino2, _ = _run(objective, inputs, local_images=255 - annotation['local_images'])
+  assert clip2 == clip_loss and abs(dino2 - dino_loss) > 1e-5
+  caption = np.roll(annotation['caption'], 1, axis=1)
+  _, clip3, dino3, _ = _run(objective, inputs, caption=caption)
+  assert dino3 == dino_loss and abs(clip3 - clip_loss) > 1e-5
+  # Another teacher (target network): DINO's part only.
+  other = jax.tree.map(lambda p: p * 1.5, inputs.params)
+  _, clip4, dino4, _ = _run(objective, inputs, target_params=other)
+  assert clip4 == clip_loss and abs(dino4 - dino_loss) > 1e-5
+
+
+def test_the_prototypes_are_frozen_for_the_first_steps():
+  objective, inputs = _objective(**{'objective.freeze_prototypes_steps': 10})
+  grad = lambda step: jax.grad(lambda p: objective.loss(dataclasses.replace(
+      inputs, params=p, step=jnp.int32(step)))[0])(inputs.params)['head']['parts_dino']
+  assert not np.any(grad(0)['prototypes']) and np.any(grad(0)['MLP_0']['out']['kernel'])
+  assert np.any(grad(10)['prototypes'])
+
+
+def test_a_short_silc_run_lowers_its_loss(tmp_path, tiny_data_dir):
+  config = tiny_config('silc_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
+                                         'log_every': 5, 'checkpoint_every': 30})
+  lines = []
+  train.train(config, str(tmp_path), print_fn=lines.append)
+  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  assert losses[-1] < losses[0] - 0.3, losses
