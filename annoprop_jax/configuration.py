@@ -210,7 +210,14 @@ def override(config, settings):
         raise KeyError(leaf)
     except (KeyError, TypeError):
       raise unknown_key(config, key) from None
-    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
+    if isinstance(node[leaf], ml_collections.ConfigDict):
+      raise ConfigError(f'config key {key!r} is a block; set one of its keys')
+    if isinstance(node[leaf], tuple) and not isinstance(value, (tuple, list)):
+      raise ConfigError(f'config key {key!r} wants a tuple, got {value!r}')
+    try:
+      node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], tuple) else value
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'config key {key!r} cannot be {value!r}: {e}') from None
   return config
 
 

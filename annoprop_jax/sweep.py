@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 
+from annoprop_jax import checkpoint_recovery
 from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import storage
@@ -22,12 +23,17 @@ PLAN = 'sweep.json'
 
 
 def split_values(text):
-  """'0,(0.08, 1.0),abc' -> [0, (0.08, 1.0), 'abc']: commas inside brackets stay; each value a
-  Python literal, else a bare string."""
-  parts, depth, current = [], 0, ''
+  """'0,(0.08, 1.0),abc,"a,b"' -> [0, (0.08, 1.0), 'abc', 'a,b']: commas inside brackets or
+  quotes stay; each value a Python literal, else a bare string."""
+  parts, depth, quote, current = [], 0, '', ''
   for char in text:
-    depth += (char in '([{') - (char in ')]}')
-    if char == ',' and depth == 0:
+    if quote:
+      quote = '' if char == quote else quote
+    elif char in '\'"':
+      quote = char
+    else:
+      depth += (char in '([{') - (char in ')]}')
+    if char == ',' and depth == 0 and not quote:
       parts.append(current)
       current = ''
     else:
@@ -123,11 +129,14 @@ def run_dir(sweep_dir, run):
 
 
 def saved_step(workdir):
-  """The step of the newest finished checkpoint of ``workdir`` (0: none)."""
+  """The step of the newest complete checkpoint of ``workdir`` (0: none): a step folder, and
+  on a bucket (where Orbax completes a step in place) one with its commit file."""
   directory = storage.path(workdir) / 'checkpoints'
   if not directory.exists():
     return 0
-  return max((int(p.name) for p in directory.iterdir() if p.name.isdigit()), default=0)
+  remote = storage.is_remote(directory)
+  return max((int(p.name) for p in directory.iterdir() if p.name.isdigit() and (
+      not remote or (p / checkpoint_recovery.COMMIT_FILE).exists())), default=0)
 
 
 def train_flags(sweep, run, sweep_dir):

@@ -58,7 +58,7 @@ def make_gradients(objective, config, mesh=None):
     def inputs(params):
       return objectives.LossInputs(
           params=params, target_params=state.target_params, method_state=state.method_state,
-          batch=batch, step=state.step, rng=rng)
+          batch=batch, step=state.step, rng=rng, training=True)
     if not per_loss:
       (loss, (metrics, method_state)), grads = jax.value_and_grad(
           lambda params: objective.loss(inputs(params)), has_aux=True)(state.params)
@@ -322,7 +322,7 @@ class _Collaborators:
         workdir, config.total_steps, print_fn, every=config.log_every, start_step=step,
         images_per_step=sum(stream.batch_size for stream in configuration.streams(
             config).values()),
-        mirror=wandb_mirror.open_mirror(config, workdir, jax.process_index() == 0))
+        mirror=wandb_mirror.open_mirror(config, workdir, jax.process_index() == 0, print_fn))
     closing.callback(logger.close)
     _log_run_start(config, logger, first, step, state, workdir, print_fn)
     profiler = profiling.StepProfiler(config.profile_steps, workdir, print_fn)

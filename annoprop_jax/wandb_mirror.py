@@ -2,11 +2,13 @@
 pictures mirrored to a W&B run, besides metrics.jsonl and TensorBoard. Off unless the config's
 ``wandb.project`` is set; only process 0 writes.
 
-A run keeps its W&B id in ``WORKDIR/wandb_id``: a resumed run appends to the same W&B run.
-W&B keeps a step's first value: the records that a killed run logged past its last checkpoint
-stay in W&B as they were, while metrics.jsonl and TensorBoard drop and log them again.
-``wandb.mode='offline'`` (or ``WANDB_MODE=offline``) writes the run under ``WORKDIR/wandb/``
-only (a gs:// workdir: under the local temp folder), for ``wandb sync`` later.
+A run keeps its W&B id in ``WORKDIR/wandb_id``: online, a resumed run appends to the same W&B
+run (W&B keeps a step's first value: the records that a killed run logged past its last
+checkpoint stay as they were, while metrics.jsonl and TensorBoard drop and log them again).
+``wandb.mode='offline'`` (or ``WANDB_MODE=offline``) writes each start of the run under
+``WORKDIR/wandb/`` (a gs:// workdir: under the local temp folder) as its own record of that
+id, for ``wandb sync`` later (W&B applies ``resume`` online only). W&B that cannot start (no
+network, no login) is one warning line, and the run trains without it.
 """
 import importlib.util
 import os
@@ -26,7 +28,7 @@ def default_config():
   return ml_collections.ConfigDict(dict(
       project='',                # '' : off
       entity='',                 # the W&B team or user ('' : your default)
-      group='',                  # runs shown together (a sweep: its folder's name)
+      group='',                  # runs shown together (e.g. a sweep's)
       name='',                   # the run's display name ('' : the workdir's name)
       mode='online',             # or 'offline'; WANDB_MODE in the environment overrides it
   ))
@@ -64,6 +66,7 @@ class Mirror:
         project=block.project, entity=block.entity or None, group=block.group or None,
         name=name, id=_run_id(workdir), resume='allow', dir=local,
         mode=os.environ.get('WANDB_MODE', block.mode), config=config.to_dict(),
+        allow_val_change=True,   # a resume may change what FREE_TO_CHANGE allows
         settings=wandb.Settings(console='off', silent=True))
 
   def log(self, values, step):
@@ -76,6 +79,15 @@ class Mirror:
     self.run.finish()
 
 
-def open_mirror(config, workdir, is_writer):
-  """The run's Mirror, or None when ``wandb.project`` is empty or this is not process 0."""
-  return Mirror(config, workdir) if config.wandb.project and is_writer else None
+def open_mirror(config, workdir, is_writer, print_fn=print):
+  """The run's Mirror, or None when ``wandb.project`` is empty, this is not process 0, or W&B
+  does not start (one line through ``print_fn``)."""
+  if not (config.wandb.project and is_writer):
+    return None
+  try:
+    return Mirror(config, workdir)
+  except Exception as e:  # pylint: disable=broad-except  # W&B's many errors; training goes on
+    last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+    print_fn(f'warning: Weights & Biases did not start ({type(e).__name__}: {last}); training '
+             'without it')
+    return None

@@ -113,7 +113,7 @@ def breakdown(timer, steps):
   params, target = state.params, state.target_params
   inputs = objectives.LossInputs(params=params, target_params=target,
                                  method_state=state.method_state, batch=batch, step=state.step,
-                                 rng=state.rng)
+                                 rng=state.rng, training=True)
   boot = batch['bootstrap']
   v = boot['images'].shape[1]
   pairs, nexts = bootstrap_lib.pair_masks(v, cfg.include_diagonal, cfg.next_include_identity,

@@ -76,7 +76,7 @@ class OurStep(ab_step_time.StepTimer):
     # Every input is an argument (a closed-over array would be a constant XLA folds).
     loss = lambda p, t, b: obj.loss(objectives.LossInputs(
         params=p, target_params=t, method_state=s.method_state, batch=b, step=s.step,
-        rng=s.rng))[0]
+        rng=s.rng, training=True))[0]
     encoder = lambda p, x: obj.method.encode_views(p, x)[0]
     grads = jax.grad(loss)(s.params, s.target_params, batch)
     parts = {

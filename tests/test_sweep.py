@@ -29,6 +29,8 @@ def test_grid_is_the_product_with_the_first_key_outermost():
   assert [r['data.annotation.views.scale'] for r in runs] == [(0.08, 1.0), (0.2, 1.0)]
   assert runs[0]['evaluation.params'] == 'target'
   assert sweep.run_names(runs) == ['scale=0.08_1.0,params=target', 'scale=0.2_1.0,params=target']
+  # Quotes keep their commas too.
+  assert sweep.split_values('"a,b",\'c\',d') == ['a,b', 'c', 'd']
   # Two keys with one last part keep their whole names.
   assert sweep.run_names([{'data.annotation.batch_size': 8, 'data.bootstrap.batch_size': 4}]) == [
       'data.annotation.batch_size=8,data.bootstrap.batch_size=4']
@@ -50,6 +52,10 @@ def test_a_grid_that_does_not_parse_is_one_line(grid, message):
      "config key 'objective.bootstrap.gama' does not exist; nearest: objective.bootstrap.gamma"),
     ([{'seed': 0}, {'seed': 0}], "two runs of the sweep would share the workdir 'seed=0'"),
     ([{'total_steps': 0}], 'total_steps must be positive, got 0'),
+    ([{'model': 3}], "config key 'model' is a block; set one of its keys"),
+    ([{'total_steps': 'many'}], "config key 'total_steps' cannot be 'many'"),
+    ([{'data.annotation.views.scale': 'abc'}], "config key 'data.annotation.views.scale' wants a "
+                                               "tuple, got 'abc'"),
 ])
 def test_every_run_is_checked_before_any_trains(runs, message):
   with pytest.raises(configuration.ConfigError) as e:

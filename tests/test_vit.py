@@ -84,7 +84,7 @@ def test_a_training_step_with_stochastic_depth_samples_a_new_network_per_key(tin
   batch = jax.tree.map(lambda a: a + (np.arange(a.size).reshape(a.shape) % 7).astype(a.dtype),
                        batch)
   params, state = objective.init(jax.random.PRNGKey(0), batch)
-  loss = lambda key, training=True: objective.loss(objectives.LossInputs(
+  loss = lambda key, training=True: objective.loss(objectives.LossInputs(  # training: a step
       params=params, target_params=params, method_state=state, batch=batch,
       step=jnp.int32(0), rng=key, training=training))[0]
   a, b = loss(jax.random.PRNGKey(1)), loss(jax.random.PRNGKey(2))

@@ -1,5 +1,5 @@
-"""Weights & Biases, offline (nothing leaves the machine): a run's scalars reach its W&B run,
-and a resumed run appends to the same W&B run id."""
+"""Weights & Biases, offline (nothing leaves the machine): a run's scalars reach its W&B run, a
+resumed run writes under the same W&B run id, and W&B that cannot start is a warning."""
 import json
 
 import pytest
@@ -51,3 +51,16 @@ def test_wandb_block_is_checked():
   config = tiny_config('dino_scenes', **{'wandb.mode': 'online-ish'})
   with pytest.raises(configuration.ConfigError, match="wandb.mode must be one of online, offline"):
     configuration.validate(config)
+
+
+def test_wandb_that_cannot_start_is_one_warning(monkeypatch, tmp_path):
+  import wandb  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import wandb_mirror  # pylint: disable=g-import-not-at-top
+  def refuse(**kwargs):
+    raise wandb.errors.CommError('Network error (ConnectionError)\nretrying gave up')
+  monkeypatch.setattr(wandb, 'init', refuse)
+  lines = []
+  config = tiny_config('supervised_objects', **{'wandb.project': 'annoprop_test'})
+  assert wandb_mirror.open_mirror(config, str(tmp_path), True, lines.append) is None
+  assert lines == ['warning: Weights & Biases did not start (CommError: retrying gave up); '
+                   'training without it']

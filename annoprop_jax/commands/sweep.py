@@ -10,7 +10,8 @@
 Every run's config is checked before the first trains. A finished run is skipped and an
 interrupted one resumes, so a rerun of the same command goes on where the sweep stopped; on a
 TPU pod every host runs the same command (with the flags that join the processes, which each
-run receives). A signal stops the current run as ``train`` does (exit 75: rerun to resume).
+run receives). A signal stops the current run as ``train`` does and starts no other (exit 75:
+rerun to resume).
 Exit 1 when a run failed (the others still run); 2 for an input that cannot work.
 """
 import os
@@ -77,25 +78,34 @@ def _new_plan(sweep_dir):
 
 
 def _run_locally(plan, sweep_dir):
-  """Each run not yet finished, one after another, as a ``train`` process; SIGTERM and SIGINT
-  are passed on to it once (it saves and exits 75, and so does the sweep)."""
-  child, failed = None, []
+  """Each run not yet finished, one after another, as a ``train`` process. A SIGTERM or SIGINT
+  stops the sweep: the running run gets SIGTERM (it saves and exits 75), a second signal gets
+  it SIGINT (after the first, an abort: the last checkpoint stays), no other run starts, and
+  the sweep exits 75 (rerun the same command to resume)."""
+  child, failed, signals = None, [], []
   def forward(signum, frame):
     del signum, frame
+    signals.append(1)
     if child is not None and child.poll() is None:
-      child.send_signal(signal.SIGTERM)
+      child.send_signal(signal.SIGTERM if len(signals) == 1 else signal.SIGINT)
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, forward)
+  def stop_if_asked(name):
+    if signals:
+      print(f'sweep stopped at run {name}: rerun the same command to resume', file=sys.stderr)
+      sys.exit(lost_process.EXIT_RESUME)
   runs = plan['runs']
   for i, run in enumerate(runs):
     workdir = sweep.run_dir(sweep_dir, run)
     if sweep.saved_step(workdir) >= run['total_steps']:
       print(f'[sweep {i + 1}/{len(runs)}] {run["name"]}: done, skipped', flush=True)
       continue
+    stop_if_asked(run['name'])
     print(f'[sweep {i + 1}/{len(runs)}] {run["name"]}: training in {workdir}', flush=True)
-    # Its own session: a Ctrl-C reaches it once, through the sweep (a second SIGINT aborts).
+    # Its own session: a Ctrl-C reaches it through the sweep only, once per signal.
     child = subprocess.Popen(_train_command(plan, run, sweep_dir), start_new_session=True)
     code = child.wait()
+    stop_if_asked(run['name'])          # a signal during the run (whatever its exit code)
     if code == lost_process.EXIT_RESUME:
       print(f'sweep stopped in run {run["name"]} (saved): rerun the same command to resume',
             file=sys.stderr)

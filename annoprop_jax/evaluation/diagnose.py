@@ -96,8 +96,7 @@ def diagnose(config, encoder_config, workdir, step=None, batches=4, seed=0):
   iterators = {name: iter(ds) for name, ds in streams.items()}
   compute = jax.jit(lambda batch, rng: _sums(objective, objectives.LossInputs(
       params=state['params'], target_params=state['target_params'],
-      method_state=state['method_state'], batch=batch, step=jnp.int32(step), rng=rng,
-      training=False)))
+      method_state=state['method_state'], batch=batch, step=jnp.int32(step), rng=rng)))
   totals, identity = {}, []
   for i in range(batches):
     batch = {name: pipeline.device_part(next(it)) for name, it in iterators.items()}

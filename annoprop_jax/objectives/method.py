@@ -36,7 +36,8 @@ class LossInputs:
   batch: dict                 # {stream: batch of arrays}
   step: Array                 # optimizer steps taken before this one
   rng: Array                  # this step's key, for methods that sample (masks, noise)
-  training: bool = True       # False: an evaluation of the loss (diagnose): no stochastic depth
+  training: bool = False      # True: a training step (stochastic depth on); evaluations of the
+                              # loss (diagnose, value maps) keep the default
 
   @property
   def annotation(self):
@@ -167,7 +168,7 @@ class Method(abc.ABC):
 
 
 # The online network's passes of a step, one stochastic-depth key each.
-ONLINE_PASSES = ('annotation', 'local', 'bootstrap')
+ONLINE_PASSES = ('annotation', 'local', 'bootstrap', 'caption_view')
 
 
 def online_rng(inputs, view_set):

@@ -73,7 +73,7 @@ class SiLC(clip.CLIP):
     del bootstrap
     annotation, params, c = inputs.annotation, inputs.params, self.config
     pooled = self.encode_views(params, annotation['images'][:, :1],
-                               method.online_rng(inputs, 'annotation'))[0][:, 0]
+                               method.online_rng(inputs, 'caption_view'))[0][:, 0]
     image = self.apply(params, Network.base, pooled, 'clip')
     captions, _, scale = self.apply(params, Network.embed_annotations,
                                     self.tokens(annotation['caption']))
