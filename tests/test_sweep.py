@@ -135,3 +135,27 @@ def test_a_two_by_two_sweep_as_an_array_then_locally_then_reported(tmp_path, tin
   for row in rows:
     last = [json.loads(l) for l in (sweep_dir / row['run'] / 'metrics.jsonl').open()][-1]
     assert float(row['loss']) == pytest.approx(last['loss'])
+
+
+@pytest.mark.slow
+def test_a_signal_stops_the_sweep_with_the_run_saved_and_starts_no_other(tmp_path, tiny_data_dir):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  sweep_dir = tmp_path / 'sweep'
+  config = os.path.join(REPO, 'configs', 'supervised_objects.py') + ':tiny,steps=100000'
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'annoprop_jax.main', 'sweep', f'--config={config}',
+       f'--config.data.data_dir={tiny_data_dir}', '--config.log_every=1',
+       '--sweep=seed=0,1', f'--workdir={sweep_dir}'], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  metrics = sweep_dir / 'seed=0' / 'metrics.jsonl'
+  deadline = time.time() + 300
+  while not (metrics.exists() and metrics.read_text().count('\n') >= 3):   # run 0 is training
+    assert time.time() < deadline and process.poll() is None, process.communicate()
+    time.sleep(0.5)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 75, err[-2000:]
+  assert 'rerun the same command to resume' in err
+  assert 0 < sweep.saved_step(sweep_dir / 'seed=0') < 100000      # saved where it stopped
+  assert not (sweep_dir / 'seed=1').exists() and 'seed=1' not in out
