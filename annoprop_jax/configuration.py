@@ -89,7 +89,8 @@ def streams(config):
 
 def _tiny(config):
   """A toy-size run for tests and smoke checks (seconds on a CPU)."""
-  config.model.update(patch_size=8, width=32, depth=1, num_heads=2)
+  grid = objectives.base_method(config.objective.name).tiny_grid   # patches per side of a view
+  config.model.update(patch_size=16 // grid, width=32, depth=1, num_heads=2)
   config.update(total_steps=20, log_every=5, checkpoint_every=10)
   config.optimizer.warmup_steps = 2
   config.data.scenes.update(resolution=32, num_train=256, num_validation=32, num_objects=64,

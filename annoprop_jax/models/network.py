@@ -37,8 +37,8 @@ class Network(nn.Module):
     if self.decoder_kwargs is not None:
       self.decoder = decoder_lib.AnnotationDecoder(**self.decoder_kwargs)
 
-  def encode(self, images, keep=None):
-    return self.encoder(images, keep)
+  def encode(self, images, keep=None, kept=None):
+    return self.encoder(images, keep, kept)
 
   def base(self, features, *extra):
     return self.head(features, *extra)

@@ -168,14 +168,16 @@ class ViT(nn.Module):
 
   Input: images (B, H, W, 3), uint8 in [0, 255] or float already in [-1, 1]; optionally
   ``keep`` (B, K) int, the patches each image keeps (token masking, as MAE and I-JEPA: the
-  others are dropped after their position embedding is added, so the kept ones keep theirs).
+  others are dropped after their position embedding is added, so the kept ones keep theirs),
+  and ``kept`` (B, K) bool, which of them are real where images keep different numbers (I-JEPA's
+  contexts): the others are padding, which no token attends to and mean pooling leaves out.
   Output: ``(pooled (B, width), patch_tokens (B, N or K, width))`` in float32. Stochastic depth
   acts only in a pass given a ``'drop_path'`` rng (training's online network).
   """
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, images, keep=None):
+  def __call__(self, images, keep=None, kept=None):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     if images.dtype == jnp.uint8:
@@ -193,14 +195,21 @@ class ViT(nn.Module):
     if c.pool == 'cls':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c.width), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b, 1, c.width)), x], axis=1)
+    mask = None
+    if kept is not None:
+      if c.pool == 'cls':
+        kept = jnp.concatenate([jnp.ones((b, 1), bool), kept], axis=1)
+      mask = kept[:, None, None, :]                   # (B, heads, queries, keys)
     block = remat_block(EncoderBlock, c.remat)
     for i in range(c.depth):
       x = block(c.num_heads, int(c.width * c.mlp_ratio), dtype=dtype, attention=c.attention,
                 drop_rate=c.drop_path * i / max(c.depth - 1, 1), layer_scale=c.layer_scale,
-                name=f'block{i}')(x)
+                name=f'block{i}')(x, mask)
     x = layer_norm.LayerNorm(dtype=dtype, name='encoder_norm')(x).astype(jnp.float32)
     if c.pool == 'cls':
       return x[:, 0], x[:, 1:]
+    if kept is not None:
+      return jnp.sum(x * kept[..., None], 1) / jnp.maximum(kept.sum(1, keepdims=True), 1), x
     return x.mean(axis=1), x
 
   def _position_embedding(self, rows, cols):

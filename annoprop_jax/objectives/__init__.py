@@ -1,6 +1,6 @@
 """The objectives: each base method once (``method.Method``), plain or with annotation
 bootstrapping. ``METHODS`` is the registry; a method ``NAME`` gives the objective ``NAME`` and
-its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE, SLIP, SiLC have none),
+its AB variant (``ab_simclr``, ``ab_dino``, ``ab_sup``, ``ab_clip``; MAE, I-JEPA, SLIP, SiLC have none),
 which adds the ``objective.bootstrap`` block (``bootstrap.default_config``) to the method's
 config.
 """
@@ -8,6 +8,7 @@ from annoprop_jax import errors
 from annoprop_jax.objectives import bootstrap
 from annoprop_jax.objectives import clip
 from annoprop_jax.objectives import dino
+from annoprop_jax.objectives import ijepa
 from annoprop_jax.objectives import mae
 from annoprop_jax.objectives import method as method_lib
 from annoprop_jax.objectives import silc
@@ -21,6 +22,7 @@ METHODS = {
     'supervised': supervised.Supervised,
     'clip': clip.CLIP,
     'mae': mae.MAE,
+    'ijepa': ijepa.IJEPA,
     'slip': slip.SLIP,
     'silc': silc.SiLC,
 }

@@ -95,6 +95,7 @@ class Method(abc.ABC):
   ab_name: ClassVar[Optional[str]]   # its AB variant's objective name ('ab_' + name; AB_Sup:
                                      # ab_sup); None: none (MAE)
   probe_params: ClassVar[str]   # the encoder its probes read by default: 'online' or 'target'
+  tiny_grid: ClassVar[int] = 2  # patches per side of the ``:tiny`` variant's 16 px views
 
   def __init__(self, config: ml_collections.ConfigDict, encoder_config: vit.EncoderConfig,
                decoder: Optional[dict] = None):
