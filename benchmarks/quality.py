@@ -85,6 +85,7 @@ def _arms():
   arms['ab_sup'] = Arm('ab_sup_scenes')
   arms['supervised_equal_images'] = Arm('supervised_objects', match='ab_sup')
   arms['mae'] = Arm('mae_scenes')             # the paper's baselines without an AB variant
+  arms['ijepa'] = Arm('ijepa_scenes')
   arms['slip'] = Arm('slip_scenes')
   arms['silc'] = Arm('silc_scenes')
   return arms
