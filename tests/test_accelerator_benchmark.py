@@ -9,6 +9,7 @@ import pytest
 
 from annoprop_jax.data import pipeline
 from conftest import REPO
+import test_golden_losses  # pylint: disable=g-bad-import-order
 
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 import accelerator  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -55,8 +56,12 @@ def test_every_stage_measures_on_the_cpu(tmp_path):
   golden = {(r['config'], r['precision']): r for r in stages['golden']}
   assert sorted(golden) == [('configs/paper/ab_dino_coco.py', 'default'),
                             ('configs/paper/ab_dino_coco.py', 'highest')]
-  # The suite's XLA flags are the ones the golden losses were recorded with: bit for bit.
-  assert all(r['max_relative_deviation'] == 0.0 and r['within'] for r in golden.values())
+  # The suite's XLA flags are the ones the golden losses were recorded with: bit for bit on
+  # the CPU model and jax they were recorded on, else within the stage's own tolerance.
+  assert all(r['within'] for r in golden.values()), golden
+  with open(test_golden_losses.GOLDEN) as f:
+    if json.load(f)['versions'] == test_golden_losses.versions():
+      assert all(r['max_relative_deviation'] == 0.0 for r in golden.values()), golden
   (reading,) = stages['pipeline']
   cores = pipeline.host_cores()
   assert reading['host_cores'] == cores and reading['views_per_s'] > 0

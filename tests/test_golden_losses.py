@@ -108,7 +108,7 @@ def run(path):
   return result
 
 
-def _versions():
+def versions():
   """What the numbers depend on beyond the code: jax, jaxlib and the CPU model (XLA compiles
   for the host's instruction set, so another CPU rounds differently)."""
   import jaxlib  # pylint: disable=g-import-not-at-top
@@ -134,7 +134,7 @@ def test_every_shipped_config_has_golden_losses(golden):
 def test_losses_are_bit_for_bit_the_recorded_ones(path, golden):
   got, want = run(path), golden['configs'][path]
   assert got['losses'][-1] != got['losses'][0]     # the steps changed the loss
-  if golden['versions'] == _versions():
+  if golden['versions'] == versions():
     assert got == want, f'{path}: behaviour changed (or record anew, see the docstring)'
   else:   # another jax or CPU: the same numbers up to another compiler's float rounding
     bfloat16 = configuration.load(os.path.join(REPO, path) + ':tiny').model.dtype == 'bfloat16'
@@ -148,7 +148,7 @@ def record():
     results[path] = run(path)
     print(path, results[path], flush=True)
   with open(GOLDEN, 'w') as f:
-    json.dump({'versions': _versions(), 'steps': STEPS, 'configs': results}, f, indent=1,
+    json.dump({'versions': versions(), 'steps': STEPS, 'configs': results}, f, indent=1,
               sort_keys=True)
     f.write('\n')
   print(f'wrote {GOLDEN}')
