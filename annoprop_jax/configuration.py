@@ -377,21 +377,23 @@ def _merge(config, saved, prefix):
 IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
-def paper_scale(config, annotation_images, annotation_views, bootstrap_images, warmup_steps,
+def paper_scale(config, annotation_images, annotation_views, warmup_steps, bootstrap_images=0,
                 local_views=0, views_seen=800_000_000):
   """The paper's recipe around a method (docs/method.md, Table 7): ViT-S/16 at 224 px in bf16,
-  ``local_views`` of 96 px beside the annotation views (with their augmentations), 4 bootstrap
-  views of RandomResizedCrop 0.05-1 without colour jitter or flips, AdamW 1e-3 with
-  ``warmup_steps`` and cosine decay over ``views_seen`` views (all views of both streams); the
-  streams' reading sized for the host (worker processes and threads: -1)."""
+  ``local_views`` of 96 px beside the annotation views (with their augmentations), in an AB
+  config 4 bootstrap views of RandomResizedCrop 0.05-1 without colour jitter or flips, AdamW 1e-3
+  with ``warmup_steps`` and cosine decay over ``views_seen`` views (all views of both streams);
+  the streams' reading sized for the host (worker processes and threads: -1)."""
   config.model.update(**vit.vit_size('S/16'), dtype='bfloat16')
   annotation = config.data.annotation
   annotation.batch_size = annotation_images
   annotation.views.update(num=annotation_views, size=224)
   annotation.local_views.update(num=local_views, size=96)
-  config.data.bootstrap.update(batch_size=bootstrap_images)
-  config.data.bootstrap.views.update(num=4, size=224, scale=(0.05, 1.0), colour_jitter=0.0,
-                                     grayscale=0.0, flip=False)
+  if 'bootstrap' in config.data:
+    config.data.bootstrap.update(batch_size=bootstrap_images)
+    config.data.bootstrap.views.update(num=4, size=224, scale=(0.05, 1.0), colour_jitter=0.0,
+                                       grayscale=0.0, flip=False)
+    config.objective.bootstrap.decoder.update(width=384, depth=4, num_heads=6)
   for stream in streams(config).values():
     stream.update(num_workers=stream_spec.AUTO, num_threads=stream_spec.AUTO)
   views_per_step = (annotation_images * (annotation_views + local_views)
@@ -400,6 +402,5 @@ def paper_scale(config, annotation_images, annotation_views, bootstrap_images, w
   config.log_every = 100
   config.checkpoint_every = 2000
   config.optimizer.update(learning_rate=1e-3, warmup_steps=warmup_steps, min_learning_rate=1e-6)
-  config.objective.bootstrap.decoder.update(width=384, depth=4, num_heads=6)
   config.data.data_dir = '~/tensorflow_datasets'
   return config

@@ -28,7 +28,7 @@ def test_paper_configs_are_paper_size(path):
   assert config.model.dtype == 'bfloat16' and config.data.annotation.views.size == 224
   views = sum(config.data[n].batch_size * (config.data[n].views.num
                                            + config.data[n].local_views.num)
-              for n in ('annotation', 'bootstrap'))
+              for n in ('annotation', 'bootstrap') if n in config.data)
   assert config.total_steps == 800_000_000 // views          # 800M views seen
 
 
@@ -77,6 +77,34 @@ def test_paper_configs_follow_table_7(name):
   assert (config.target_network.rate, config.target_network.schedule) == row['ema']
   # Loss ratio 1.0; CLIP's loss here is the mean of its two directions, Alg. 2's their sum.
   assert config.objective.bootstrap.weight == row.get('ab_weight', 1.0)
+
+
+# The baselines' columns of Table 7 (no AB variant: the whole batch is the annotation stream).
+BASELINES = {
+    'mae_coco': dict(batch=8192, scale=(0.2, 1.0), flip=True, warmup_steps=10_000,
+                     learning_rate=2.4e-3, weight_decay=(0.05, 0.05), b2=0.95, ema=None),
+    'ijepa_coco': dict(batch=4096, scale=(0.3, 1.0), flip=False, warmup_steps=12511,
+                       learning_rate=1e-3, weight_decay=(0.04, 0.4), b2=0.999,
+                       ema=(0.004, 'cosine')),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BASELINES))
+def test_paper_baseline_configs_follow_table_7(name):
+  row = BASELINES[name]
+  config = configuration.load(os.path.join(REPO, 'configs', 'paper', name + '.py'))
+  annotation = config.data.annotation
+  assert 'bootstrap' not in config.data
+  assert (annotation.batch_size, annotation.views.num, annotation.local_views.num) == (
+      row['batch'], 1, 0)
+  assert tuple(annotation.views.scale) == row['scale'] and annotation.views.flip == row['flip']
+  assert annotation.views.colour_jitter == annotation.views.grayscale == 0
+  opt = config.optimizer
+  assert (opt.learning_rate, opt.warmup_steps, opt.b2, opt.grad_clip_norm) == (
+      row['learning_rate'], row['warmup_steps'], row['b2'], 0.0)
+  assert (opt.weight_decay, opt.weight_decay_end) == row['weight_decay']
+  if row['ema']:
+    assert (config.target_network.rate, config.target_network.schedule) == row['ema']
 
 
 def test_unknown_key_in_a_config_is_an_error():

@@ -193,7 +193,7 @@ class IJEPA(method.Method):
 
   @staticmethod
   def tiny(config):
-    config.update(predictor_width=32, predictor_depth=1, predictor_num_heads=2)
+    config.update(predictor_width=32, predictor_depth=1, predictor_num_heads=2, min_context=2)
 
   @staticmethod
   def validate(config):
