@@ -1,14 +1,7 @@
-"""`export --format=safetensors`: timm builds the exported encoder and computes its features.
-
-timm imports torchvision at import time, for things a ViT does not use (FrozenBatchNorm2d, the
-data transforms). Where no working torchvision is installed (the PyPI wheel is a CUDA build that
-does not load beside the CPU torch), those imports get empty stand-ins.
-"""
-import importlib.abc
-import importlib.machinery
+"""`export --format=safetensors`: timm builds the exported encoder and computes its features
+(timm imported by ``timm_format.import_timm``, which stands in for a torchvision that does not
+load)."""
 import json
-import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -19,51 +12,7 @@ import torch  # the [test] extra installs the CPU build: no skip, a missing torc
 from annoprop_jax.evaluation import timm_format
 from annoprop_jax.models import vit
 
-
-class _StandIn(type):
-  """A class whose every attribute is another such class (subclassable, isinstance-able)."""
-
-  def __getattr__(cls, name):
-    if name.startswith('__'):
-      raise AttributeError(name)
-    return _StandIn(name, (), {})
-
-
-class _StandInModule(types.ModuleType):
-
-  def __getattr__(self, name):
-    if name.startswith('__'):
-      raise AttributeError(name)
-    return _StandIn(name, (), {})
-
-
-class _StandInTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-
-  def find_spec(self, name, path, target=None):
-    del path, target
-    if name == 'torchvision' or name.startswith('torchvision.'):
-      return importlib.machinery.ModuleSpec(name, self, is_package=True)
-    return None
-
-  def create_module(self, spec):
-    return _StandInModule(spec.name)
-
-  def exec_module(self, module):
-    module.__path__ = []
-
-
-def _import_timm():
-  try:
-    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
-  except Exception:  # pylint: disable=broad-except
-    for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
-      del sys.modules[name]
-    sys.meta_path.insert(0, _StandInTorchvision())
-  import timm as module  # pylint: disable=g-import-not-at-top
-  return module
-
-
-timm = _import_timm()
+timm = timm_format.import_timm()
 
 
 def _encoder(pool, posemb, seed=0, layer_scale=0.0):

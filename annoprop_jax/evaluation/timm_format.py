@@ -9,9 +9,14 @@
 
 ``kwargs`` fix the whole architecture (width, depth, heads, patch, resolution, pooling, the tanh
 GELU of Flax), so a run's size that timm has no name for (``cpu_small``) loads too: the name is
-then timm's nearest ViT, every field of which the kwargs override.
+then timm's nearest ViT, every field of which the kwargs override. ``import_timm`` imports timm
+where torchvision does not load (the CPU torch beside PyPI's CUDA torchvision).
 """
+import importlib.abc
+import importlib.machinery
 import json
+import sys
+import types
 
 import numpy as np
 import safetensors.numpy
@@ -105,3 +110,50 @@ def export(params, encoder_config, directory):
   storage.write_atomically(directory / TIMM_CONFIG,
                            json.dumps(model_config(encoder_config), indent=2, sort_keys=True))
   return directory
+
+
+class _StandIn(type):
+  """A class whose every attribute is another such class (subclassable, isinstance-able)."""
+
+  def __getattr__(cls, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _StandIn(name, (), {})
+
+
+class _StandInModule(types.ModuleType):
+
+  def __getattr__(self, name):
+    if name.startswith('__'):
+      raise AttributeError(name)
+    return _StandIn(name, (), {})
+
+
+class _StandInTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+
+  def find_spec(self, name, path, target=None):
+    del path, target
+    if name == 'torchvision' or name.startswith('torchvision.'):
+      return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    return _StandInModule(spec.name)
+
+  def exec_module(self, module):
+    module.__path__ = []
+
+
+def import_timm():
+  """timm, imported where its torchvision import fails: timm imports torchvision at import time
+  for things a ViT does not use (FrozenBatchNorm2d, the data transforms), and the PyPI wheel of
+  torchvision is a CUDA build that does not load beside the CPU torch; those imports then get
+  empty stand-ins."""
+  try:
+    import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+  except Exception:  # pylint: disable=broad-except
+    for name in [n for n in sys.modules if n == 'torchvision' or n.startswith('torchvision.')]:
+      del sys.modules[name]
+    sys.meta_path.insert(0, _StandInTorchvision())
+  import timm as module  # pylint: disable=g-import-not-at-top
+  return module
