@@ -15,11 +15,13 @@ at one target block's positions and predicts their target tokens. The loss is th
 Shapes are static under jit: contexts differ in length per image, so each is padded to the
 largest a context can be and the padding is masked out of attention (``vit.ViT``'s ``kept``);
 target blocks share their size within a step and are padded to the largest size the scale and
-aspect ranges allow. Two departures from the public collator, both for that: it cuts every
+aspect ranges allow. Two departures from the public collator follow from that: it cuts every
 image's context to the batch's shortest, in raster order; here each image keeps its whole
 context. Where a context block leaves ``min_context`` patches or fewer, the public code draws
 again (20 times, then relaxes); here the first of ``context_tries`` places drawn at once that
-leaves more is taken, else the place that leaves most.
+leaves more is taken, else the place that leaves most. The public collator also redraws a
+target block of ``min_keep`` patches or fewer (forever, if every size is that small) and cannot
+hold a 1-patch block; here target blocks keep the size drawn (a 4 x 4 grid draws 1 x 1 ones).
 
 No AB variant: I-JEPA already predicts the EMA target's features of other blocks from a context
 and their positions, a regression on features where AB predicts a distribution over annotations;
