@@ -59,16 +59,6 @@ class OurStep(ab_step_time.StepTimer):
   def __init__(self, config):
     super().__init__(config, donate=True)
 
-  def steps_per_sec(self, steps):
-    state = jax.tree.map(jnp.copy, self.state)
-    state, metrics = self.step(state, self.batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = self.step(state, self.batch)
-    jax.block_until_ready(metrics)
-    return steps / (time.perf_counter() - start)
-
   def breakdown(self, steps):
     """{part: median ms}, each part jitted alone."""
     obj, s, batch = self.objective, self.state, self.batch

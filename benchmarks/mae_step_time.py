@@ -26,7 +26,6 @@ import time
 import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -105,16 +104,6 @@ class OurStep(ab_step_time.StepTimer):
     config.objective.update(decoder_width=s['decoder_width'], decoder_depth=s['decoder_depth'],
                             decoder_num_heads=s['decoder_num_heads'], mask_ratio=s['mask_ratio'])
     super().__init__(configuration.validate(config), donate=True)
-
-  def steps_per_sec(self, steps):
-    state = jax.tree.map(jnp.copy, self.state)
-    state, metrics = self.step(state, self.batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = self.step(state, self.batch)
-    jax.block_until_ready(metrics)
-    return steps / (time.perf_counter() - start)
 
 
 def main(argv=None):
