@@ -109,9 +109,9 @@ def sample_blocks(rng, batch, grid, config):
   target_size = block_size(u_target, config.target_scale, config.target_aspect_ratio, grid)
   context_size = block_size(u_context, config.context_scale, (1.0, 1.0), grid)
   corners = []
-  for rng, count, (h, w) in ((target_rng, config.num_targets, target_size),
-                             (context_rng, config.context_tries, context_size)):
-    rows_rng, cols_rng = jax.random.split(rng)
+  for blocks_rng, count, (h, w) in ((target_rng, config.num_targets, target_size),
+                                    (context_rng, config.context_tries, context_size)):
+    rows_rng, cols_rng = jax.random.split(blocks_rng)
     corners.append(jnp.stack([_corner(rows_rng, (batch, count), grid, h),
                               _corner(cols_rng, (batch, count), grid, w)], -1))
   return place_blocks(corners[0], target_size, corners[1], context_size, grid,
