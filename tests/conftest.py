@@ -43,6 +43,17 @@ def tiny_config(name='dino_scenes', **overrides):
   return override(config, **overrides)
 
 
+def short_run_losses(name, data_dir, workdir, steps=30):
+  """``name``'s tiny config trained ``steps`` steps in ``workdir``: (config, the loss printed
+  every 5 steps)."""
+  from annoprop_jax import train  # pylint: disable=g-import-not-at-top
+  config = tiny_config(name, **{'data.data_dir': data_dir, 'total_steps': steps,
+                                'log_every': 5, 'checkpoint_every': steps})
+  lines = []
+  train.train(config, str(workdir), print_fn=lines.append)
+  return config, [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+
+
 def override(node, **overrides):
   """Sets dotted keys ('a.b.c') of a ConfigDict; returns it."""
   for key, value in overrides.items():

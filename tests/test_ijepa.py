@@ -11,9 +11,9 @@ import pytest
 from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import objectives
-from annoprop_jax import train
 from annoprop_jax.models import vit
 from annoprop_jax.objectives import ijepa
+from conftest import short_run_losses
 from conftest import tiny_config
 
 CONFIG = ijepa.IJEPA.default_config()
@@ -119,11 +119,7 @@ def test_bad_configs_are_one_line_errors(change, message):
 
 
 def test_a_short_ijepa_run_lowers_its_loss(tmp_path, tiny_data_dir):
-  config = tiny_config('ijepa_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
-                                          'log_every': 5, 'checkpoint_every': 30})
-  lines = []
-  train.train(config, str(tmp_path), print_fn=lines.append)
-  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  config, losses = short_run_losses('ijepa_scenes', tiny_data_dir, tmp_path)
   assert losses[-1] < losses[0] - 0.1, losses
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   assert objective.streams == ('annotation',) and not objectives.is_bootstrapped('ijepa')

@@ -7,10 +7,9 @@ import numpy as np
 
 from annoprop_jax import configuration
 from annoprop_jax import objectives
-from annoprop_jax import train
 from annoprop_jax.models import vit
 from annoprop_jax.objectives import mae
-from conftest import tiny_config
+from conftest import short_run_losses
 
 
 def test_masks_keep_a_quarter_of_the_patches_and_partition_them():
@@ -72,11 +71,7 @@ def test_the_decoder_puts_each_visible_token_back_in_its_place():
 
 
 def test_a_short_mae_run_lowers_its_loss(tmp_path, tiny_data_dir):
-  config = tiny_config('mae_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
-                                        'log_every': 5, 'checkpoint_every': 30})
-  lines = []
-  train.train(config, str(tmp_path), print_fn=lines.append)
-  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  config, losses = short_run_losses('mae_scenes', tiny_data_dir, tmp_path)
   assert losses[-1] < losses[0] - 0.1, losses
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   assert objective.streams == ('annotation',) and not objectives.is_bootstrapped('mae')

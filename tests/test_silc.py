@@ -9,8 +9,8 @@ import numpy as np
 
 from annoprop_jax import configuration
 from annoprop_jax import objectives
-from annoprop_jax import train
 from annoprop_jax.data import pipeline
+from conftest import short_run_losses
 from conftest import tiny_config
 
 
@@ -64,9 +64,5 @@ def test_the_prototypes_are_frozen_for_the_first_steps():
 
 
 def test_a_short_silc_run_lowers_its_loss(tmp_path, tiny_data_dir):
-  config = tiny_config('silc_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
-                                         'log_every': 5, 'checkpoint_every': 30})
-  lines = []
-  train.train(config, str(tmp_path), print_fn=lines.append)
-  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  _, losses = short_run_losses('silc_scenes', tiny_data_dir, tmp_path)
   assert losses[-1] < losses[0] - 0.3, losses

@@ -8,8 +8,8 @@ import numpy as np
 
 from annoprop_jax import configuration
 from annoprop_jax import objectives
-from annoprop_jax import train
 from annoprop_jax.data import pipeline
+from conftest import short_run_losses
 from conftest import tiny_config
 
 
@@ -49,9 +49,5 @@ def test_the_loss_adds_simclr_at_its_weight_and_each_part_reads_its_own_views():
 
 
 def test_a_short_slip_run_lowers_its_loss(tmp_path, tiny_data_dir):
-  config = tiny_config('slip_scenes', **{'data.data_dir': tiny_data_dir, 'total_steps': 30,
-                                         'log_every': 5, 'checkpoint_every': 30})
-  lines = []
-  train.train(config, str(tmp_path), print_fn=lines.append)
-  losses = [float(l.split('loss ')[1].split()[0]) for l in lines if l.startswith('step ')]
+  _, losses = short_run_losses('slip_scenes', tiny_data_dir, tmp_path)
   assert losses[-1] < losses[0] - 0.3, losses
