@@ -6,8 +6,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from annoprop_jax import configuration
+from annoprop_jax import errors
 from annoprop_jax import objectives
 from annoprop_jax.data import pipeline
 from conftest import short_run_losses
@@ -61,6 +63,27 @@ def test_the_prototypes_are_frozen_for_the_first_steps():
       inputs, params=p, step=jnp.int32(step)))[0])(inputs.params)['head']['parts_dino']
   assert not np.any(grad(0)['prototypes']) and np.any(grad(0)['MLP_0']['out']['kernel'])
   assert np.any(grad(10)['prototypes'])
+
+
+def test_the_distillation_reads_every_eighth_image_when_given_an_eighth_of_the_batch():
+  objective, inputs = _objective()
+  eighth, _ = _objective(**{'objective.distillation_images': 2})   # rows 0 and 3 of 6
+  annotation = inputs.batch['annotation']
+  _, clip_loss, dino_loss, _ = _run(objective, inputs)
+  # DINO's part and centre on images 0 and 3 alone; CLIP's on all 6.
+  _, _, dino_of_two, centre_of_two = _run(objective, inputs,
+                                          **{k: v[::3] for k, v in annotation.items()})
+  _, clip_sub, dino_sub, centre_sub = _run(eighth, inputs)
+  np.testing.assert_allclose(dino_sub, dino_of_two, rtol=1e-6)
+  np.testing.assert_allclose(centre_sub['center'], centre_of_two['center'], rtol=1e-6)
+  assert clip_sub == clip_loss and abs(dino_sub - dino_loss) > 1e-5
+  # The other images' second global view and local views are not read.
+  other = {k: annotation[k].copy() for k in ('images', 'local_images')}
+  for array in other.values():
+    array[[1, 2, 4, 5], -1] = 255 - array[[1, 2, 4, 5], -1]
+  assert _run(eighth, inputs, **other)[2] == dino_sub
+  with pytest.raises(errors.ConfigError, match='distillation_images must be 0'):
+    objectives.validate(tiny_config('silc_scenes', **{'objective.distillation_images': 5}))
 
 
 def test_a_short_silc_run_lowers_its_loss(tmp_path, tiny_data_dir):

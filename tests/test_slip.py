@@ -5,16 +5,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from annoprop_jax import configuration
+from annoprop_jax import errors
 from annoprop_jax import objectives
 from annoprop_jax.data import pipeline
 from conftest import short_run_losses
 from conftest import tiny_config
 
 
-def _objective(weight=1.0):
-  config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight})
+def _objective(weight=1.0, **overrides):
+  config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight, **overrides})
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
   rng = np.random.default_rng(0)
@@ -46,6 +48,24 @@ def test_the_loss_adds_simclr_at_its_weight_and_each_part_reads_its_own_views():
   assert clip2 == clip_loss and abs(simclr2 - simclr_loss) > 1e-4
   _, clip3, simclr3 = _terms(objective, inputs, images=255 - annotation['images'])
   assert simclr3 == simclr_loss and abs(clip3 - clip_loss) > 1e-4
+
+
+def test_simclr_reads_every_other_image_when_given_half_the_batch():
+  objective, inputs = _objective()
+  half, _ = _objective(**{'objective.simclr_images': 3})
+  annotation = inputs.batch['annotation']
+  _, clip_loss, _ = _terms(objective, inputs)
+  # SimCLR on images 0, 2, 4 alone (a batch of 3 SimCLR pairs), CLIP on all 6.
+  _, _, simclr_of_three = _terms(objective, inputs, local_images=annotation['local_images'][::2])
+  _, clip_half, simclr_half = _terms(half, inputs)
+  np.testing.assert_allclose(simclr_half, simclr_of_three, rtol=1e-6)
+  assert clip_half == clip_loss and abs(simclr_half - _terms(objective, inputs)[2]) > 1e-4
+  # The other images' SimCLR views are not read.
+  local = annotation['local_images'].copy()
+  local[1::2] = 255 - local[1::2]
+  assert _terms(half, inputs, local_images=local)[2] == simclr_half
+  with pytest.raises(errors.ConfigError, match='simclr_images must be 0'):
+    objectives.validate(tiny_config('slip_scenes', **{'objective.simclr_images': 5}))
 
 
 def test_a_short_slip_run_lowers_its_loss(tmp_path, tiny_data_dir):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from annoprop_jax import errors
 from annoprop_jax.models import network as network_lib
 from annoprop_jax.models import vit
 
@@ -176,6 +177,28 @@ def online_rng(inputs, view_set):
   """The stochastic-depth key of the online network's pass over ``view_set`` (ONLINE_PASSES):
   this step's key folded with it; None outside training."""
   return jax.random.fold_in(inputs.rng, ONLINE_PASSES.index(view_set)) if inputs.training else None
+
+
+def image_subset(batch, count):
+  """Every key's rows 0, s, 2s, ... (s = B // ``count``) of a stream's batch: the ``count``
+  images a second loss reads when Table 7 gives it a smaller batch than the first (SLIP's
+  SimCLR, SiLC's self-distillation); 0: the whole batch. Strided, not the first ``count``:
+  the rows are laid out contiguously over the data shards, so each shard keeps an even share
+  of the subset, where its images already are."""
+  if not count:
+    return batch
+  def rows(array):
+    return array.reshape(count, array.shape[0] // count, *array.shape[1:])[:, 0]
+  return jax.tree.map(rows, batch)
+
+
+def check_image_subset(config, key):
+  """errors.ConfigError unless ``objective.<key>`` (an ``image_subset`` count) is 0 or divides
+  the annotation stream's batch."""
+  count, batch_size = config.objective[key], config.data.annotation.batch_size
+  if count < 0 or (count and batch_size % count):
+    raise errors.ConfigError(f'objective.{key} must be 0 (every image) or divide '
+                             f'data.annotation.batch_size ({batch_size}), got {count}')
 
 
 def entropy(p):

@@ -6,11 +6,16 @@ The annotation stream's global views (``views``, at least 2) and local views (``
 feed DINO's loss (``dino.self_distillation``: the teacher on the global views, the student on
 all); the first global view and the caption feed CLIP's loss (``clip.clip_loss``). The image
 has two heads on the pooled vector: CLIP's projection and DINO's prototype head. Nothing of
-either method is written again.
+either method is written again. Table 7 gives the self-distillation an eighth of CLIP's batch
+(512 of 4,096 images x 10 views): ``distillation_images`` says how many of the batch's images it
+reads (``method.image_subset``; 0: all). The host still makes every image's views; the model
+encodes only these (and the CLIP view of every image).
 
 No AB variant is built: it would be AB_CLIP's (the captions as candidates) beside the
 self-distillation, or AB_DINO's (the prototypes), each already testable alone.
 """
+import dataclasses
+
 import ml_collections
 
 from annoprop_jax import errors
@@ -32,7 +37,9 @@ class SiLC(clip.CLIP):
     config = clip.CLIP.default_config()
     distillation = dino.DINO.default_config()
     del distillation['name']
-    config.update(name='silc', distillation_weight=1.0, **distillation.to_dict())
+    config.update(name='silc', distillation_weight=1.0,
+                  distillation_images=0,   # images of the batch DINO's loss reads (0: all)
+                  **distillation.to_dict())
     return ml_collections.ConfigDict(config.to_dict())
 
   @staticmethod
@@ -44,6 +51,7 @@ class SiLC(clip.CLIP):
   def validate(config):
     clip.CLIP.validate(config)
     dino.DINO.validate(config)
+    method.check_image_subset(config, 'distillation_images')
 
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
@@ -78,7 +86,10 @@ class SiLC(clip.CLIP):
     captions, _, scale = self.apply(params, Network.embed_annotations,
                                     self.tokens(annotation['caption']))
     clip_loss, clip_accuracy = clip.clip_loss(image, captions, scale)
-    distillation, metrics, state = dino.self_distillation(c, inputs, self._prototype_logits)
+    subset = {**inputs.batch, 'annotation': method.image_subset(annotation,
+                                                               c.distillation_images)}
+    distillation, metrics, state = dino.self_distillation(
+        c, dataclasses.replace(inputs, batch=subset), self._prototype_logits)
     loss = clip_loss + c.distillation_weight * distillation
     metrics.update(clip_loss=clip_loss, clip_i2t_accuracy=clip_accuracy, clip_logit_scale=scale)
     return method.BaseResult(loss, metrics, state)

@@ -3,7 +3,9 @@
 
 Each image of the annotation stream gives one view for CLIP (``views``: CLIP's mild crops, no
 colour jitter or flips) and two for SimCLR (``local_views``, the stream's second view set, with
-SimCLR's own augmentations). The CLIP part is ``clip.CLIP``'s loss and the SimCLR part
+SimCLR's own augmentations). Table 7 gives SimCLR half of CLIP's batch (2,048 of 4,096 images):
+``simclr_images`` says how many of the batch's images SimCLR reads (``method.image_subset``;
+0: all). The host still makes the SimCLR views of every image; the model encodes only these. The CLIP part is ``clip.CLIP``'s loss and the SimCLR part
 ``simclr.nt_xent`` on a projection MLP of its own; nothing of either is written again.
 
 No AB variant is built: it would be AB_CLIP's (the batch's captions as candidates, scored from
@@ -28,7 +30,8 @@ class SLIP(clip.CLIP):
   def default_config():
     config = clip.CLIP.default_config()
     config.update(name='slip', simclr_weight=1.0, simclr_temperature=0.1,
-                  simclr_hidden_dim=512, simclr_dim=128)
+                  simclr_hidden_dim=512, simclr_dim=128,
+                  simclr_images=0)    # images of the batch SimCLR reads (0: all; Table 7: half)
     return config
 
   @staticmethod
@@ -45,6 +48,7 @@ class SLIP(clip.CLIP):
           'slip reads one CLIP view (data.annotation.views.num=1) and two SimCLR views '
           f'(data.annotation.local_views.num=2) per image, got {annotation.views.num} and '
           f'{annotation.local_views.num}')
+    method.check_image_subset(config, 'simclr_images')
 
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
@@ -63,7 +67,8 @@ class SLIP(clip.CLIP):
     captions, _, scale = self.apply(params, Network.embed_annotations,
                                     self.tokens(annotation['caption']))
     clip_loss, clip_accuracy = clip.clip_loss(image, captions, scale)
-    pooled = self.encode_views(params, annotation['local_images'],
+    local_images = method.image_subset(annotation['local_images'], c.simclr_images)
+    pooled = self.encode_views(params, local_images,
                                method.online_rng(inputs, 'local'))[0]          # (B, 2, D)
     z = self.apply(params, Network.base, pooled, 'simclr')
     simclr_loss, simclr_accuracy = simclr.nt_xent(z, c.simclr_temperature)
