@@ -87,6 +87,16 @@ def streams(config):
   return {name: config.data[name] for name in objectives.streams(config.objective.name)}
 
 
+def views_per_step(config):
+  """The views of every stream one step of ``config`` reads, each counted once (the paper's
+  accounting: ``total_steps`` = views seen / this)."""
+  views = objectives.base_method(config.objective.name).annotation_views(config)
+  for name, stream in streams(config).items():
+    if name != 'annotation':
+      views += stream.batch_size * (stream.views.num + stream.local_views.num)
+  return views
+
+
 def _tiny(config):
   """A toy-size run for tests and smoke checks (seconds on a CPU)."""
   grid = objectives.base_method(config.objective.name).tiny_grid   # patches per side of a view
@@ -396,9 +406,7 @@ def paper_scale(config, annotation_images, annotation_views, warmup_steps, boots
     config.objective.bootstrap.decoder.update(width=384, depth=4, num_heads=6)
   for stream in streams(config).values():
     stream.update(num_workers=stream_spec.AUTO, num_threads=stream_spec.AUTO)
-  views_per_step = (annotation_images * (annotation_views + local_views)
-                    + bootstrap_images * 4)
-  config.total_steps = views_seen // views_per_step
+  config.total_steps = views_seen // views_per_step(config)
   config.log_every = 100
   config.checkpoint_every = 2000
   config.optimizer.update(learning_rate=1e-3, warmup_steps=warmup_steps, min_learning_rate=1e-6)

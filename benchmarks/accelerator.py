@@ -210,7 +210,7 @@ def dino_config(ab_config):
     if key != 'name':
       config.objective[key] = ab_config.objective[key]
   config.data.annotation.update(ab_config.data.annotation.to_dict())
-  views = views_per_step(ab_config)
+  views = configuration.views_per_step(ab_config)
   config.data.annotation.batch_size = max(1, views // config.data.annotation.views.num)
   return config
 
@@ -222,12 +222,6 @@ def encoder_forward_flops(model, image_size):
   n = patches + (model.pool == 'cls')
   block = 2 * n * (4 * d * d + 2 * d * int(d * model.mlp_ratio)) + 4 * n * n * d
   return 2 * patches * p * p * 3 * d + model.depth * block
-
-
-def views_per_step(config):
-  return sum(config.data[name].batch_size * (config.data[name].views.num
-                                             + config.data[name].local_views.num)
-             for name in ('annotation', 'bootstrap') if name in config.data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +252,7 @@ def predict(args, report):
       _, _, lowered = lower(config)
       cost = lowered.cost_analysis()
       flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
-      views = views_per_step(config)
+      views = configuration.views_per_step(config)
       at = {f'mfu_{mfu:g}': dict(step_ms=1000 * flops / (args.peak_tflops * 1e12 * mfu),
                                  views_per_s=views * args.peak_tflops * 1e12 * mfu / flops)
             for mfu in args.mfu}
@@ -280,7 +274,7 @@ class Step:
     self.compile_s = time.perf_counter() - start
     self.init = program.init
     self.state = program.init(jax.random.PRNGKey(0))
-    self.views = views_per_step(config)
+    self.views = configuration.views_per_step(config)
     self.metrics = None
 
   def flops(self):
@@ -439,7 +433,7 @@ def stage_pipeline(ctx):
   reading = pipeline.reading_plan(config.data, ('annotation', 'bootstrap'))
   rate = pipeline_throughput.read_together(config, ('annotation', 'bootstrap'),
                                            batches=ctx.args.pipeline_batches)
-  views = views_per_step(config)
+  views = configuration.views_per_step(config)
   demand, source = None, 'no AB_DINO step measured'
   if step is not None:
     medians, _ = windows([step], 1, ctx.args.window_s)

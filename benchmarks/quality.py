@@ -97,13 +97,6 @@ METHODS = ('random_init', 'supervised', 'simclr', 'ab_simclr', 'dino', 'ab_dino'
            'ab_clip')
 
 
-def views_per_step(config):
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  return sum(config.data[n].batch_size * (config.data[n].views.num
-                                                    + config.data[n].local_views.num)
-             for n in objective.streams)
-
-
 def parse_setting(text):
   """'data.scenes.texture_strength=0.0' -> ('data.scenes.texture_strength', 0.0)."""
   key, sep, value = text.partition('=')
@@ -131,9 +124,9 @@ def training_steps(method, args, point=None):
   """Optimizer steps of ``method``: --views of its own, or ``match``'s annotation images."""
   arm = ARMS[method]
   if not arm.match:
-    return max(1, args.views // views_per_step(_load(arm, args, point)))
+    return max(1, args.views // configuration.views_per_step(_load(arm, args, point)))
   other = _load(ARMS[arm.match], args, point)
-  images = (args.views // views_per_step(other)) * other.data.annotation.batch_size
+  images = args.views // configuration.views_per_step(other) * other.data.annotation.batch_size
   return max(1, images // _load(arm, args, point).data.annotation.batch_size)
 
 
@@ -197,7 +190,7 @@ def run(method, seed, args, point=('', None)):
     which = objectives.probe_params(config.objective, config.evaluation.params)
     evaluate = lambda: evaluator_lib.evaluate_checkpoint(new_evaluator(), workdir, which,
                                                          config.total_steps)[1]
-  per_step = views_per_step(config)
+  per_step = configuration.views_per_step(config)
   curve = probe_curve(workdir, f'{tasks[0]}_linear', per_step) if steps else []
   # The first task with every probe, the others (presence, count) with the linear probe only.
   results = {}

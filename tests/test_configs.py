@@ -29,6 +29,10 @@ def test_paper_configs_are_paper_size(path):
   views = sum(config.data[n].batch_size * (config.data[n].views.num
                                            + config.data[n].local_views.num)
               for n in ('annotation', 'bootstrap') if n in config.data)
+  # SLIP and SiLC read their second loss's views for a subset of the images (Table 7: SimCLR
+  # 2,048 x 2, DINO 512 x 10 beside CLIP's 4,096; SiLC's CLIP view is DINO's first global view).
+  views = {'slip_cc12m.py': 4096 + 2048 * 2, 'silc_cc12m.py': 4096 + 512 * 9}.get(
+      os.path.basename(path), views)
   assert config.total_steps == 800_000_000 // views          # 800M views seen
 
 
@@ -87,6 +91,37 @@ BASELINES = {
                        learning_rate=1e-3, weight_decay=(0.04, 0.4), b2=0.999,
                        ema=(0.004, 'cosine')),
 }
+
+
+# SLIP's and SiLC's: CLIP's column (4,096 images x 1 view of 0.5-1; SiLC's CLIP view is DINO's
+# first global view, 0.4-1) beside SimCLR on half the images or DINO on an eighth.
+CAPTION_BASELINES = {
+    'slip_cc12m': dict(views=1, subset=('simclr_images', 2048), local=(2, 224, (0.08, 1.0)),
+                       scale=(0.5, 1.0), ema=None),
+    'silc_cc12m': dict(views=2, subset=('distillation_images', 512), local=(8, 96, (0.05, 0.4)),
+                       scale=(0.4, 1.0), ema=(0.004, 'constant')),
+}
+
+
+@pytest.mark.parametrize('name', sorted(CAPTION_BASELINES))
+def test_paper_caption_baseline_configs_follow_table_7(name):
+  row = CAPTION_BASELINES[name]
+  config = configuration.load(os.path.join(REPO, 'configs', 'paper', name + '.py'))
+  annotation, local = config.data.annotation, config.data.annotation.local_views
+  assert 'bootstrap' not in config.data and annotation.dataset == 'cc12m'
+  assert (annotation.batch_size, annotation.views.num) == (4096, row['views'])
+  assert tuple(annotation.views.scale) == row['scale'] and not annotation.views.flip
+  assert annotation.views.colour_jitter == annotation.views.grayscale == 0
+  key, images = row['subset']
+  assert config.objective[key] == images
+  assert (local.num, local.size, tuple(local.scale)) == row['local']
+  assert local.flip and local.colour_jitter > 0 and local.grayscale > 0
+  opt = config.optimizer
+  assert (opt.learning_rate, opt.warmup_steps, opt.b2, opt.grad_clip_norm) == (1e-3, 1516, 0.98,
+                                                                               0.0)
+  assert (opt.weight_decay, opt.weight_decay_end) == (0.1, 0.1)
+  if row['ema']:
+    assert (config.target_network.rate, config.target_network.schedule) == row['ema']
 
 
 @pytest.mark.parametrize('name', sorted(BASELINES))

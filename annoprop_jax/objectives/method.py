@@ -138,6 +138,14 @@ class Method(abc.ABC):
   def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the whole experiment config for this method; raises errors.ConfigError."""
 
+  @staticmethod
+  def annotation_views(config: ml_collections.ConfigDict) -> int:
+    """The annotation stream's views one step reads, each counted once (the paper's
+    accounting of views seen): every image's views and local views, unless the method reads
+    some of them for only a subset of the images (SLIP, SiLC)."""
+    annotation = config.data.annotation
+    return annotation.batch_size * (annotation.views.num + annotation.local_views.num)
+
   def check_data(self, streams_info: dict) -> None:
     """Checks what the streams read ({stream: pipeline.StreamInfo}) before training starts;
     raises errors.ConfigError."""

@@ -46,12 +46,21 @@ class SiLC(clip.CLIP):
   def tiny(config):
     clip.CLIP.tiny(config)
     dino.DINO.tiny(config)
+    if config.distillation_images:
+      config.distillation_images = 2       # an eighth of the tiny batch's 16 images
 
   @staticmethod
   def validate(config):
     clip.CLIP.validate(config)
     dino.DINO.validate(config)
     method.check_image_subset(config, 'distillation_images')
+
+  @staticmethod
+  def annotation_views(config):
+    """CLIP's view of every image (the first global view) and the subset's other views."""
+    annotation, subset = config.data.annotation, config.objective.distillation_images
+    return annotation.batch_size + (subset or annotation.batch_size) * (
+        annotation.views.num - 1 + annotation.local_views.num)
 
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)

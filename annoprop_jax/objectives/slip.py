@@ -5,8 +5,9 @@ Each image of the annotation stream gives one view for CLIP (``views``: CLIP's m
 colour jitter or flips) and two for SimCLR (``local_views``, the stream's second view set, with
 SimCLR's own augmentations). Table 7 gives SimCLR half of CLIP's batch (2,048 of 4,096 images):
 ``simclr_images`` says how many of the batch's images SimCLR reads (``method.image_subset``;
-0: all). The host still makes the SimCLR views of every image; the model encodes only these. The CLIP part is ``clip.CLIP``'s loss and the SimCLR part
-``simclr.nt_xent`` on a projection MLP of its own; nothing of either is written again.
+0: all). The host still makes the SimCLR views of every image; the model encodes only these.
+The CLIP part is ``clip.CLIP``'s loss and the SimCLR part ``simclr.nt_xent`` on a projection
+MLP of its own; nothing of either is written again.
 
 No AB variant is built: it would be AB_CLIP's (the batch's captions as candidates, scored from
 a neighbouring crop) with SimCLR's loss kept beside it, which adds nothing to test that AB_CLIP
@@ -38,6 +39,8 @@ class SLIP(clip.CLIP):
   def tiny(config):
     clip.CLIP.tiny(config)
     config.update(simclr_hidden_dim=64, simclr_dim=32)
+    if config.simclr_images:
+      config.simclr_images = 8             # half of the tiny batch's 16 images
 
   @staticmethod
   def validate(config):
@@ -49,6 +52,11 @@ class SLIP(clip.CLIP):
           f'(data.annotation.local_views.num=2) per image, got {annotation.views.num} and '
           f'{annotation.local_views.num}')
     method.check_image_subset(config, 'simclr_images')
+
+  @staticmethod
+  def annotation_views(config):
+    annotation, subset = config.data.annotation, config.objective.simclr_images
+    return annotation.batch_size + 2 * (subset or annotation.batch_size)
 
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
