@@ -109,14 +109,18 @@ def run(path):
 
 
 def versions():
-  """What the numbers depend on beyond the code: jax, jaxlib and the CPU model (XLA compiles
-  for the host's instruction set, so another CPU rounds differently)."""
+  """What the numbers depend on beyond the code: jax, jaxlib and the CPU (XLA compiles for the
+  host's instruction set, so another CPU rounds differently): its model name, family and model
+  number (two 'AMD EPYC' of families 25 and 26 round differently)."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   cpu = platform.machine()
   if os.path.exists('/proc/cpuinfo'):
     with open('/proc/cpuinfo') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
+      fields = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines()
+                    if ':' in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    cpu = (f"{fields.get('model name', cpu)} (family {fields.get('cpu family', '?')}, "
+           f"model {fields.get('model', '?')})")
   return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'cpu': cpu}
 
 
