@@ -234,3 +234,26 @@ def test_token_probes_get_their_own_sweep_and_epochs(monkeypatch, tiny_data_dir)
       **overrides, 'evaluation.token_learning_rates': (3e-4, 1e-3), 'evaluation.token_epochs': 9}))
   evaluator(params)
   assert seen == [((1e-3,), 3, False), ((3e-4, 1e-3), 9, True)]
+
+
+def test_the_fewshot_probe_reports_each_shot_count_on_one_label_tasks(tiny_data_dir):
+  from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import probes  # pylint: disable=g-import-not-at-top
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects', 'presence'),
+               'evaluation.probes': ('fewshot',), 'evaluation.train_examples': 64,
+               'evaluation.test_examples': 32, 'evaluation.fewshot_shots': (1, 4),
+               'evaluation.fewshot_seeds': 2}
+  config = tiny_config('dino_scenes', **overrides)
+  evaluator, params = fresh_evaluator(config)
+  results = evaluator(params)
+  assert sorted(results) == ['objects_fewshot_1shot', 'objects_fewshot_4shot']   # presence:
+  # several labels an image, skipped. The numbers are the probe's on the encoder's features.
+  train, test = evaluator._task_data('objects')     # pylint: disable=protected-access
+  features = lambda images: encoder_lib.features(evaluator.encoder_config, params, images,
+                                                 evaluator.mesh)[0]
+  want = probes.fewshot_probe(features(train.images), train.targets, features(test.images),
+                              test.targets, num_classes=train.num_classes, shots=(1, 4), seeds=2)
+  assert results == {f'objects_fewshot_{n}shot': want[n] for n in (1, 4)}
+  with pytest.raises(errors.ConfigError, match='fewshot_shots must be >= 1'):
+    configuration.validate(tiny_config('dino_scenes', **{**overrides,
+                                                          'evaluation.fewshot_shots': (0,)}))

@@ -203,3 +203,50 @@ def test_inputs_are_validated():
   with pytest.raises(ValueError, match='not divisible by num_heads'):   # an explicit width
     probes.decoder_probe(np.zeros((10, 3, 6)), y, np.zeros((10, 3, 6)), y,
                          config=probes.ProbeConfig(decoder_width=6), **kw)
+
+
+def test_ridge_equals_the_normal_equations_with_an_unpenalised_bias():
+  rng = np.random.default_rng(0)
+  x, t = rng.normal(size=(12, 5)), rng.choice([-1.0, 1.0], size=(12, 3))
+  for l2 in (1e-2, 3.0):
+    # Numpy's closed form on [x, 1] (f64), only the weights penalised.
+    design = np.concatenate([x, np.ones((12, 1))], 1)
+    penalty = np.diag([l2] * 5 + [0.0])
+    want = np.linalg.solve(design.T @ design + penalty, design.T @ t)
+    weights, bias = probes._ridge(jnp.float32(x), jnp.float32(t), np.float32(l2))  # pylint: disable=protected-access
+    np.testing.assert_allclose(weights, want[:5], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bias, want[5], rtol=1e-4, atol=1e-5)
+
+
+def test_fewshot_with_every_train_row_a_shot_equals_numpy_ridge():
+  rng = np.random.default_rng(1)
+  centres = rng.normal(size=(4, 6))
+  train_y = np.repeat(np.arange(4), 3)                 # 3 rows a class: 3 shots take them all
+  train_x = centres[train_y] + rng.normal(scale=0.8, size=(12, 6))
+  test_y = rng.integers(0, 4, 200)
+  test_x = centres[test_y] + rng.normal(scale=0.8, size=(200, 6))
+  unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+  design = np.concatenate([unit(train_x), np.ones((12, 1))], 1)
+  solution = np.linalg.solve(design.T @ design + np.diag([0.1] * 6 + [0.0]),
+                             design.T @ (2 * np.eye(4)[train_y] - 1))
+  want = np.mean(np.argmax(unit(test_x) @ solution[:6] + solution[6], 1) == test_y)
+  got = probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=(3,),
+                             seeds=2, l2=(0.1,))
+  assert 0.4 < want < 0.95                             # neither chance nor trivially perfect
+  np.testing.assert_allclose(got[3], want, atol=1e-9)
+
+
+def test_fewshot_learns_with_more_shots_and_picks_l2_on_train_rows():
+  rng = np.random.default_rng(2)
+  centres = rng.normal(size=(5, 16))
+  make = lambda n: (lambda y: (centres[y] + rng.normal(scale=2.0, size=(n, 16)), y))(
+      rng.integers(0, 5, n))
+  (train_x, train_y), (test_x, test_y) = make(600), make(400)
+  got = probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(1, 25))
+  assert got[1] < got[25] and got[25] > 0.6, got
+  # Random train labels: chance on test, whatever the l2 the selection picks.
+  noise = probes.fewshot_probe(train_x, rng.permutation(train_y), test_x, test_y,
+                               num_classes=5, shots=(25,))
+  assert noise[25] < 0.35, noise
+  with pytest.raises(ValueError, match='few-shot needs'):
+    probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(0,))

@@ -3,7 +3,8 @@
 
 Results are ``{'<task>_<probe>': score}``: accuracy for ``objects``, ``count`` and ``boxes``,
 mean average precision for ``presence`` (see ``tasks.py``), one number per task and probe, and
-for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SIZE_BINS``).
+for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SIZE_BINS``);
+the few-shot probe gives ``<task>_fewshot_<N>shot`` for each shot count.
 """
 import time
 
@@ -14,6 +15,7 @@ from annoprop_jax import metrics as metrics_lib
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import probes
+from annoprop_jax.evaluation import settings
 from annoprop_jax.evaluation import task_data
 from annoprop_jax.evaluation import tasks as tasks_lib
 
@@ -75,6 +77,19 @@ class Evaluator:
         test_tokens = np.concatenate([test_pooled[:, None], test_tokens], axis=1)
       for probe in ec.probes:
         common = dict(kind=task.kind, num_classes=train.num_classes)
+        if probe == settings.FEWSHOT:       # one label an image: objects, count, classes
+          done += 1
+          if task.kind != 'class' or task.target == 'box_label':
+            self.print_fn(f'  eval {done}/{total} {name}_{probe}: skipped (not one label an '
+                          f'image)')
+            continue
+          for shots, value in probes.fewshot_probe(
+              train_pooled, train.targets, test_pooled, test.targets,
+              num_classes=train.num_classes, shots=tuple(ec.fewshot_shots),
+              seeds=ec.fewshot_seeds, l2=tuple(ec.fewshot_l2)).items():
+            results[f'{name}_{probe}_{shots}shot'] = value
+            self.print_fn(f'  eval {done}/{total} {name}_{probe}_{shots}shot = {value:.4f}')
+          continue
         if probe == 'knn':
           logits = probes.knn_scores(train_pooled, train.targets, test_pooled, k=ec.knn_k,
                                      **common)

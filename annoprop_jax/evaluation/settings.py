@@ -5,6 +5,8 @@ from annoprop_jax import errors
 from annoprop_jax.evaluation import tasks
 
 PROBES = ('linear', 'knn', 'attentive', 'decoder')
+FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (probes.fewshot_probe); not
+                         # in the default probes nor in quality.py's mean
 PARAMS = ('auto', 'target', 'online')
 SCORE_ON = ('test', 'validation')
 
@@ -37,6 +39,12 @@ def default_config():
       # tokens can read what a probe of the pooled vector reads (boxes: with overlap 0).
       cls_token=True,
       weight_decays=(0.0, 1e-4),
+      # The few-shot probe ('fewshot' in ``probes``; 'class' tasks on pooled features: objects,
+      # count, classes): ridge regression on this many train images a class, averaged over
+      # seeds, its L2 picked on other train images; results <task>_fewshot_<N>shot.
+      fewshot_shots=(1, 5, 10, 25),
+      fewshot_seeds=3,
+      fewshot_l2=(1e-3, 1e-2, 1e-1, 1.0, 10.0),
       # At every evaluation, pictures of the first validation image in TensorBoard (a value
       # map for AB runs, the attention maps, the views; single-process runs): ``visualize``.
       visualize=True,
@@ -48,9 +56,16 @@ def validate(config):
   unknown = [t for t in config.tasks if t not in tasks.TASKS]
   if unknown:
     raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)}')
-  unknown = [p for p in config.probes if p not in PROBES]
+  unknown = [p for p in config.probes if p not in PROBES + (FEWSHOT,)]
   if unknown:
-    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {PROBES}')
+    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: '
+                             f'{PROBES + (FEWSHOT,)}')
+  if FEWSHOT in config.probes and (
+      not config.fewshot_shots or min(config.fewshot_shots) < 1 or config.fewshot_seeds < 1
+      or not config.fewshot_l2 or min(config.fewshot_l2) <= 0):
+    raise errors.ConfigError(f'evaluation.fewshot_shots must be >= 1, fewshot_seeds >= 1 and '
+                             f'fewshot_l2 positive; got {tuple(config.fewshot_shots)}, '
+                             f'{config.fewshot_seeds}, {tuple(config.fewshot_l2)}')
   if config.score_on not in SCORE_ON:
     raise errors.ConfigError(f'evaluation.score_on must be one of {SCORE_ON}, got '
                              f'{config.score_on!r}')
