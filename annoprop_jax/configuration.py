@@ -275,6 +275,10 @@ def validate(config):
   profiling.parse_steps(config.profile_steps)
   sharding.validate_rules(config.mesh.rules)
   evaluation_settings.validate(config.evaluation)
+  if (evaluation_settings.ZERO_SHOT in config.evaluation.probes
+      and not hasattr(objectives.base_method(config.objective.name), 'embed_captions')):
+    raise ConfigError(f'evaluation.probes: zero_shot needs a caption method (clip, ab_clip, '
+                      f'slip, silc), not {config.objective.name}')
   target_network.validate(config.target_network)
   optimizer.validate(config.optimizer)
   wandb_mirror.validate(config.wandb)

@@ -315,7 +315,8 @@ class _Collaborators:
     evaluator = pictures = None
     if config.evaluation.every_steps:
       evaluator = evaluator_lib.Evaluator(config.evaluation, config.data,
-                                          configuration.encoder_config(config), mesh, print_fn)
+                                          configuration.encoder_config(config), mesh, print_fn,
+                                          objective_config=config.objective)
       pictures = _Pictures(config) if config.evaluation.visualize else None
     # Opening the logger drops what a killed run logged past the restored step.
     logger = metrics_lib.MetricsLogger(
@@ -356,8 +357,8 @@ class _Collaborators:
 
   def _evaluate(self, step, state, batches):
     probed = objectives.probe_params(self.config.objective, self.config.evaluation.params)
-    results = self.evaluator(evaluator_lib.probed_encoder(probed, state.params,
-                                                          state.target_params))
+    params = evaluator_lib.probed_params(probed, state.params, state.target_params)
+    results = self.evaluator(params['encoder'], params)
     self.logger.write_evaluation(step, results)
     self.print_fn(evaluator_lib.table(results, step))
     if self.pictures is not None:

@@ -135,7 +135,8 @@ def fresh_evaluator(config):
   example = {name: pipeline.zeros_batch(config.data[name]) for name in objective.streams}
   params, _ = objective.init(jax.random.PRNGKey(0), example)
   return evaluator.Evaluator(config.evaluation, config.data, configuration.encoder_config(config),
-                             sharding.make_mesh(config.mesh), lambda line: None), params['encoder']
+                             sharding.make_mesh(config.mesh), lambda line: None,
+                             objective_config=config.objective), params['encoder']
 
 
 def leaves(tree):

@@ -21,7 +21,8 @@ def main(argv):
   try:
     probes = evaluator.Evaluator(config.evaluation, config.data,
                                  configuration.encoder_config(config),
-                                 sharding.make_mesh(config.mesh))
+                                 sharding.make_mesh(config.mesh),
+                                 objective_config=config.objective)
     step, results = evaluator.evaluate_checkpoint(probes, workdir, which, config.total_steps,
                                                   common.STEP.value)
   except (FileNotFoundError, ValueError) as e:

@@ -163,6 +163,16 @@ def num_classes(data_config, dataset, labels_feature=None):
   return getattr(feature_map.leaf_feature(features, labels_feature), 'num_classes', None)
 
 
+def class_names(data_config, dataset, labels_feature):
+  """The class names of the labels feature of a prepared dataset (its ClassLabel's names; None
+  if it declares none, or only numbers: names 0, 1, ...)."""
+  features = tfds.builder_from_directory(dataset_directory(data_config, dataset)).info.features
+  names = getattr(feature_map.leaf_feature(features, labels_feature), 'names', None)
+  if not names or all(name == str(i) for i, name in enumerate(names)):
+    return None
+  return list(names)
+
+
 def decode_image(value, resize=0):
   """RGB uint8 (H, W, 3) of encoded image bytes, scaled so that the shorter side is ``resize``
   pixels (0: as stored); None when the bytes do not decode."""

@@ -4,7 +4,8 @@
 Results are ``{'<task>_<probe>': score}``: accuracy for ``objects``, ``count`` and ``boxes``,
 mean average precision for ``presence`` (see ``tasks.py``), one number per task and probe, and
 for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SIZE_BINS``);
-the few-shot probe gives ``<task>_fewshot_<N>shot`` for each shot count.
+the few-shot probe gives ``<task>_fewshot_<N>shot`` for each shot count, the zero-shot one
+(caption methods) ``<task>_zero_shot``.
 """
 import time
 
@@ -12,23 +13,31 @@ import numpy as np
 
 from annoprop_jax import checkpoint
 from annoprop_jax import metrics as metrics_lib
+from annoprop_jax import objectives
+from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import settings
 from annoprop_jax.evaluation import task_data
 from annoprop_jax.evaluation import tasks as tasks_lib
+from annoprop_jax.evaluation import zero_shot
 
 class Evaluator:
   """Probes one encoder after another on the same (cached) task images."""
 
-  def __init__(self, eval_config, data_config, encoder_config, mesh, print_fn=print):
+  def __init__(self, eval_config, data_config, encoder_config, mesh, print_fn=print,
+               objective_config=None):
     self.eval_config = eval_config                # the ``evaluation`` block
     self.data_config = data_config                # the ``data`` block (data_dir, scenes)
     self.encoder_config = encoder_config          # vit.EncoderConfig
     self.mesh = mesh
     self.print_fn = print_fn
     self._data = {}
+    # Zero-shot reads the caption method's image and caption embeddings, not the encoder alone.
+    self.caption_method = None
+    if settings.ZERO_SHOT in eval_config.probes:
+      self.caption_method = objectives.build(objective_config, encoder_config).method
 
   def _task_data(self, name):
     if name not in self._data:
@@ -50,7 +59,8 @@ class Evaluator:
     every = self.eval_config.every_steps
     return bool(every) and (step % every == 0 or step == total_steps)
 
-  def __call__(self, encoder_params):
+  def __call__(self, encoder_params, params=None):
+    """Probes ``encoder_params``; zero-shot also reads ``params``, the whole network's."""
     ec = self.eval_config
     probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
                                       weight_decays=tuple(ec.weight_decays), epochs=ec.epochs)
@@ -90,6 +100,14 @@ class Evaluator:
             results[f'{name}_{probe}_{shots}shot'] = value
             self.print_fn(f'  eval {done}/{total} {name}_{probe}_{shots}shot = {value:.4f}')
           continue
+        if probe == settings.ZERO_SHOT:     # named classes: objects, classes
+          done += 1
+          if task.target != 'first_label':
+            self.print_fn(f'  eval {done}/{total} {name}_{probe}: skipped (no class names)')
+            continue
+          results[f'{name}_{probe}'] = value = self._zero_shot(params, task, test)
+          self.print_fn(f'  eval {done}/{total} {name}_{probe} = {value:.4f}')
+          continue
         if probe == 'knn':
           logits = probes.knn_scores(train_pooled, train.targets, test_pooled, k=ec.knn_k,
                                      **common)
@@ -116,6 +134,21 @@ class Evaluator:
     return results
 
 
+  def _zero_shot(self, params, task, test):
+    if params is None:
+      raise ValueError('zero-shot needs the whole network\'s params, not only the encoder\'s')
+    names = pipeline.class_names(self.data_config, self.eval_config.dataset, task.labels)
+    if names is None:
+      raise ValueError(f'zero-shot: dataset {self.eval_config.dataset!r} has no class names '
+                       f'for {task.labels}')
+    classes = zero_shot.class_embeddings(
+        self.caption_method, params, names, tuple(self.eval_config.zero_shot_templates),
+        self.data_config.annotation.max_caption_bytes)
+    logits = zero_shot.logits(self.caption_method, params, test.images, classes,
+                              self.eval_config.batch_size)
+    return probes.score(logits, test.targets, kind='class')
+
+
 def table(results, step=None):
   """A small text table of one evaluation."""
   header = f'evaluation at step {step}' if step is not None else 'evaluation'
@@ -123,10 +156,15 @@ def table(results, step=None):
   return '\n'.join([header] + [f'  {k:<{width}}  {v:.4f}' for k, v in sorted(results.items())])
 
 
-def probed_encoder(which, params, target_params):
-  """The encoder params that ``which`` ('online' or 'target', ``objectives.probe_params``)
+def probed_params(which, params, target_params):
+  """The network params that ``which`` ('online' or 'target', ``objectives.probe_params``)
   names."""
-  return (target_params if which == 'target' else params)['encoder']
+  return target_params if which == 'target' else params
+
+
+def probed_encoder(which, params, target_params):
+  """The encoder params of ``probed_params``."""
+  return probed_params(which, params, target_params)['encoder']
 
 
 def evaluate_checkpoint(evaluator, workdir, which_params, total_steps, step=None,
@@ -135,7 +173,8 @@ def evaluate_checkpoint(evaluator, workdir, which_params, total_steps, step=None
   (default: the latest) in ``workdir``; appends the results to its metrics.jsonl and
   TensorBoard files and returns (step, results)."""
   step, params, target_params = checkpoint.load_params(workdir, step)
-  results = evaluator(probed_encoder(which_params, params, target_params))
+  probed = probed_params(which_params, params, target_params)
+  results = evaluator(probed['encoder'], probed)
   logger = metrics_lib.MetricsLogger(workdir, total_steps, print_fn)
   logger.write_evaluation(step, results)
   logger.close()

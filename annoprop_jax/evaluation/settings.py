@@ -5,6 +5,8 @@ from annoprop_jax import errors
 from annoprop_jax.evaluation import tasks
 
 PROBES = ('linear', 'knn', 'attentive', 'decoder')
+ZERO_SHOT = 'zero_shot'  # caption methods: the nearest class prompt (zero_shot.py); not in the
+                         # default probes nor in quality.py's mean
 FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (probes.fewshot_probe); not
                          # in the default probes nor in quality.py's mean
 PARAMS = ('auto', 'target', 'online')
@@ -45,6 +47,10 @@ def default_config():
       fewshot_shots=(1, 5, 10, 25),
       fewshot_seeds=3,
       fewshot_l2=(1e-3, 1e-2, 1e-1, 1.0, 10.0),
+      # The zero-shot probe ('zero_shot' in ``probes``; caption methods; tasks with class names:
+      # objects, classes): each class is its prompts' mean caption embedding; results
+      # <task>_zero_shot. Each template has one {} for the class name.
+      zero_shot_templates=('a {}',),
       # At every evaluation, pictures of the first validation image in TensorBoard (a value
       # map for AB runs, the attention maps, the views; single-process runs): ``visualize``.
       visualize=True,
@@ -56,10 +62,14 @@ def validate(config):
   unknown = [t for t in config.tasks if t not in tasks.TASKS]
   if unknown:
     raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)}')
-  unknown = [p for p in config.probes if p not in PROBES + (FEWSHOT,)]
+  known = PROBES + (FEWSHOT, ZERO_SHOT)
+  unknown = [p for p in config.probes if p not in known]
   if unknown:
-    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: '
-                             f'{PROBES + (FEWSHOT,)}')
+    raise errors.ConfigError(f'evaluation.probes: unknown {unknown}; known: {known}')
+  if ZERO_SHOT in config.probes and (not config.zero_shot_templates or any(
+      t.count('{}') != 1 for t in config.zero_shot_templates)):
+    raise errors.ConfigError(f'evaluation.zero_shot_templates need one {{}} each (the class '
+                             f'name), got {tuple(config.zero_shot_templates)}')
   if FEWSHOT in config.probes and (
       not config.fewshot_shots or min(config.fewshot_shots) < 1 or config.fewshot_seeds < 1
       or not config.fewshot_l2 or min(config.fewshot_l2) <= 0):

@@ -128,7 +128,7 @@ class CLIP(method.Method):
     tokens = self.tokens(annotation['caption'])
     pooled = self.encode_views(params, annotation['images'][:, :1],
                                method.online_rng(inputs, 'annotation'))[0][:, 0]
-    image = self.apply(params, Network.base, pooled)
+    image = self.image_embedding(params, pooled)
     captions, features, scale = self.apply(params, Network.embed_annotations, tokens)
     loss, accuracy = clip_loss(image, captions, scale)
     metrics = {'clip_loss': loss, 'clip_i2t_accuracy': accuracy, 'clip_logit_scale': scale}
@@ -139,6 +139,18 @@ class CLIP(method.Method):
     return method.BaseResult(loss, metrics, inputs.method_state,
                              candidates=self._candidates(params, captions, features, scale),
                              target_candidates=self._candidates(inputs.target_params, *target))
+
+  def image_embedding(self, params, pooled):
+    """Pooled features (..., D) -> the image's normalised embedding in the joint space."""
+    return self.apply(params, Network.base, pooled)
+
+  def embed_images(self, params, images):
+    """(B, S, S, 3) uint8 images -> normalised embeddings (B, E) (zero-shot, retrieval)."""
+    return self.image_embedding(params, self.encode_views(params, images[:, None])[0][:, 0])
+
+  def embed_captions(self, params, caption):
+    """(B, C) uint8 caption bytes -> normalised embeddings (B, E) (zero-shot, retrieval)."""
+    return self.apply(params, Network.embed_annotations, self.tokens(caption))[0]
 
   def _candidates(self, params, captions, features, scale):
     return method.Candidates(base=captions, scale=scale,

@@ -62,6 +62,9 @@ class SiLC(clip.CLIP):
     return annotation.batch_size + (subset or annotation.batch_size) * (
         annotation.views.num - 1 + annotation.local_views.num)
 
+  def image_embedding(self, params, pooled):
+    return self.apply(params, Network.base, pooled, 'clip')
+
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
     c = self.config
@@ -91,7 +94,7 @@ class SiLC(clip.CLIP):
     annotation, params, c = inputs.annotation, inputs.params, self.config
     pooled = self.encode_views(params, annotation['images'][:, :1],
                                method.online_rng(inputs, 'caption_view'))[0][:, 0]
-    image = self.apply(params, Network.base, pooled, 'clip')
+    image = self.image_embedding(params, pooled)
     captions, _, scale = self.apply(params, Network.embed_annotations,
                                     self.tokens(annotation['caption']))
     clip_loss, clip_accuracy = clip.clip_loss(image, captions, scale)

@@ -58,6 +58,9 @@ class SLIP(clip.CLIP):
     annotation, subset = config.data.annotation, config.objective.simclr_images
     return annotation.batch_size + 2 * (subset or annotation.batch_size)
 
+  def image_embedding(self, params, pooled):
+    return self.apply(params, Network.base, pooled, 'clip')
+
   def modules(self, bootstrap):
     modules = super().modules(bootstrap=False)
     c = self.config
@@ -71,7 +74,7 @@ class SLIP(clip.CLIP):
     annotation, params, c = inputs.annotation, inputs.params, self.config
     pooled = self.encode_views(params, annotation['images'][:, :1],
                                method.online_rng(inputs, 'annotation'))[0][:, 0]
-    image = self.apply(params, Network.base, pooled, 'clip')
+    image = self.image_embedding(params, pooled)
     captions, _, scale = self.apply(params, Network.embed_annotations,
                                     self.tokens(annotation['caption']))
     clip_loss, clip_accuracy = clip.clip_loss(image, captions, scale)

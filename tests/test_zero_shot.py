@@ -1,0 +1,101 @@
+"""Zero-shot classification: prompts as the pipeline's caption bytes, the known answer of a
+stand-in caption model whose embeddings are set by hand, a caption method's embeddings that are
+the ones its CLIP loss reads, and the probe in an evaluation."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from annoprop_jax import configuration
+from annoprop_jax import errors
+from annoprop_jax import objectives
+from annoprop_jax.data import pipeline
+from annoprop_jax.evaluation import zero_shot
+from annoprop_jax.objectives import clip
+from conftest import fresh_evaluator, tiny_config
+
+
+def test_prompts_are_caption_bytes_class_major_cut_and_padded():
+  got = zero_shot.prompt_bytes(['cross', 'disc'], ['a {}', 'a big {}'], 8)
+  want = [b'a cross', b'a big cr', b'a disc', b'a big di']
+  assert got.dtype == np.uint8 and got.shape == (4, 8)
+  assert [bytes(row).rstrip(b'\0') for row in got] == want
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColourModel:
+  """Captions embed by the counts of the letters d, g and u (red, green, blue; the templates
+  have none of them), images by their channel means: the zero-shot answer of an image is its
+  dominant channel's class."""
+
+  def embed_captions(self, params, caption):
+    del params
+    v = jnp.stack([(caption == ord(c)).sum(-1) for c in 'dgu'], -1) + 0.1
+    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+
+  def embed_images(self, params, images):
+    del params
+    v = images.astype(jnp.float32).mean(axis=(1, 2))
+    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_the_nearest_class_prompt_wins_for_a_hand_set_model():
+  model, rng = _ColourModel(), np.random.default_rng(0)
+  labels = rng.integers(0, 3, 37)                  # 37 images: two batches of 32, one padded
+  images = rng.integers(0, 60, (37, 4, 4, 3)).astype(np.uint8)
+  images[np.arange(37), :, :, labels] += 150
+  names = ['blue', 'red', 'green']                 # not the channels' order
+  classes = zero_shot.class_embeddings(model, None, names, ['a {}', 'one {}'], 16)
+  assert classes.shape == (3, 3)
+  np.testing.assert_allclose(np.linalg.norm(classes, axis=1), 1.0, rtol=1e-6)
+  logits = zero_shot.logits(model, None, images, classes, batch_size=32)
+  channel_of_class = np.array([2, 0, 1])
+  assert np.array_equal(channel_of_class[np.argmax(logits, 1)], labels)
+  with pytest.raises(ValueError, match='templates with a'):
+    zero_shot.class_embeddings(model, None, names, ['no slot'], 16)
+
+
+@pytest.mark.parametrize('name', ['clip_scenes', 'slip_scenes'])
+def test_a_caption_methods_embeddings_are_the_ones_its_clip_loss_reads(name):
+  config = tiny_config(name)
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
+  rng = np.random.default_rng(0)
+  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
+  params, state = objective.init(jax.random.PRNGKey(0), batch)
+  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
+                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
+  _, (metrics, _) = objective.loss(inputs)
+  method, annotation = objective.method, batch['annotation']
+  scale = jnp.exp(params['annotation_encoder']['logit_scale'])
+  loss, _ = clip.clip_loss(method.embed_images(params, annotation['images'][:, 0]),
+                           method.embed_captions(params, annotation['caption']), scale)
+  np.testing.assert_allclose(loss, metrics['clip_loss'], rtol=1e-5)
+
+
+def test_zero_shot_in_an_evaluation_and_its_errors(tiny_data_dir):
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects', 'count'),
+               'evaluation.probes': ('zero_shot',), 'evaluation.train_examples': 16,
+               'evaluation.test_examples': 24, 'evaluation.zero_shot_templates': ('a {}',)}
+  config = tiny_config('clip_scenes', **overrides)
+  evaluator, _ = fresh_evaluator(config)
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  data = {'annotation': pipeline.zeros_batch(config.data.annotation)}
+  params, _ = objective.init(jax.random.PRNGKey(0), data)
+  results = evaluator(params['encoder'], params)
+  assert list(results) == ['objects_zero_shot']              # count has no class names
+  _, test = evaluator._task_data('objects')     # pylint: disable=protected-access
+  names = pipeline.class_names(config.data, 'scenes', 'objects/label')
+  assert names[:3] == ['circle', 'square', 'triangle']
+  classes = zero_shot.class_embeddings(objective.method, params, names, ['a {}'],
+                                       config.data.annotation.max_caption_bytes)
+  want = np.mean(np.argmax(zero_shot.logits(objective.method, params, test.images, classes),
+                           1) == test.targets)
+  assert results['objects_zero_shot'] == want
+  with pytest.raises(errors.ConfigError, match='zero_shot needs a caption method'):
+    configuration.validate(tiny_config('dino_scenes', **overrides))
+  with pytest.raises(errors.ConfigError, match='need one {} each'):
+    configuration.validate(tiny_config('clip_scenes', **{
+        **overrides, 'evaluation.zero_shot_templates': ('a thing',)}))
