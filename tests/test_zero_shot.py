@@ -85,7 +85,10 @@ def test_zero_shot_in_an_evaluation_and_its_errors(tiny_data_dir):
   data = {'annotation': pipeline.zeros_batch(config.data.annotation)}
   params, _ = objective.init(jax.random.PRNGKey(0), data)
   results = evaluator(params['encoder'], params)
-  assert list(results) == ['objects_zero_shot']              # count has no class names
+  # objects: classification and retrieval; count: retrieval only (no class names).
+  retrieval = [f'retrieval_{d}_r{k}' for d in ('i2t', 't2i') for k in (1, 5)]
+  assert sorted(results) == sorted(['objects_zero_shot'] + [f'{task}_{key}' for key in retrieval
+                                                            for task in ('objects', 'count')])
   _, test = evaluator._task_data('objects')     # pylint: disable=protected-access
   names = pipeline.class_names(config.data, 'scenes', 'objects/label')
   assert names[:3] == ['circle', 'square', 'triangle']
@@ -94,8 +97,30 @@ def test_zero_shot_in_an_evaluation_and_its_errors(tiny_data_dir):
   want = np.mean(np.argmax(zero_shot.logits(objective.method, params, test.images, classes),
                            1) == test.targets)
   assert results['objects_zero_shot'] == want
+  assert test.captions.shape == (24, config.data.annotation.max_caption_bytes)
+  recall = zero_shot.retrieval_recall(
+      zero_shot.embed(objective.method.embed_images, params, test.images),
+      zero_shot.embed(objective.method.embed_captions, params, test.captions), test.captions)
+  assert all(results[f'objects_retrieval_{k}'] == v for k, v in recall.items())
   with pytest.raises(errors.ConfigError, match='zero_shot needs a caption method'):
     configuration.validate(tiny_config('dino_scenes', **overrides))
   with pytest.raises(errors.ConfigError, match='need one {} each'):
     configuration.validate(tiny_config('clip_scenes', **{
         **overrides, 'evaluation.zero_shot_templates': ('a thing',)}))
+
+
+def test_retrieval_recall_by_hand_with_repeated_captions():
+  # 4 pairs; captions 0 and 3 have the same text, so either counts for images 0 and 3.
+  text = np.array([[1, 0], [2, 0], [3, 0], [1, 0]], np.uint8)
+  images = np.eye(4)
+  captions = np.array([[0.0, 0.0, 0.0, 1.0],
+                       [0.0, 0.5, 1.0, 0.0],
+                       [0.0, 0.6, 0.8, 0.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+  # Similarity[image, caption] = captions[caption, image]. Image -> caption: image 0 ties at 0
+  # (the lower row, caption 0: a hit); image 1 -> caption 2 (0.6, a miss), caption 1 second;
+  # image 2 -> caption 1 (1.0, a miss), caption 2 second; image 3 -> caption 0 (a tie with 3;
+  # the same text: a hit). Caption -> image: 0 -> image 3 (same text: a hit); 1 -> image 2 (a
+  # miss), image 1 second; 2 -> image 2 (a hit); 3 -> image 3 (a hit).
+  got = zero_shot.retrieval_recall(images, captions, text, ks=(1, 2))
+  assert got == {'i2t_r1': 0.5, 't2i_r1': 0.75, 'i2t_r2': 1.0, 't2i_r2': 1.0}

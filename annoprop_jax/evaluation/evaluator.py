@@ -5,7 +5,7 @@ Results are ``{'<task>_<probe>': score}``: accuracy for ``objects``, ``count`` a
 mean average precision for ``presence`` (see ``tasks.py``), one number per task and probe, and
 for ``boxes`` also by object size (``boxes_<probe>_small`` etc., ``box_probes.SIZE_BINS``);
 the few-shot probe gives ``<task>_fewshot_<N>shot`` for each shot count, the zero-shot one
-(caption methods) ``<task>_zero_shot``.
+(caption methods) ``<task>_zero_shot`` and ``<task>_retrieval_{i2t,t2i}_r{1,5}``.
 """
 import time
 
@@ -43,8 +43,10 @@ class Evaluator:
     if name not in self._data:
       task, ec = tasks_lib.TASKS[name], self.eval_config
       size = self.encoder_config.image_size
+      captions = settings.ZERO_SHOT in ec.probes        # for retrieval
       load = lambda split, limit, **part: task_data.load(self.data_config, ec.dataset, task,
-                                                        split, size, limit, **part)
+                                                        split, size, limit, captions=captions,
+                                                        **part)
       if ec.score_on == 'validation':     # both parts from the train split, disjoint
         part = lambda name: dict(held_out=ec.test_examples, part=name)
         self._data[name] = (load(task.train_split, ec.train_examples, **part('fit')),
@@ -100,13 +102,15 @@ class Evaluator:
             results[f'{name}_{probe}_{shots}shot'] = value
             self.print_fn(f'  eval {done}/{total} {name}_{probe}_{shots}shot = {value:.4f}')
           continue
-        if probe == settings.ZERO_SHOT:     # named classes: objects, classes
+        if probe == settings.ZERO_SHOT:
           done += 1
-          if task.target != 'first_label':
-            self.print_fn(f'  eval {done}/{total} {name}_{probe}: skipped (no class names)')
-            continue
-          results[f'{name}_{probe}'] = value = self._zero_shot(params, task, test)
-          self.print_fn(f'  eval {done}/{total} {name}_{probe} = {value:.4f}')
+          scores = self._zero_shot(params, task, test)
+          for key, value in scores.items():
+            results[f'{name}_{key}'] = value
+            self.print_fn(f'  eval {done}/{total} {name}_{key} = {value:.4f}')
+          if not scores:
+            self.print_fn(f'  eval {done}/{total} {name}_{probe}: skipped (no class names, no '
+                          f'captions)')
           continue
         if probe == 'knn':
           logits = probes.knn_scores(train_pooled, train.targets, test_pooled, k=ec.knn_k,
@@ -135,18 +139,25 @@ class Evaluator:
 
 
   def _zero_shot(self, params, task, test):
+    """{'zero_shot': accuracy} where the task's classes have names (objects, classes), and
+    {'retrieval_i2t_r1': ..., ...} where its test images have captions."""
     if params is None:
       raise ValueError('zero-shot needs the whole network\'s params, not only the encoder\'s')
-    names = pipeline.class_names(self.data_config, self.eval_config.dataset, task.labels)
-    if names is None:
-      raise ValueError(f'zero-shot: dataset {self.eval_config.dataset!r} has no class names '
-                       f'for {task.labels}')
-    classes = zero_shot.class_embeddings(
-        self.caption_method, params, names, tuple(self.eval_config.zero_shot_templates),
-        self.data_config.annotation.max_caption_bytes)
-    logits = zero_shot.logits(self.caption_method, params, test.images, classes,
-                              self.eval_config.batch_size)
-    return probes.score(logits, test.targets, kind='class')
+    ec, method, scores = self.eval_config, self.caption_method, {}
+    names = (pipeline.class_names(self.data_config, ec.dataset, task.labels)
+             if task.target == 'first_label' else None)
+    if names:
+      classes = zero_shot.class_embeddings(method, params, names, tuple(ec.zero_shot_templates),
+                                           self.data_config.annotation.max_caption_bytes)
+      logits = zero_shot.logits(method, params, test.images, classes, ec.batch_size)
+      scores['zero_shot'] = probes.score(logits, test.targets, kind='class')
+    if test.captions is not None and test.captions.any():
+      recall = zero_shot.retrieval_recall(
+          zero_shot.embed(method.embed_images, params, test.images, ec.batch_size),
+          zero_shot.embed(method.embed_captions, params, test.captions, ec.batch_size),
+          test.captions)
+      scores.update({f'retrieval_{k}': v for k, v in recall.items()})
+    return scores
 
 
 def table(results, step=None):

@@ -19,6 +19,7 @@ class LabelledImages:
   num_classes: int
   boxes: np.ndarray = None         # 'box_label': (M, 4) object boxes ...
   image_index: np.ndarray = None   # ... and (M,) the image each object is in
+  captions: np.ndarray = None      # with captions=True: (N, C) uint8 caption bytes, zero-padded
 
 
 def balanced_indices(labels, limit, seed=0):
@@ -56,21 +57,23 @@ def record_indices(num_records, task, limit, held_out=0, part='fit', first_label
 
 
 def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out=0,
-         part='fit'):
+         part='fit', captions=False):
   """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
   class-balanced subset for a ``balanced`` task; with ``held_out``, the split's fit or
-  validation part), resized to ``size`` px, with targets."""
+  validation part), resized to ``size`` px, with targets; with ``captions``, also their first
+  captions (``data.annotation.max_caption_bytes`` of them)."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
-  decoder = pipeline.Decoder(max_objects=max_objects, max_caption_bytes=1,
-                             features=tuple(features.items()))
+  decoder = pipeline.Decoder(
+      max_objects=max_objects, features=tuple(features.items()),
+      max_caption_bytes=data_config.annotation.max_caption_bytes if captions else 1)
   first_labels = None
   if task.balanced and (held_out or limit and limit < len(source)):
     first = [feature_map.as_labels(feature_map.lookup(source[i], task.labels))[:1]
              for i in range(len(source))]
     first_labels = np.array([f[0] if len(f) else -1 for f in first])
   indices = record_indices(len(source), task, limit, held_out, part, first_labels)
-  images, labels, boxes = [], [], []
+  images, labels, boxes, texts = [], [], [], []
   for i in indices:
     record = source[int(i)]
     example = decoder(record)
@@ -80,6 +83,7 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
     images.append(np.asarray(image))
     labels.append(example['labels'])
     boxes.append(example['object_boxes'])
+    texts.append(example['caption'])
   num_labels = pipeline.num_classes(data_config, dataset, task.labels)
   if num_labels is None:
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
@@ -91,4 +95,5 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
                           num_labels, boxes=np.stack(boxes)[image_index, slot],
                           image_index=image_index)
   return LabelledImages(np.stack(images), tasks_lib.targets(task, labels, num_labels, max_objects),
-                        tasks_lib.num_targets(task, num_labels, max_objects))
+                        tasks_lib.num_targets(task, num_labels, max_objects),
+                        captions=np.stack(texts) if captions else None)

@@ -1,11 +1,11 @@
 """Zero-shot classification for the caption methods (CLIP, AB_CLIP, SLIP, SiLC): each class is
 the mean of its prompts' caption embeddings (``templates`` with the class name, e.g. 'a {}'),
 renormalised; an image's class is the one whose embedding is nearest its image embedding
-(cosine), with no training on the task. The method gives ``embed_images(params, images)`` and
-``embed_captions(params, caption_bytes)``, both L2-normalised (``objectives.clip.CLIP``).
+(cosine), with no training on the task. Retrieval: each image's nearest captions among the
+split's, and each caption's nearest images (recall@k). The method gives ``embed_images(params,
+images)`` and ``embed_captions(params, caption_bytes)``, both L2-normalised
+(``objectives.clip.CLIP``).
 """
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,17 +32,35 @@ def class_embeddings(method, params, class_names, templates, max_bytes):
   return np.asarray(mean / jnp.linalg.norm(mean, axis=-1, keepdims=True))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _image_logits(method, params, images, classes):
-  return method.embed_images(params, images) @ classes.T
-
-
 def logits(method, params, images, classes, batch_size=256):
-  """(N, C) cosines of the images (N, S, S, 3) uint8 to the ``class_embeddings``, in batches
-  (the last one padded, so one compilation)."""
-  images = np.asarray(images)
-  batch = min(batch_size, len(images))
-  padded = np.pad(images, ((0, -len(images) % batch),) + ((0, 0),) * (images.ndim - 1))
-  out = [np.asarray(_image_logits(method, params, jnp.asarray(padded[i:i + batch]), classes))
-         for i in range(0, len(padded), batch)]
-  return np.concatenate(out)[:len(images)]
+  """(N, C) cosines of the images (N, S, S, 3) uint8 to the ``class_embeddings``."""
+  return embed(method.embed_images, params, images, batch_size) @ classes.T
+
+
+def embed(function, params, array, batch_size=256):
+  """``function(params, batch)`` (a method's ``embed_images`` or ``embed_captions``) over the
+  rows of ``array`` in batches, the last one padded (one compilation)."""
+  array = np.asarray(array)
+  batch = min(batch_size, len(array))
+  padded = np.pad(array, ((0, -len(array) % batch),) + ((0, 0),) * (array.ndim - 1))
+  jitted = jax.jit(function)
+  return np.concatenate([np.asarray(jitted(params, jnp.asarray(padded[i:i + batch])))
+                         for i in range(0, len(padded), batch)])[:len(array)]
+
+
+def retrieval_recall(images, captions, caption_bytes, ks=(1, 5)):
+  """Recall@k of image -> caption and caption -> image retrieval over N paired rows of
+  normalised embeddings: a query is a hit when one of its k nearest (cosine) is its pair, or
+  has the same caption text (the scenes repeat captions: 'a large red cross'). Returns
+  {'i2t_r<k>': ..., 't2i_r<k>': ...}."""
+  similarity = np.asarray(images) @ np.asarray(captions).T          # (images, captions)
+  text = np.asarray(caption_bytes)
+  same = (text[:, None, :] == text[None, :, :]).all(-1)               # same caption text
+  out = {}
+  for k in ks:
+    nearest_captions = np.argsort(-similarity, axis=1, kind='stable')[:, :k]
+    nearest_images = np.argsort(-similarity.T, axis=1, kind='stable')[:, :k]
+    rows = np.arange(len(text))[:, None]
+    out[f'i2t_r{k}'] = float(same[rows, nearest_captions].any(1).mean())
+    out[f't2i_r{k}'] = float(same[rows, nearest_images].any(1).mean())
+  return out
