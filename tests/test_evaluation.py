@@ -257,3 +257,36 @@ def test_the_fewshot_probe_reports_each_shot_count_on_one_label_tasks(tiny_data_
   with pytest.raises(errors.ConfigError, match='fewshot_shots must be >= 1'):
     configuration.validate(tiny_config('dino_scenes', **{**overrides,
                                                           'evaluation.fewshot_shots': (0,)}))
+
+
+def test_the_centre_crop_is_the_shorter_side_at_size_over_0875_then_the_centre():
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  wide = rng.integers(0, 255, (40, 80, 3)).astype(np.uint8)
+  # 16 px: the shorter side to round(16 / 0.875) = 18, so 18 x 36, and the central 16 x 16
+  # starts at row 1, column 10.
+  want = np.asarray(Image.fromarray(wide).resize((36, 18), Image.BICUBIC))[1:17, 10:26]
+  np.testing.assert_array_equal(task_data.centre_crop(wide, 16), want)
+  tall = np.ascontiguousarray(wide.transpose(1, 0, 2))
+  want = np.asarray(Image.fromarray(tall).resize((18, 36), Image.BICUBIC))[10:26, 1:17]
+  np.testing.assert_array_equal(task_data.centre_crop(tall, 16), want)
+  with pytest.raises(errors.ConfigError, match='centre_crop would cut objects out'):
+    configuration.validate(tiny_config('dino_scenes', **{
+        'evaluation.preprocess': 'centre_crop', 'evaluation.tasks': ('objects', 'count')}))
+
+
+def test_a_centre_cropped_task_reads_the_crops(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  task = tasks.TASKS['objects']
+  native = config.data.scenes.resolution       # resized to its own size: the decoded image
+  whole = task_data.load(config.data, 'scenes', task, 'objects', native, 4)
+  crops = task_data.load(config.data, 'scenes', task, 'objects', 16, 4, preprocess='centre_crop')
+  np.testing.assert_array_equal(crops.targets, whole.targets)
+  for image, crop in zip(whole.images, crops.images):
+    np.testing.assert_array_equal(crop, task_data.centre_crop(image, 16))
+  evaluator, _ = fresh_evaluator(tiny_config('dino_scenes', **{
+      'data.data_dir': tiny_data_dir, 'evaluation.preprocess': 'centre_crop',
+      'evaluation.tasks': ('objects',), 'evaluation.train_examples': 4}))
+  fit, _ = evaluator._task_data('objects')     # pylint: disable=protected-access
+  np.testing.assert_array_equal(fit.images, crops.images)

@@ -11,6 +11,7 @@ FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (probes.fews
                          # in the default probes nor in quality.py's mean
 PARAMS = ('auto', 'target', 'online')
 SCORE_ON = ('test', 'validation')
+PREPROCESS = ('resize', 'centre_crop')   # task_data.py
 
 
 def default_config():
@@ -20,6 +21,10 @@ def default_config():
                                  # teacher for DINO and AB_DINO, the online encoder otherwise
       dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
       tasks=('objects', 'presence', 'count'),
+      # How task images reach the encoder's size: 'resize' (whole, the scenes tasks) or
+      # 'centre_crop' (shorter side to size / 0.875, the centre; image-level tasks: objects,
+      # classes), the crop published ImageNet probes use.
+      preprocess='resize',
       probes=PROBES,
       train_examples=2000,       # the first N images of each task's train split (0: all)
       test_examples=1000,        # ... and of its test split
@@ -76,6 +81,13 @@ def validate(config):
     raise errors.ConfigError(f'evaluation.fewshot_shots must be >= 1, fewshot_seeds >= 1 and '
                              f'fewshot_l2 positive; got {tuple(config.fewshot_shots)}, '
                              f'{config.fewshot_seeds}, {tuple(config.fewshot_l2)}')
+  if config.preprocess not in PREPROCESS:
+    raise errors.ConfigError(f'evaluation.preprocess must be one of {PREPROCESS}, '
+                             f'got {config.preprocess!r}')
+  cropped = [t for t in config.tasks if tasks.TASKS[t].target != 'first_label']
+  if config.preprocess == 'centre_crop' and cropped:
+    raise errors.ConfigError(f'evaluation.preprocess=centre_crop would cut objects out of the '
+                             f'scene-level tasks {cropped}; use it with objects or classes')
   if config.score_on not in SCORE_ON:
     raise errors.ConfigError(f'evaluation.score_on must be one of {SCORE_ON}, got '
                              f'{config.score_on!r}')

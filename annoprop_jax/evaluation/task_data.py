@@ -1,5 +1,7 @@
-"""Labelled images of a task (``tasks.TASKS``) read from a prepared dataset, resized whole to the
-encoder's resolution (no crop), with their targets.
+"""Labelled images of a task (``tasks.TASKS``) read from a prepared dataset, with their targets,
+at the encoder's resolution: resized whole (``preprocess='resize'``, the scenes tasks), or the
+standard evaluation crop (``'centre_crop'``: the shorter side resized to size / 0.875 bicubic,
+then the central size x size, as published ImageNet probes read images).
 """
 import dataclasses
 
@@ -20,6 +22,27 @@ class LabelledImages:
   boxes: np.ndarray = None         # 'box_label': (M, 4) object boxes ...
   image_index: np.ndarray = None   # ... and (M,) the image each object is in
   captions: np.ndarray = None      # with captions=True: (N, C) uint8 caption bytes, zero-padded
+
+
+CROP_FRACTION = 0.875
+
+
+def centre_crop(image, size, crop_fraction=CROP_FRACTION):
+  """(H, W, 3) uint8 -> (size, size, 3): the shorter side resized to round(size /
+  crop_fraction) (bicubic), then the centre cut out."""
+  h, w = image.shape[:2]
+  short = round(size / crop_fraction)
+  scale = short / min(h, w)
+  resized = Image.fromarray(image).resize((max(short, round(w * scale)),
+                                           max(short, round(h * scale))), Image.BICUBIC)
+  top, left = (resized.height - size) // 2, (resized.width - size) // 2
+  return np.asarray(resized.crop((left, top, left + size, top + size)))
+
+
+def _resize(image, size, preprocess):
+  if preprocess == 'centre_crop':
+    return centre_crop(image, size)
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 def balanced_indices(labels, limit, seed=0):
@@ -57,11 +80,11 @@ def record_indices(num_records, task, limit, held_out=0, part='fit', first_label
 
 
 def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out=0,
-         part='fit', captions=False):
+         part='fit', captions=False, preprocess='resize'):
   """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
   class-balanced subset for a ``balanced`` task; with ``held_out``, the split's fit or
-  validation part), resized to ``size`` px, with targets; with ``captions``, also their first
-  captions (``data.annotation.max_caption_bytes`` of them)."""
+  validation part), at ``size`` px (``preprocess``), with targets; with ``captions``, also
+  their first captions (``data.annotation.max_caption_bytes`` of them)."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(
@@ -79,8 +102,7 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
     example = decoder(record)
     if example is None:
       continue        # undecodable: skipped, as in training
-    image = Image.fromarray(example['image']).resize((size, size), Image.BILINEAR)
-    images.append(np.asarray(image))
+    images.append(_resize(example['image'], size, preprocess))
     labels.append(example['labels'])
     boxes.append(example['object_boxes'])
     texts.append(example['caption'])
