@@ -250,3 +250,28 @@ def test_fewshot_learns_with_more_shots_and_picks_l2_on_train_rows():
   assert noise[25] < 0.35, noise
   with pytest.raises(ValueError, match='few-shot needs'):
     probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(0,))
+
+
+@pytest.mark.parametrize('devices', [1, 8])
+def test_knn_with_the_bank_split_over_devices_equals_brute_force(devices):
+  import jax  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  # 97 train rows: 7 padding rows over 8 shards of 13; k = 60 is more than a shard holds and
+  # reaches train rows of negative similarity, below the padding's 0 were it not masked.
+  train_x, test_x = rng.normal(size=(97, 8)), rng.normal(size=(37, 8))
+  train_y = rng.integers(0, 5, 97)
+  mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:devices])
+  assert mesh.devices.size == devices
+  got = probes.knn_scores(train_x, train_y, test_x, kind='class', num_classes=5, k=60,
+                          temperature=0.07, chunk_size=16, mesh=mesh)
+  # Brute force in float64: every test row's 60 most similar train rows, exp(sim / T) votes.
+  unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+  similarity = unit(test_x) @ unit(train_x).T
+  want = np.zeros((37, 5))
+  for q in range(37):
+    nearest = np.argsort(-similarity[q], kind='stable')[:60]
+    weights = np.exp(similarity[q, nearest] / 0.07)
+    np.add.at(want[q], train_y[nearest], weights)
+    want[q] /= weights.sum()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -114,7 +114,7 @@ class Evaluator:
           continue
         if probe == 'knn':
           logits = probes.knn_scores(train_pooled, train.targets, test_pooled, k=ec.knn_k,
-                                     **common)
+                                     mesh=self.mesh, **common)
         elif probe == 'linear':
           logits = probes.linear_probe(train_pooled, train.targets, test_pooled, test.targets,
                                        config=probe_config, return_predictions=True,

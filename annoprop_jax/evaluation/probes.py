@@ -18,10 +18,13 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
 from annoprop_jax import optimizer
+from annoprop_jax import sharding
 from annoprop_jax.models import decoder as decoder_lib
 from annoprop_jax.models import vit
 
@@ -295,33 +298,64 @@ def mean_average_precision(scores, targets):
   return float(np.mean(aps)) if aps else float('nan')
 
 
-@functools.partial(jax.jit, static_argnames=('k',))
-def _knn_scores(train_x, train_t, query_x, k, temperature):
-  similarity = query_x @ train_x.T
-  top, index = jax.lax.top_k(similarity, k)         # equal similarities: lower train row first
-  weights = jnp.exp((top - top[:, :1]) / temperature)   # exp(sim / T) up to a per-row factor
-  return jnp.einsum('qk,qkc->qc', weights, train_t[index]) / weights.sum(1, keepdims=True)
+@functools.lru_cache(maxsize=16)
+def _knn(mesh, k, temperature):
+  """The jitted kNN vote of a query chunk against a train bank whose rows are split over the
+  mesh's batch axes: each shard's k nearest (masked padding rows: -inf), then the k nearest of
+  those. Shards are in row order and ``top_k`` puts lower positions first, so equal
+  similarities go to the lower train row, as on one device."""
+  axes = sharding.BATCH_AXES
+
+  def shard_nearest(bank, targets, valid, query):
+    similarity = jnp.where(valid[None, :], query @ bank.T, -jnp.inf)
+    top, index = jax.lax.top_k(similarity, min(k, bank.shape[0]))
+    return top, targets[index]
+
+  nearest = jax.shard_map(shard_nearest, mesh=mesh, in_specs=(P(axes), P(axes), P(axes), P()),
+                          out_specs=(P(None, axes), P(None, axes)))
+
+  def vote(bank, targets, valid, query):
+    top, votes = nearest(bank, targets, valid, query)    # (Q, k x shards), (Q, k x shards, C)
+    top, pick = jax.lax.top_k(top, k)
+    votes = jnp.take_along_axis(votes, pick[..., None], axis=1)
+    weights = jnp.exp((top - top[:, :1]) / temperature)   # exp(sim / T) up to a row's factor
+    return jnp.einsum('qk,qkc->qc', weights, votes) / weights.sum(1, keepdims=True)
+
+  return jax.jit(vote, out_shardings=sharding.replicated(mesh))
 
 
 def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature=0.07,
-               chunk_size=1024):
+               chunk_size=1024, mesh=None):
   """(N_test, num_classes) kNN scores on cosine similarity of L2-normalised pooled features.
 
   For each test row, the k most similar train rows (equal similarities: lower train row first)
   with weights exp(sim / T); the score is the weighted mean of their one-hot labels ('class':
   the normalised vote) or multi-hot vectors ('multilabel'). ``chunk_size`` test rows at a time
-  (the last chunk padded, so one compilation and bounded memory).
+  (the last chunk padded, so one compilation and bounded memory). With a ``mesh`` the train
+  bank's rows are split over its batch axes (a bank larger than one device's memory); without,
+  it sits on one device.
   """
   train_x, train_y, test_x, _ = _check(train_x, train_y, test_x, None, kind, num_classes, 2)
   if k < 1:
     raise ValueError(f'k must be positive, got {k}')
+  if mesh is None:
+    mesh = Mesh(np.asarray(jax.local_devices()[:1]).reshape((1,) * len(sharding.BATCH_AXES)),
+                sharding.BATCH_AXES)
   normalise = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-  train_x, test_x = jnp.asarray(normalise(train_x)), normalise(test_x)
-  train_t = jnp.asarray(np.eye(num_classes, dtype=np.float32)[train_y] if kind == 'class'
-                        else train_y)
-  k, chunk = min(k, len(train_x)), min(chunk_size, len(test_x))
+  train_x, test_x = normalise(train_x), normalise(test_x)
+  train_t = (np.eye(num_classes, dtype=np.float32)[train_y] if kind == 'class'
+             else train_y.astype(np.float32))
+  pad = -len(train_x) % sharding.data_parallel_size(mesh)
+  bank = [np.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) for a in (train_x, train_t)]
+  valid = np.arange(len(train_x) + pad) < len(train_x)
+  # Every process holds the whole bank and places the rows of its own devices.
+  bank, targets, valid = (jax.make_array_from_callback(a.shape, sharding.batch_sharding(mesh),
+                                                       lambda index, a=a: a[index])
+                          for a in (*bank, valid))
+  vote = _knn(mesh, min(k, len(train_x)), temperature)
+  chunk = min(chunk_size, len(test_x))
   padded = np.pad(test_x, ((0, -len(test_x) % chunk), (0, 0)))
-  scores = [_knn_scores(train_x, train_t, jnp.asarray(padded[i:i + chunk]), k, temperature)
+  scores = [vote(bank, targets, valid, jnp.asarray(padded[i:i + chunk]))
             for i in range(0, len(padded), chunk)]
   return np.concatenate([np.asarray(s) for s in scores])[:len(test_x)]
 
