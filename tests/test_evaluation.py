@@ -290,3 +290,29 @@ def test_a_centre_cropped_task_reads_the_crops(tiny_data_dir):
       'evaluation.tasks': ('objects',), 'evaluation.train_examples': 4}))
   fit, _ = evaluator._task_data('objects')     # pylint: disable=protected-access
   np.testing.assert_array_equal(fit.images, crops.images)
+
+
+def test_a_split_over_images_in_memory_is_streamed_with_the_same_results(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  task = tasks.TASKS['objects']
+  held = task_data.load(config.data, 'scenes', task, 'objects', 16, 24, captions=True)
+  streamed = task_data.load(config.data, 'scenes', task, 'objects', 16, 24, captions=True,
+                            images_in_memory=10)
+  assert isinstance(held.images, np.ndarray)
+  assert isinstance(streamed.images, task_data.StreamedImages) and len(streamed.images) == 24
+  assert not any(isinstance(v, np.ndarray) and v.dtype == np.uint8    # no decoded images held
+                 for v in vars(streamed.images).values())
+  np.testing.assert_array_equal(streamed.images[5:13], held.images[5:13])
+  np.testing.assert_array_equal(streamed.targets, held.targets)
+  np.testing.assert_array_equal(streamed.captions, held.captions)
+  # An evaluation reads the same images either way.
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects', 'boxes'),
+               'evaluation.probes': ('knn', 'linear', 'attentive'),
+               'evaluation.train_examples': 24, 'evaluation.test_examples': 12,
+               'evaluation.epochs': 2}
+  evaluator, params = fresh_evaluator(tiny_config('dino_scenes', **overrides))
+  want = evaluator(params)
+  evaluator, _ = fresh_evaluator(tiny_config('dino_scenes', **{
+      **overrides, 'evaluation.images_in_memory': 5}))
+  assert isinstance(evaluator._task_data('boxes')[0].images, task_data.StreamedImages)  # pylint: disable=protected-access
+  assert evaluator(params) == want

@@ -46,7 +46,9 @@ class Evaluator:
       captions = settings.ZERO_SHOT in ec.probes        # for retrieval
       load = lambda split, limit, **part: task_data.load(self.data_config, ec.dataset, task,
                                                         split, size, limit, captions=captions,
-                                                        preprocess=ec.preprocess, **part)
+                                                        preprocess=ec.preprocess,
+                                                        images_in_memory=ec.images_in_memory,
+                                                        **part)
       if ec.score_on == 'validation':     # both parts from the train split, disjoint
         part = lambda name: dict(held_out=ec.test_examples, part=name)
         self._data[name] = (load(task.train_split, ec.train_examples, **part('fit')),

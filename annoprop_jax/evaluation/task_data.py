@@ -15,7 +15,7 @@ from annoprop_jax.evaluation import tasks as tasks_lib
 
 @dataclasses.dataclass
 class LabelledImages:
-  images: np.ndarray       # (N, S, S, 3) uint8
+  images: np.ndarray       # (N, S, S, 3) uint8, or StreamedImages (sliced like it)
   targets: np.ndarray      # (N,) int32 for 'class', (N, C) float32 for 'multilabel'; per
                            # object (M,) for 'box_label'
   num_classes: int
@@ -43,6 +43,31 @@ def _resize(image, size, preprocess):
   if preprocess == 'centre_crop':
     return centre_crop(image, size)
   return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedImages:
+  """A split's images read from the dataset when sliced (``images[a:b]``), not held: what
+  ``load`` gives for a split of more than ``images_in_memory`` images. It holds the record
+  indices only; each slice decodes and resizes its records again."""
+  source: object
+  indices: np.ndarray           # the records, in order
+  decoder: pipeline.Decoder
+  size: int
+  preprocess: str
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, rows):
+    if not isinstance(rows, slice):
+      raise TypeError('StreamedImages are read in slices (images[a:b])')
+    return np.stack([_resize(self.decoder(self.source[int(i)])['image'], self.size,
+                             self.preprocess) for i in self.indices[rows]])
+
+  @property
+  def shape(self):
+    return (len(self), self.size, self.size, 3)
 
 
 def balanced_indices(labels, limit, seed=0):
@@ -80,11 +105,13 @@ def record_indices(num_records, task, limit, held_out=0, part='fit', first_label
 
 
 def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out=0,
-         part='fit', captions=False, preprocess='resize'):
+         part='fit', captions=False, preprocess='resize', images_in_memory=0):
   """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
   class-balanced subset for a ``balanced`` task; with ``held_out``, the split's fit or
   validation part), at ``size`` px (``preprocess``), with targets; with ``captions``, also
-  their first captions (``data.annotation.max_caption_bytes`` of them)."""
+  their first captions (``data.annotation.max_caption_bytes`` of them). More than
+  ``images_in_memory`` images (0: no limit) come as ``StreamedImages``, read again when
+  sliced, so the host holds their targets and at most a slice of images."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(
@@ -96,13 +123,16 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
              for i in range(len(source))]
     first_labels = np.array([f[0] if len(f) else -1 for f in first])
   indices = record_indices(len(source), task, limit, held_out, part, first_labels)
-  images, labels, boxes, texts = [], [], [], []
+  streamed = bool(images_in_memory) and len(indices) > images_in_memory
+  images, labels, boxes, texts, kept = [], [], [], [], []
   for i in indices:
     record = source[int(i)]
     example = decoder(record)
     if example is None:
       continue        # undecodable: skipped, as in training
-    images.append(_resize(example['image'], size, preprocess))
+    kept.append(i)
+    if not streamed:
+      images.append(_resize(example['image'], size, preprocess))
     labels.append(example['labels'])
     boxes.append(example['object_boxes'])
     texts.append(example['caption'])
@@ -111,11 +141,13 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
                      f'{task.name}')
   labels = np.stack(labels)
+  images = (StreamedImages(source, np.asarray(kept), decoder, size, preprocess) if streamed
+            else np.stack(images))
   if task.target == 'box_label':
     image_index, slot = np.nonzero(labels >= 0)
-    return LabelledImages(np.stack(images), labels[image_index, slot].astype(np.int32),
+    return LabelledImages(images, labels[image_index, slot].astype(np.int32),
                           num_labels, boxes=np.stack(boxes)[image_index, slot],
                           image_index=image_index)
-  return LabelledImages(np.stack(images), tasks_lib.targets(task, labels, num_labels, max_objects),
+  return LabelledImages(images, tasks_lib.targets(task, labels, num_labels, max_objects),
                         tasks_lib.num_targets(task, num_labels, max_objects),
                         captions=np.stack(texts) if captions else None)

@@ -39,13 +39,14 @@ def logits(method, params, images, classes, batch_size=256):
 
 def embed(function, params, array, batch_size=256):
   """``function(params, batch)`` (a method's ``embed_images`` or ``embed_captions``) over the
-  rows of ``array`` in batches, the last one padded (one compilation)."""
-  array = np.asarray(array)
-  batch = min(batch_size, len(array))
-  padded = np.pad(array, ((0, -len(array) % batch),) + ((0, 0),) * (array.ndim - 1))
-  jitted = jax.jit(function)
-  return np.concatenate([np.asarray(jitted(params, jnp.asarray(padded[i:i + batch])))
-                         for i in range(0, len(padded), batch)])[:len(array)]
+  rows of ``array`` (an array, or ``task_data.StreamedImages``) in slices, the last one padded
+  (one compilation)."""
+  batch, jitted, out = min(batch_size, len(array)), jax.jit(function), []
+  for start in range(0, len(array), batch):
+    rows = np.asarray(array[start:start + batch])        # a slice: StreamedImages read it
+    rows = np.pad(rows, ((0, batch - len(rows)),) + ((0, 0),) * (rows.ndim - 1))
+    out.append(np.asarray(jitted(params, jnp.asarray(rows))))
+  return np.concatenate(out)[:len(array)]
 
 
 def retrieval_recall(images, captions, caption_bytes, ks=(1, 5)):
