@@ -2,6 +2,7 @@
 TensorBoard) and the `evaluate` command on a checkpoint."""
 import glob
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -316,3 +317,38 @@ def test_a_split_over_images_in_memory_is_streamed_with_the_same_results(tiny_da
       **overrides, 'evaluation.images_in_memory': 5}))
   assert isinstance(evaluator._task_data('boxes')[0].images, task_data.StreamedImages)  # pylint: disable=protected-access
   assert evaluator(params) == want
+
+
+def test_evaluate_keeps_the_features_and_a_rerun_reads_them(tmp_path, tiny_data_dir,
+                                                            monkeypatch):
+  from annoprop_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  config = tiny_config('dino_scenes', **{
+      'data.data_dir': tiny_data_dir, 'total_steps': 2, 'log_every': 2, 'checkpoint_every': 2,
+      'evaluation.train_examples': 24, 'evaluation.test_examples': 12,
+      'evaluation.probes': ('knn',), 'evaluation.tasks': ('objects', 'boxes')})
+  train.train(config, workdir, print_fn=lambda line: None)
+  evaluator, _ = fresh_evaluator(config)
+  first = evaluator_lib.evaluate_checkpoint(evaluator, workdir, 'target', 2,
+                                            print_fn=lambda line: None)
+  cache = os.path.join(workdir, 'features', 'step_2_target')
+  assert sorted(os.listdir(cache)) == ['boxes_test.json', 'boxes_test.npz', 'boxes_train.json',
+                                       'boxes_train.npz', 'objects_test.json',
+                                       'objects_test.npz', 'objects_train.json',
+                                       'objects_train.npz']
+  # The rerun encodes nothing and scores the same.
+  def no_encoding(*args, **kwargs):
+    raise AssertionError('encoded again')
+  monkeypatch.setattr(evaluator_lib.encoder_lib, 'features', no_encoding)
+  assert evaluator_lib.evaluate_checkpoint(evaluator, workdir, 'target', 2,
+                                           print_fn=lambda line: None) == first
+  # Other settings encode again; features of other params are one line, nothing read.
+  evaluator, _ = fresh_evaluator(tiny_config('dino_scenes', **{
+      'data.data_dir': tiny_data_dir, 'evaluation.probes': ('knn',),
+      'evaluation.tasks': ('objects',), 'evaluation.train_examples': 16,
+      'evaluation.test_examples': 12}))
+  with pytest.raises(AssertionError, match='encoded again'):
+    evaluator_lib.evaluate_checkpoint(evaluator, workdir, 'target', 2, print_fn=print)
+  shutil.copytree(cache, os.path.join(workdir, 'features', 'step_2_online'))
+  with pytest.raises(ValueError, match='written for other encoder params'):
+    evaluator_lib.evaluate_checkpoint(evaluator, workdir, 'online', 2, print_fn=print)

@@ -14,9 +14,11 @@ import numpy as np
 from annoprop_jax import checkpoint
 from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import objectives
+from annoprop_jax import storage
 from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
+from annoprop_jax.evaluation import feature_cache
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import settings
 from annoprop_jax.evaluation import task_data
@@ -63,8 +65,9 @@ class Evaluator:
     every = self.eval_config.every_steps
     return bool(every) and (step % every == 0 or step == total_steps)
 
-  def __call__(self, encoder_params, params=None):
-    """Probes ``encoder_params``; zero-shot also reads ``params``, the whole network's."""
+  def __call__(self, encoder_params, params=None, cache=None):
+    """Probes ``encoder_params``; zero-shot also reads ``params``, the whole network's; a
+    ``feature_cache.FeatureCache`` keeps (or gives) the encoder's features of each split."""
     ec = self.eval_config
     probe_config = probes.ProbeConfig(learning_rates=tuple(ec.learning_rates),
                                       weight_decays=tuple(ec.weight_decays), epochs=ec.epochs)
@@ -76,10 +79,9 @@ class Evaluator:
     for name in ec.tasks:
       train, test = self._task_data(name)
       task = tasks_lib.TASKS[name]
-      train_pooled, train_tokens = encoder_lib.features(
-          self.encoder_config, encoder_params, train.images, self.mesh, ec.batch_size)
-      test_pooled, test_tokens = encoder_lib.features(
-          self.encoder_config, encoder_params, test.images, self.mesh, ec.batch_size)
+      (train_pooled, train_tokens), (test_pooled, test_tokens) = (
+          self._features(encoder_params, images, f'{name}_{role}', cache)
+          for role, images in (('train', train.images), ('test', test.images)))
       with_cls = ec.cls_token and self.encoder_config.pool == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
         train_pooled, train_tokens = box_probes.object_features(
@@ -140,6 +142,17 @@ class Evaluator:
     return results
 
 
+  def _features(self, encoder_params, images, key, cache):
+    ec = self.eval_config
+    compute = lambda: encoder_lib.features(self.encoder_config, encoder_params, images,
+                                           self.mesh, ec.batch_size)
+    if cache is None:
+      return compute()
+    settings = dict(dataset=ec.dataset, score_on=ec.score_on, train_examples=ec.train_examples,
+                    test_examples=ec.test_examples, preprocess=ec.preprocess,
+                    size=self.encoder_config.image_size, images=len(images))
+    return cache.features(key, settings, compute)
+
   def _zero_shot(self, params, task, test):
     """{'zero_shot': accuracy} where the task's classes have names (objects, classes), and
     {'retrieval_i2t_r1': ..., ...} where its test images have captions."""
@@ -183,11 +196,16 @@ def probed_encoder(which, params, target_params):
 def evaluate_checkpoint(evaluator, workdir, which_params, total_steps, step=None,
                         print_fn=print):
   """Probes the ``which_params`` ('online' or 'target') encoder of the checkpoint of ``step``
-  (default: the latest) in ``workdir``; appends the results to its metrics.jsonl and
+  (default: the latest) in ``workdir``, its features kept in (or read from) the workdir's
+  ``features/`` with ``evaluation.feature_cache``; appends the results to its metrics.jsonl and
   TensorBoard files and returns (step, results)."""
   step, params, target_params = checkpoint.load_params(workdir, step)
   probed = probed_params(which_params, params, target_params)
-  results = evaluator(probed['encoder'], probed)
+  cache = None
+  if evaluator.eval_config.feature_cache:
+    cache = feature_cache.FeatureCache(
+        storage.path(workdir) / 'features' / f'step_{step}_{which_params}', probed['encoder'])
+  results = evaluator(probed['encoder'], probed, cache)
   logger = metrics_lib.MetricsLogger(workdir, total_steps, print_fn)
   logger.write_evaluation(step, results)
   logger.close()

@@ -29,6 +29,9 @@ def default_config():
       # batch at a time, instead of held decoded between evaluations (0: always held). 20,000
       # images of 224 px are 3 GB.
       images_in_memory=20_000,
+      # `evaluate` keeps each split's encoder features in WORKDIR/features/step_N_WHICH/ and a
+      # rerun of the same checkpoint and settings (other probes) reads them (feature_cache.py).
+      feature_cache=True,
       probes=PROBES,
       train_examples=2000,       # the first N images of each task's train split (0: all)
       test_examples=1000,        # ... and of its test split
