@@ -17,7 +17,8 @@ from conftest import tiny_config
 
 
 def _objective(**overrides):
-  config = tiny_config('silc_scenes', **overrides)
+  # The distillation on every image of a 6-image batch unless the overrides say otherwise.
+  config = tiny_config('silc_scenes', **{'objective.distillation_images': 0, **overrides})
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
   rng = np.random.default_rng(0)

@@ -16,7 +16,9 @@ from conftest import tiny_config
 
 
 def _objective(weight=1.0, **overrides):
-  config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight, **overrides})
+  # SimCLR on every image of a 6-image batch unless the overrides say otherwise.
+  config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight,
+                                         'objective.simclr_images': 0, **overrides})
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
   rng = np.random.default_rng(0)
