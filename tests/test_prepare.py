@@ -404,3 +404,34 @@ def test_imagefolder_splits_are_probe_tasks(tmp_path):
   assert sorted(np.bincount(seven.targets, minlength=3).tolist()) == [2, 2, 3]
   evaluator, encoder_params = fresh_evaluator(config)
   assert evaluator(encoder_params) == {'classes_linear': 1.0, 'classes_knn': 1.0}
+
+
+def test_one_evaluation_reads_the_scenes_and_an_imagefolder(tmp_path, tiny_data_dir):
+  """'DATASET:TASK' entries: the scenes' objects task and a prepared ImageFolder's classes in
+  one evaluation, the latter's results named after the dataset's folder."""
+  colours = {'red': (230, 20, 20), 'blue': (30, 40, 230)}
+  for split, n in (('train', 8), ('val', 4)):
+    for name, colour in colours.items():
+      for i in range(n):
+        write(str(tmp_path / 'in' / split / name / f'{i}.png'), image_bytes(colour, fmt='PNG'))
+  directory = str(prepare.prepare(options(tmp_path, 'imagefolder', tmp_path / 'in'),
+                                  log=lambda s: None))
+  label = os.path.basename(os.path.dirname(directory))     # OUTPUT/NAME/VERSION: NAME
+  assert label and not label[0].isdigit()
+  common = {'data.data_dir': tiny_data_dir, 'evaluation.probes': ('knn',),
+            'evaluation.train_examples': 16, 'evaluation.test_examples': 8}
+  both, encoder_params = fresh_evaluator(tiny_config('supervised_objects', **common, **{
+      'evaluation.tasks': ('objects', f'{directory}:classes')}))
+  results = both(encoder_params)
+  assert sorted(results) == sorted(['objects_knn', f'{label}_classes_knn'])
+  alone, _ = fresh_evaluator(tiny_config('supervised_objects', **common, **{
+      'evaluation.dataset': directory, 'evaluation.tasks': ('classes',)}))
+  assert results[f'{label}_classes_knn'] == alone(encoder_params)['classes_knn'] == 1.0
+  scenes, _ = fresh_evaluator(tiny_config('supervised_objects', **common, **{
+      'evaluation.tasks': ('objects',)}))
+  assert results['objects_knn'] == scenes(encoder_params)['objects_knn']
+  # The results' prefix is the dataset's name, whatever names it.
+  for entry in ('food101:classes', 'food101:2.0.0:classes', 'gs://b/tfds/food101/2.0.0:classes',
+                '~/tensorflow_datasets/food101/2.0.0:classes'):
+    assert tasks.parse_entry(entry, 'scenes')[2] == 'food101_classes', entry
+  assert tasks.parse_entry('objects', 'scenes') == ('scenes', 'objects', 'objects')

@@ -59,7 +59,8 @@ def test_the_nearest_class_prompt_wins_for_a_hand_set_model():
 
 @pytest.mark.parametrize('name', ['clip_scenes', 'slip_scenes'])
 def test_a_caption_methods_embeddings_are_the_ones_its_clip_loss_reads(name):
-  config = tiny_config(name)
+  overrides = {'objective.simclr_images': 0} if name == 'slip_scenes' else {}   # a 6-image batch
+  config = tiny_config(name, **overrides)
   objective = objectives.build(config.objective, configuration.encoder_config(config))
   batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
   rng = np.random.default_rng(0)

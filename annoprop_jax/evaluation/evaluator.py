@@ -41,24 +41,27 @@ class Evaluator:
     if settings.ZERO_SHOT in eval_config.probes:
       self.caption_method = objectives.build(objective_config, encoder_config).method
 
-  def _task_data(self, name):
-    if name not in self._data:
-      task, ec = tasks_lib.TASKS[name], self.eval_config
+  def _task_data(self, entry):
+    """(train, test) ``task_data.LabelledImages`` of an ``evaluation.tasks`` entry."""
+    if entry not in self._data:
+      ec = self.eval_config
+      dataset, name, _ = tasks_lib.parse_entry(entry, ec.dataset)
+      task = tasks_lib.TASKS[name]
       size = self.encoder_config.image_size
       captions = settings.ZERO_SHOT in ec.probes        # for retrieval
-      load = lambda split, limit, **part: task_data.load(self.data_config, ec.dataset, task,
+      load = lambda split, limit, **part: task_data.load(self.data_config, dataset, task,
                                                         split, size, limit, captions=captions,
                                                         preprocess=ec.preprocess,
                                                         images_in_memory=ec.images_in_memory,
                                                         **part)
       if ec.score_on == 'validation':     # both parts from the train split, disjoint
         part = lambda name: dict(held_out=ec.test_examples, part=name)
-        self._data[name] = (load(task.train_split, ec.train_examples, **part('fit')),
+        self._data[entry] = (load(task.train_split, ec.train_examples, **part('fit')),
                             load(task.train_split, ec.test_examples, **part('held_out')))
       else:
-        self._data[name] = (load(task.train_split, ec.train_examples),
+        self._data[entry] = (load(task.train_split, ec.train_examples),
                             load(task.test_split, ec.test_examples))
-    return self._data[name]
+    return self._data[entry]
 
   def due(self, step, total_steps):
     """Whether to probe after ``step``: every ``every_steps`` steps and after the last one."""
@@ -76,11 +79,12 @@ class Evaluator:
                                       epochs=ec.token_epochs or ec.epochs)
     results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
     start = time.perf_counter()
-    for name in ec.tasks:
-      train, test = self._task_data(name)
-      task = tasks_lib.TASKS[name]
+    for entry in ec.tasks:
+      train, test = self._task_data(entry)
+      dataset, task_name, name = tasks_lib.parse_entry(entry, ec.dataset)   # name: of results
+      task = tasks_lib.TASKS[task_name]
       (train_pooled, train_tokens), (test_pooled, test_tokens) = (
-          self._features(encoder_params, images, f'{name}_{role}', cache)
+          self._features(encoder_params, images, f'{name}_{role}', dataset, cache)
           for role, images in (('train', train.images), ('test', test.images)))
       with_cls = ec.cls_token and self.encoder_config.pool == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
@@ -108,7 +112,7 @@ class Evaluator:
           continue
         if probe == settings.ZERO_SHOT:
           done += 1
-          scores = self._zero_shot(params, task, test)
+          scores = self._zero_shot(params, dataset, task, test)
           for key, value in scores.items():
             results[f'{name}_{key}'] = value
             self.print_fn(f'  eval {done}/{total} {name}_{key} = {value:.4f}')
@@ -142,24 +146,24 @@ class Evaluator:
     return results
 
 
-  def _features(self, encoder_params, images, key, cache):
+  def _features(self, encoder_params, images, key, dataset, cache):
     ec = self.eval_config
     compute = lambda: encoder_lib.features(self.encoder_config, encoder_params, images,
                                            self.mesh, ec.batch_size)
     if cache is None:
       return compute()
-    settings = dict(dataset=ec.dataset, score_on=ec.score_on, train_examples=ec.train_examples,
+    settings = dict(dataset=dataset, score_on=ec.score_on, train_examples=ec.train_examples,
                     test_examples=ec.test_examples, preprocess=ec.preprocess,
                     size=self.encoder_config.image_size, images=len(images))
     return cache.features(key, settings, compute)
 
-  def _zero_shot(self, params, task, test):
+  def _zero_shot(self, params, dataset, task, test):
     """{'zero_shot': accuracy} where the task's classes have names (objects, classes), and
     {'retrieval_i2t_r1': ..., ...} where its test images have captions."""
     if params is None:
       raise ValueError('zero-shot needs the whole network\'s params, not only the encoder\'s')
     ec, method, scores = self.eval_config, self.caption_method, {}
-    names = (pipeline.class_names(self.data_config, ec.dataset, task.labels)
+    names = (pipeline.class_names(self.data_config, dataset, task.labels)
              if task.target == 'first_label' else None)
     if names:
       classes = zero_shot.class_embeddings(method, params, names, tuple(ec.zero_shot_templates),

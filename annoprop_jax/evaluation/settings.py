@@ -20,6 +20,9 @@ def default_config():
       params='auto',             # which encoder: 'target' (EMA), 'online', or 'auto': the EMA
                                  # teacher for DINO and AB_DINO, the online encoder otherwise
       dataset='scenes',          # the prepared dataset the tasks read (splits in tasks.py)
+      # Each 'TASK' (on ``dataset``) or 'DATASET:TASK' (e.g. '~/tensorflow_datasets/food101:
+      # classes'): one evaluation can read several datasets; the latter's results are named
+      # '<dataset>_<task>_<probe>'.
       tasks=('objects', 'presence', 'count'),
       # How task images reach the encoder's size: 'resize' (whole, the scenes tasks) or
       # 'centre_crop' (shorter side to size / 0.875, the centre; image-level tasks: objects,
@@ -71,9 +74,11 @@ def default_config():
 
 def validate(config):
   """One-line errors for the ``evaluation`` block."""
-  unknown = [t for t in config.tasks if t not in tasks.TASKS]
+  names = [tasks.parse_entry(t, config.dataset)[1] for t in config.tasks]
+  unknown = [t for t in names if t not in tasks.TASKS]
   if unknown:
-    raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)}')
+    raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)} '
+                             f'(each as TASK or DATASET:TASK)')
   known = PROBES + (FEWSHOT, ZERO_SHOT)
   unknown = [p for p in config.probes if p not in known]
   if unknown:
@@ -91,7 +96,7 @@ def validate(config):
   if config.preprocess not in PREPROCESS:
     raise errors.ConfigError(f'evaluation.preprocess must be one of {PREPROCESS}, '
                              f'got {config.preprocess!r}')
-  cropped = [t for t in config.tasks if tasks.TASKS[t].target != 'first_label']
+  cropped = [t for t in names if tasks.TASKS[t].target != 'first_label']
   if config.preprocess == 'centre_crop' and cropped:
     raise errors.ConfigError(f'evaluation.preprocess=centre_crop would cut objects out of the '
                              f'scene-level tasks {cropped}; use it with objects or classes')

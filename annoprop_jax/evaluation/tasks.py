@@ -11,6 +11,7 @@ are read by ``task_data.load``).
             number of examples is a class-balanced random subset (the records are class-sorted)
 """
 import dataclasses
+import re
 
 import numpy as np
 
@@ -34,6 +35,22 @@ TASKS = {
     'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels',
                     balanced=True),
 }
+
+
+def parse_entry(entry, default_dataset):
+  """An ``evaluation.tasks`` entry, 'TASK' (on ``default_dataset``) or 'DATASET:TASK' (a
+  prepared dataset's name or folder), -> (dataset, task name, the prefix of its results: the
+  task's name, or the dataset's name and the task's: 'food101:classes', 'food101:2.0.0:classes'
+  and '~/tensorflow_datasets/food101/2.0.0:classes' give 'food101_classes')."""
+  dataset, sep, name = entry.rpartition(':')
+  if not sep:
+    return default_dataset, name, name
+  # The dataset's name: a folder NAME/VERSION or a tfds NAME:VERSION without the version.
+  parts = re.sub(r':\d+(\.\d+)*$', '', dataset).rstrip('/').split('/')
+  while len(parts) > 1 and re.fullmatch(r'\d+(\.\d+)*', parts[-1]):
+    parts.pop()
+  label = re.sub(r'[^A-Za-z0-9]+', '_', parts[-1]).strip('_')
+  return dataset, name, f'{label or "dataset"}_{name}'
 
 
 def num_targets(task, num_labels, max_objects):
