@@ -57,10 +57,10 @@ class Evaluator:
       if ec.score_on == 'validation':     # both parts from the train split, disjoint
         part = lambda name: dict(held_out=ec.test_examples, part=name)
         self._data[entry] = (load(task.train_split, ec.train_examples, **part('fit')),
-                            load(task.train_split, ec.test_examples, **part('held_out')))
+                             load(task.train_split, ec.test_examples, **part('held_out')))
       else:
         self._data[entry] = (load(task.train_split, ec.train_examples),
-                            load(task.test_split, ec.test_examples))
+                             load(task.test_split, ec.test_examples))
     return self._data[entry]
 
   def due(self, step, total_steps):
