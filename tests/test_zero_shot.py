@@ -125,3 +125,22 @@ def test_retrieval_recall_by_hand_with_repeated_captions():
   # miss), image 1 second; 2 -> image 2 (a hit); 3 -> image 3 (a hit).
   got = zero_shot.retrieval_recall(images, captions, text, ks=(1, 2))
   assert got == {'i2t_r1': 0.5, 't2i_r1': 0.75, 'i2t_r2': 1.0, 't2i_r2': 1.0}
+
+
+def test_zero_shot_without_class_names_is_one_line_before_any_encoding(tiny_data_dir,
+                                                                         monkeypatch):
+  from annoprop_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  config = tiny_config('clip_scenes', **{
+      'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('count', 'objects'),
+      'evaluation.probes': ('zero_shot',), 'evaluation.train_examples': 8,
+      'evaluation.test_examples': 8})
+  evaluator, _ = fresh_evaluator(config)
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  params, _ = objective.init(jax.random.PRNGKey(0),
+                             {'annotation': pipeline.zeros_batch(config.data.annotation)})
+  def no_encoding(*args, **kwargs):
+    raise AssertionError('encoded')
+  monkeypatch.setattr(evaluator_lib.encoder_lib, 'features', no_encoding)
+  monkeypatch.setattr(evaluator_lib.pipeline, 'class_names', lambda *args: None)
+  with pytest.raises(ValueError, match="has no class names for its objects/label feature"):
+    evaluator(params['encoder'], params)

@@ -77,6 +77,8 @@ class Evaluator:
     token_config = probes.ProbeConfig(learning_rates=tuple(ec.token_learning_rates),
                                       weight_decays=tuple(ec.weight_decays),
                                       epochs=ec.token_epochs or ec.epochs)
+    if settings.ZERO_SHOT in ec.probes:
+      self._check_class_names()
     results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
     start = time.perf_counter()
     for entry in ec.tasks:
@@ -156,6 +158,18 @@ class Evaluator:
                     test_examples=ec.test_examples, preprocess=ec.preprocess,
                     size=self.encoder_config.image_size, images=len(images))
     return cache.features(key, settings, compute)
+
+  def _check_class_names(self):
+    """One line before any encoding when zero-shot would classify without class names."""
+    for entry in self.eval_config.tasks:
+      dataset, name, _ = tasks_lib.parse_entry(entry, self.eval_config.dataset)
+      task = tasks_lib.TASKS[name]
+      if (task.target == 'first_label'
+          and pipeline.class_names(self.data_config, dataset, task.labels) is None):
+        raise ValueError(f'zero-shot: dataset {dataset!r} has no class names for its '
+                         f'{task.labels} feature (a ClassLabel with names); leave task '
+                         f'{name!r} out of the zero-shot evaluation or prepare the dataset '
+                         f'with its class names')
 
   def _zero_shot(self, params, dataset, task, test):
     """{'zero_shot': accuracy} where the task's classes have names (objects, classes), and
