@@ -435,3 +435,21 @@ def test_one_evaluation_reads_the_scenes_and_an_imagefolder(tmp_path, tiny_data_
                 '~/tensorflow_datasets/food101/2.0.0:classes'):
     assert tasks.parse_entry(entry, 'scenes')[2] == 'food101_classes', entry
   assert tasks.parse_entry('objects', 'scenes') == ('scenes', 'objects', 'objects')
+
+
+def test_a_task_the_second_dataset_cannot_serve_is_one_line_before_any_encoding(
+    tmp_path, tiny_data_dir, monkeypatch):
+  from annoprop_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  for split in ('train', 'val'):
+    for name, colour in (('red', (230, 20, 20)), ('blue', (30, 40, 230))):
+      write(str(tmp_path / 'in' / split / name / '0.png'), image_bytes(colour, fmt='PNG'))
+  directory = str(prepare.prepare(options(tmp_path, 'imagefolder', tmp_path / 'in'),
+                                  log=lambda s: None))
+  evaluator, encoder_params = fresh_evaluator(tiny_config('supervised_objects', **{
+      'data.data_dir': tiny_data_dir, 'evaluation.probes': ('knn',),
+      'evaluation.tasks': ('objects', f'{directory}:objects')}))   # no split 'objects' there
+  def no_encoding(*args, **kwargs):
+    raise AssertionError('encoded')
+  monkeypatch.setattr(evaluator_lib.encoder_lib, 'features', no_encoding)
+  with pytest.raises(ValueError, match="has no split 'objects'"):
+    evaluator(encoder_params)

@@ -77,12 +77,14 @@ class Evaluator:
     token_config = probes.ProbeConfig(learning_rates=tuple(ec.token_learning_rates),
                                       weight_decays=tuple(ec.weight_decays),
                                       epochs=ec.token_epochs or ec.epochs)
+    # Every task's data first: a missing split or labels is one line before any encoding.
+    data = {entry: self._task_data(entry) for entry in ec.tasks}
     if settings.ZERO_SHOT in ec.probes:
       self._check_class_names()
     results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
     start = time.perf_counter()
     for entry in ec.tasks:
-      train, test = self._task_data(entry)
+      train, test = data[entry]
       dataset, task_name, name = tasks_lib.parse_entry(entry, ec.dataset)   # name: of results
       task = tasks_lib.TASKS[task_name]
       (train_pooled, train_tokens), (test_pooled, test_tokens) = (
