@@ -125,6 +125,24 @@ def first_batches(config, streams):
   return {name: pipeline.device_part(next(iter(ds))) for name, ds in datasets.items()}
 
 
+def random_loss_inputs(config, batch_size=6):
+  """(the objective of ``config``, LossInputs of one step of it on a batch of ``batch_size``
+  random annotation images: params from a fresh init, the target network the online one)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from annoprop_jax import configuration, objectives  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  objective = objectives.build(config.objective, configuration.encoder_config(config))
+  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=batch_size)}
+  rng = np.random.default_rng(0)
+  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
+  params, state = objective.init(jax.random.PRNGKey(0), batch)
+  return objective, objectives.LossInputs(params=params, target_params=params,
+                                          method_state=state, batch=batch, step=jnp.int32(0),
+                                          rng=jax.random.PRNGKey(1))
+
+
 def fresh_evaluator(config):
   """(the Evaluator of ``config``, the encoder params of a fresh init of its objective)."""
   import jax  # pylint: disable=g-import-not-at-top

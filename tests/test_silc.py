@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import objectives
-from annoprop_jax.data import pipeline
+from conftest import random_loss_inputs
 from conftest import short_run_losses
 from conftest import tiny_config
 
@@ -19,14 +18,7 @@ from conftest import tiny_config
 def _objective(**overrides):
   # The distillation on every image of a 6-image batch unless the overrides say otherwise.
   config = tiny_config('silc_scenes', **{'objective.distillation_images': 0, **overrides})
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
-  rng = np.random.default_rng(0)
-  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
-  params, state = objective.init(jax.random.PRNGKey(0), batch)
-  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
-                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
-  return objective, inputs
+  return random_loss_inputs(config)
 
 
 def _run(objective, inputs, **changes):

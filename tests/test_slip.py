@@ -2,15 +2,12 @@
 each part reading only its own views, and a short run that lowers the loss."""
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from annoprop_jax import configuration
 from annoprop_jax import errors
 from annoprop_jax import objectives
-from annoprop_jax.data import pipeline
+from conftest import random_loss_inputs
 from conftest import short_run_losses
 from conftest import tiny_config
 
@@ -19,14 +16,7 @@ def _objective(weight=1.0, **overrides):
   # SimCLR on every image of a 6-image batch unless the overrides say otherwise.
   config = tiny_config('slip_scenes', **{'objective.simclr_weight': weight,
                                          'objective.simclr_images': 0, **overrides})
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
-  rng = np.random.default_rng(0)
-  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
-  params, state = objective.init(jax.random.PRNGKey(0), batch)
-  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
-                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
-  return objective, inputs
+  return random_loss_inputs(config)
 
 
 def _terms(objective, inputs, **annotation):

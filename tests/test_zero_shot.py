@@ -14,7 +14,7 @@ from annoprop_jax import objectives
 from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import zero_shot
 from annoprop_jax.objectives import clip
-from conftest import fresh_evaluator, tiny_config
+from conftest import fresh_evaluator, random_loss_inputs, tiny_config
 
 
 def test_prompts_are_caption_bytes_class_major_cut_and_padded():
@@ -61,13 +61,8 @@ def test_the_nearest_class_prompt_wins_for_a_hand_set_model():
 def test_a_caption_methods_embeddings_are_the_ones_its_clip_loss_reads(name):
   overrides = {'objective.simclr_images': 0} if name == 'slip_scenes' else {}   # a 6-image batch
   config = tiny_config(name, **overrides)
-  objective = objectives.build(config.objective, configuration.encoder_config(config))
-  batch = {'annotation': pipeline.zeros_batch(config.data.annotation, batch_size=6)}
-  rng = np.random.default_rng(0)
-  batch = jax.tree.map(lambda a: rng.integers(0, 200, a.shape).astype(a.dtype), batch)
-  params, state = objective.init(jax.random.PRNGKey(0), batch)
-  inputs = objectives.LossInputs(params=params, target_params=params, method_state=state,
-                                 batch=batch, step=jnp.int32(0), rng=jax.random.PRNGKey(1))
+  objective, inputs = random_loss_inputs(config)
+  params, batch = inputs.params, inputs.batch
   _, (metrics, _) = objective.loss(inputs)
   method, annotation = objective.method, batch['annotation']
   scale = jnp.exp(params['annotation_encoder']['logit_scale'])
