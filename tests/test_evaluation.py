@@ -352,3 +352,74 @@ def test_evaluate_keeps_the_features_and_a_rerun_reads_them(tmp_path, tiny_data_
   shutil.copytree(cache, os.path.join(workdir, 'features', 'step_2_online'))
   with pytest.raises(ValueError, match='written for other encoder params'):
     evaluator_lib.evaluate_checkpoint(evaluator, workdir, 'online', 2, print_fn=print)
+
+
+def test_streamed_batches_read_through_grain_are_the_held_images(tiny_data_dir):
+  config = tiny_config('dino_scenes', **{'data.data_dir': tiny_data_dir})
+  task = tasks.TASKS['objects']
+  held = task_data.load(config.data, 'scenes', task, 'objects', 16, 21).images
+  streamed = task_data.load(config.data, 'scenes', task, 'objects', 16, 21,
+                            images_in_memory=1).images
+  for threads, workers in ((1, 0), (3, 0), (1, 2)):      # in threads, in worker processes
+    batches = list(streamed.local_batches(8, num_threads=threads, num_workers=workers))
+    assert [b.shape for b in batches] == [(8, 16, 16, 3)] * 3
+    got = np.concatenate(batches)
+    np.testing.assert_array_equal(got[:21], held)
+    assert not got[21:].any()                             # the last batch's padding
+  # Two processes' parts of each batch, side by side, are the batch.
+  parts = [list(streamed.local_batches(8, part, 2, num_threads=2)) for part in (0, 1)]
+  assert [b.shape for b in parts[0]] == [(4, 16, 16, 3)] * 3
+  side_by_side = np.concatenate([np.concatenate(pair) for pair in zip(*parts)])
+  np.testing.assert_array_equal(side_by_side[:21], held)
+
+
+def test_tokens_only_when_asked_and_bfloat16_tokens_through_the_cache(tmp_path):
+  from annoprop_jax.evaluation import feature_cache  # pylint: disable=g-import-not-at-top
+  config = vit.EncoderConfig(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
+  model = vit.ViT(config)
+  images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+  params = model.init(jax.random.PRNGKey(0), images[:1])['params']
+  mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])
+  pooled, tokens = encoder_lib.features(config, params, images, mesh, batch_size=4)
+  alone, none = encoder_lib.features(config, params, images, mesh, batch_size=4, tokens=False)
+  assert none is None
+  np.testing.assert_array_equal(alone, pooled)
+  same, half = encoder_lib.features(config, params, images, mesh, batch_size=4,
+                                    token_dtype='bfloat16')
+  assert half.dtype.name == 'bfloat16' and half.nbytes * 2 == tokens.nbytes
+  np.testing.assert_array_equal(same, pooled)
+  np.testing.assert_allclose(half.astype(np.float32), tokens, rtol=1e-2, atol=1e-2)
+  assert not np.array_equal(half.astype(np.float32), tokens)      # rounded
+  cache = feature_cache.FeatureCache(tmp_path / 'cache', params)
+  for key, (p, t) in (('half', (same, half)), ('none', (alone, none))):
+    cache.features(key, {}, lambda p=p, t=t: (p, t))
+    def encode():
+      raise AssertionError('encoded again')
+    read_pooled, read_tokens = cache.features(key, {}, encode)
+    np.testing.assert_array_equal(read_pooled, p)
+    if t is None:
+      assert read_tokens is None
+    else:
+      assert read_tokens.dtype == t.dtype
+      np.testing.assert_array_equal(read_tokens.view(np.uint16), t.view(np.uint16))
+
+
+def test_an_evaluation_without_token_probes_encodes_no_tokens(tiny_data_dir, monkeypatch):
+  asked = []
+  features = encoder_lib.features
+  monkeypatch.setattr(encoder_lib, 'features',
+                      lambda *a, **k: asked.append((k['tokens'], k['token_dtype']))
+                      or features(*a, **k))
+  overrides = {'data.data_dir': tiny_data_dir, 'evaluation.train_examples': 16,
+               'evaluation.test_examples': 8, 'evaluation.epochs': 1,
+               'evaluation.tasks': ('objects', 'boxes'), 'evaluation.probes': ('knn', 'linear'),
+               'evaluation.token_dtype': 'bfloat16'}
+  evaluator, params = fresh_evaluator(tiny_config('dino_scenes', **overrides))
+  evaluator(params)
+  # objects: pooled only; boxes reads the tokens of each object's box.
+  assert asked == [(False, 'bfloat16')] * 2 + [(True, 'bfloat16')] * 2
+  evaluator, params = fresh_evaluator(tiny_config('dino_scenes', **{
+      **overrides, 'evaluation.tasks': ('objects',), 'evaluation.probes': ('attentive',)}))
+  asked.clear()
+  assert evaluator(params)['objects_attentive'] >= 0
+  assert asked == [(True, 'bfloat16')] * 2

@@ -143,3 +143,32 @@ def test_a_tensor_axis_across_processes_trains_as_one_process(tmp_path, tiny_dat
   """4 processes x 1 device: the processes along the tensor axis hold the same batch shard,
   so they must read the same rows; 3 steps equal one process with the 4 devices."""
   _trains_as_one_process(tmp_path, tiny_data_dir, 4, ['data=2,tensor=2', 'fsdp=2,tensor=2'])
+
+
+@pytest.mark.slow
+def test_two_processes_extract_the_features_one_process_does(tmp_path, tiny_data_dir):
+  """A streamed split encoded by 2 processes x 2 devices: every process gets the features one
+  process with 4 devices gets, and each decodes only its rows of each batch of 8 (4 each)."""
+  worker, port = os.path.join(REPO, 'tests', 'extraction_worker.py'), _free_port()
+  out = str(tmp_path / 'features')
+  procs = [subprocess.Popen([sys.executable, worker, str(i), '2', str(port), tiny_data_dir,
+                             out + '_two'], cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  single = subprocess.run([sys.executable, worker, '0', '1', '0', tiny_data_dir, out + '_one'],
+                          cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+  for p in procs:
+    output = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, output[-3000:]
+  one = np.load(out + '_one.0.npz')
+  two = [np.load(f'{out}_two.{i}.npz') for i in range(2)]
+  assert one['pooled'].shape[0] == 21 and one['tokens'].shape[0] == 21
+  for part in two:
+    np.testing.assert_allclose(part['pooled'], one['pooled'], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part['tokens'], one['tokens'], rtol=1e-5, atol=1e-6)
+  # 21 images in batches of 8: process 0 reads rows 0-3, 8-11, 16-19 and process 1 the rest,
+  # each record once; one process reads all 21.
+  np.testing.assert_array_equal(one['decoded'], np.arange(21))
+  np.testing.assert_array_equal(two[0]['decoded'], [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19])
+  np.testing.assert_array_equal(two[1]['decoded'], [4, 5, 6, 7, 12, 13, 14, 15, 20])
+  assert all((p['reads'] == 1).all() for p in (one, *two))

@@ -201,12 +201,15 @@ class Decoder:
   features: tuple = feature_map.DEFAULT
   caption_choice: str = 'first'
   resize: int = 0
+  with_image: bool = True   # False: annotations only ('image' is None)
 
   def __call__(self, record, rng=None):
     paths = dict(self.features)
-    image = decode_image(feature_map.lookup(record, paths['image'], b''), self.resize)
-    if image is None:
-      return None
+    image = None
+    if self.with_image:
+      image = decode_image(feature_map.lookup(record, paths['image'], b''), self.resize)
+      if image is None:
+        return None
     labels = feature_map.as_labels(feature_map.lookup(record, paths['labels']))
     labels = labels[:self.max_objects]
     bbox = feature_map.as_boxes(feature_map.lookup(record, paths['boxes']))[:self.max_objects]

@@ -86,14 +86,22 @@ def exit_with_parent(worker_index, worker_count):
   threading.Thread(target=watch, daemon=True, name='exit_with_parent').start()
 
 
-def in_workers(batches, num_workers, process_count, buffer_size=2):
-  """``batches`` (a grain IterDataset) produced by ``num_workers`` processes (0: unchanged)."""
+def prefetch(elements, num_workers, buffer_size=2):
+  """``elements`` (a grain IterDataset) produced by ``num_workers`` processes in turn, in
+  order (0: unchanged)."""
   if not num_workers:
-    return batches
+    return elements
   if not flags.FLAGS.is_parsed():
     # grain's workers read absl flags; outside an absl app use their defaults.
     flags.FLAGS.mark_as_parsed()
-  ds = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                        per_worker_buffer_size=buffer_size),
-                           worker_init_fn=exit_with_parent)
-  return _WorkerLayout(ds, num_workers, process_count)
+  return elements.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                           per_worker_buffer_size=buffer_size),
+                              worker_init_fn=exit_with_parent)
+
+
+def in_workers(batches, num_workers, process_count, buffer_size=2):
+  """A stream's ``batches`` produced by ``num_workers`` processes (0: unchanged), their
+  undecodable-record counts summed and the worker count kept in the iterator's state."""
+  if not num_workers:
+    return batches
+  return _WorkerLayout(prefetch(batches, num_workers, buffer_size), num_workers, process_count)

@@ -18,42 +18,58 @@ from annoprop_jax.models import vit
 ENCODER_CONFIG = 'encoder_config.json'
 
 
-def features(encoder_config, params, images, mesh, batch_size=256):
-  """(pooled (N, D), patch tokens (N, T, D)) float32 numpy of uint8 ``images`` (N, S, S, 3).
+def features(encoder_config, params, images, mesh, batch_size=256, *, tokens=True,
+             token_dtype='float32', num_threads=1, num_workers=0):
+  """(pooled (N, D) float32, patch tokens (N, T, D) in ``token_dtype``, or None without
+  ``tokens``) numpy of uint8 ``images`` (N, S, S, 3): an array, or images read as they are
+  encoded (``task_data.StreamedImages``: decoded by grain in ``num_threads`` threads and
+  ``num_workers`` worker processes).
 
   Batches are split over the mesh's batch axes; the last one is padded and the padding
-  dropped. With several processes every process passes the same images and gets all rows.
+  dropped. With several processes every process passes the same images, reads (and decodes)
+  only its rows of each batch, and gets all rows back.
   """
   n = len(images)
   per_step = sharding.data_parallel_size(mesh)
   batch_size = max(per_step, batch_size // per_step * per_step)
   batch_sharding = sharding.batch_sharding(mesh)
-  apply = _jitted_apply(encoder_config, mesh)
+  apply = _jitted_apply(encoder_config, mesh, tokens, token_dtype)
   params = jax.device_put(params, sharding.replicated(mesh))
-  pooled, tokens = [], []
   part, parts = sharding.batch_part(mesh)
-  for start in range(0, n, batch_size):
-    batch = images[start:start + batch_size]
-    pad = batch_size - len(batch)
-    if pad:
-      batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-    rows = batch_size // parts
-    local = batch[part * rows:(part + 1) * rows]
+  if hasattr(images, 'local_batches'):
+    local_batches = images.local_batches(batch_size, part, parts, num_threads, num_workers)
+  else:
+    local_batches = _local_batches(images, batch_size, part, parts)
+  global_shape = (batch_size,) + tuple(images.shape[1:])
+  outputs = []
+  for start, local in zip(range(0, n, batch_size), local_batches):
     out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local,
-                                                               batch.shape))
-    p, t = jax.device_get(out)
-    pooled.append(p[:batch_size - pad])
-    tokens.append(t[:batch_size - pad])
-  return np.concatenate(pooled).astype(np.float32), np.concatenate(tokens).astype(np.float32)
+                                                               global_shape))
+    outputs.append([x[:n - start] for x in jax.device_get(out)])
+  pooled = np.concatenate([o[0] for o in outputs]).astype(np.float32)
+  return pooled, np.concatenate([o[1] for o in outputs]) if tokens else None
+
+
+def _local_batches(images, batch_size, part, parts):
+  """This process's rows of each global batch of the array ``images``, the last zero-padded."""
+  rows = batch_size // parts
+  for start in range(0, len(images), batch_size):
+    local = images[start + part * rows:start + (part + 1) * rows]
+    yield np.concatenate([local, np.zeros((rows - len(local), *local.shape[1:]), local.dtype)])
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_apply(encoder_config, mesh):
-  """One jitted encoder per (config, mesh): every features() call and evaluation reuses its
-  compilation (all batches are padded to one shape)."""
+def _jitted_apply(encoder_config, mesh, tokens, token_dtype):
+  """One jitted encoder per (config, mesh, outputs): every features() call and evaluation
+  reuses its compilation (all batches are padded to one shape). The tokens are cast on the
+  devices, so a bfloat16 cache moves half the bytes."""
   model = vit.ViT(encoder_config)
-  return jax.jit(lambda p, x: model.apply({'params': p}, x),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+
+  def apply(p, x):
+    pooled, patch_tokens = model.apply({'params': p}, x)
+    return (pooled, patch_tokens.astype(token_dtype)) if tokens else (pooled,)
+
+  return jax.jit(apply, in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
 
 

@@ -87,8 +87,10 @@ class Evaluator:
       train, test = data[entry]
       dataset, task_name, name = tasks_lib.parse_entry(entry, ec.dataset)   # name: of results
       task = tasks_lib.TASKS[task_name]
+      # Patch tokens only where a probe reads them (bounded by ``token_dtype``).
+      tokens = task.target == 'box_label' or any(p in settings.TOKEN_PROBES for p in ec.probes)
       (train_pooled, train_tokens), (test_pooled, test_tokens) = (
-          self._features(encoder_params, images, f'{name}_{role}', dataset, cache)
+          self._features(encoder_params, images, f'{name}_{role}', dataset, cache, tokens)
           for role, images in (('train', train.images), ('test', test.images)))
       with_cls = ec.cls_token and self.encoder_config.pool == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
@@ -96,9 +98,10 @@ class Evaluator:
             train_tokens, train.image_index, train.boxes, train_pooled if with_cls else None)
         test_pooled, test_tokens = box_probes.object_features(
             test_tokens, test.image_index, test.boxes, test_pooled if with_cls else None)
-      elif with_cls:
-        train_tokens = np.concatenate([train_pooled[:, None], train_tokens], axis=1)
-        test_tokens = np.concatenate([test_pooled[:, None], test_tokens], axis=1)
+      elif with_cls and tokens:
+        train_tokens, test_tokens = (
+            np.concatenate([pooled[:, None].astype(t.dtype), t], axis=1)
+            for pooled, t in ((train_pooled, train_tokens), (test_pooled, test_tokens)))
       for probe in ec.probes:
         common = dict(kind=task.kind, num_classes=train.num_classes)
         if probe == settings.FEWSHOT:       # one label an image: objects, count, classes
@@ -150,16 +153,19 @@ class Evaluator:
     return results
 
 
-  def _features(self, encoder_params, images, key, dataset, cache):
+  def _features(self, encoder_params, images, key, dataset, cache, tokens):
     ec = self.eval_config
-    compute = lambda: encoder_lib.features(self.encoder_config, encoder_params, images,
-                                           self.mesh, ec.batch_size)
+    threads = pipeline.host_cores() if ec.read_threads == -1 else ec.read_threads
+    compute = lambda: encoder_lib.features(
+        self.encoder_config, encoder_params, images, self.mesh, ec.batch_size, tokens=tokens,
+        token_dtype=ec.token_dtype, num_threads=threads, num_workers=ec.read_workers)
     if cache is None:
       return compute()
-    settings = dict(dataset=dataset, score_on=ec.score_on, train_examples=ec.train_examples,
+    depends_on = dict(dataset=dataset, score_on=ec.score_on, train_examples=ec.train_examples,
                     test_examples=ec.test_examples, preprocess=ec.preprocess,
-                    size=self.encoder_config.image_size, images=len(images))
-    return cache.features(key, settings, compute)
+                    size=self.encoder_config.image_size, images=len(images),
+                    tokens=ec.token_dtype if tokens else None)
+    return cache.features(key, depends_on, compute)
 
   def _check_class_names(self):
     """One line before any encoding when zero-shot would classify without class names."""

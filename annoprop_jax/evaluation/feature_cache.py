@@ -35,7 +35,7 @@ class FeatureCache:
     self.fingerprint = fingerprint(params)
 
   def features(self, key, settings, compute):
-    """``compute()`` -> (pooled, tokens), or what the cache holds for ``key`` with the same
+    """``compute()`` -> (pooled, tokens or None), or what the cache holds for ``key`` with the same
     ``settings`` (a JSON-able dict) and encoder; ValueError if the cache was written for
     another encoder."""
     data, meta = self.directory / f'{key}.npz', self.directory / f'{key}.json'
@@ -47,12 +47,17 @@ class FeatureCache:
       if recorded['settings'] == settings and data.exists():
         with data.open('rb') as f:
           stored = np.load(io.BytesIO(f.read()))
-          return stored['pooled'], stored['tokens']
+          tokens = None
+          if recorded.get('tokens_dtype'):     # bfloat16 is stored as its bits
+            tokens = stored['tokens'].view(jnp.dtype(recorded['tokens_dtype']))
+          return stored['pooled'], tokens
     pooled, tokens = compute()
     if jax.process_index() == 0:
       self.directory.mkdir(parents=True, exist_ok=True)
+      stored = np.zeros(0) if tokens is None else tokens.view(f'u{tokens.dtype.itemsize}')
       with storage.local_file(data) as tmp, open(tmp, 'wb') as f:
-        np.savez(f, pooled=pooled, tokens=tokens)
-      storage.write_atomically(meta, json.dumps({'params': self.fingerprint,
-                                                 'settings': settings}))
+        np.savez(f, pooled=pooled, tokens=stored)
+      storage.write_atomically(meta, json.dumps({
+          'params': self.fingerprint, 'settings': settings,
+          'tokens_dtype': None if tokens is None else tokens.dtype.name}))
     return pooled, tokens

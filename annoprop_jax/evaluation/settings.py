@@ -12,6 +12,8 @@ FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (probes.fews
 PARAMS = ('auto', 'target', 'online')
 SCORE_ON = ('test', 'validation')
 PREPROCESS = ('resize', 'centre_crop')   # task_data.py
+TOKEN_PROBES = ('attentive', 'decoder')
+TOKEN_DTYPES = ('float32', 'bfloat16')
 
 
 def default_config():
@@ -35,6 +37,14 @@ def default_config():
       # `evaluate` keeps each split's encoder features in WORKDIR/features/step_N_WHICH/ and a
       # rerun of the same checkpoint and settings (other probes) reads them (feature_cache.py).
       feature_cache=True,
+      # The patch tokens are kept only for the token probes (attentive, decoder) and the boxes
+      # task, in this dtype: 'bfloat16' halves their memory (a split of N images holds
+      # N x patches x width of them).
+      token_dtype='float32',
+      # Streamed splits are decoded by grain as they are encoded: this many batches at a time in
+      # threads (-1: one per core of this process), in this many worker processes (0: this one).
+      read_threads=-1,
+      read_workers=0,
       probes=PROBES,
       train_examples=2000,       # the first N images of each task's train split (0: all)
       test_examples=1000,        # ... and of its test split
@@ -100,6 +110,13 @@ def validate(config):
   if config.preprocess == 'centre_crop' and cropped:
     raise errors.ConfigError(f'evaluation.preprocess=centre_crop would cut objects out of the '
                              f'scene-level tasks {cropped}; use it with objects or classes')
+  if config.token_dtype not in TOKEN_DTYPES:
+    raise errors.ConfigError(f'evaluation.token_dtype must be one of {TOKEN_DTYPES}, got '
+                             f'{config.token_dtype!r}')
+  if config.read_threads < -1 or config.read_threads == 0 or config.read_workers < 0:
+    raise errors.ConfigError(f'evaluation.read_threads must be >= 1 or -1 (a thread per core) '
+                             f'and read_workers >= 0; got {config.read_threads}, '
+                             f'{config.read_workers}')
   if config.images_in_memory < 0:
     raise errors.ConfigError(f'evaluation.images_in_memory must be >= 0 (0: no limit), got '
                              f'{config.images_in_memory}')

@@ -5,11 +5,13 @@ then the central size x size, as published ImageNet probes read images).
 """
 import dataclasses
 
+import grain
 import numpy as np
 from PIL import Image
 
 from annoprop_jax.data import feature_map
 from annoprop_jax.data import pipeline
+from annoprop_jax.data import worker_processes
 from annoprop_jax.evaluation import tasks as tasks_lib
 
 
@@ -47,9 +49,10 @@ def _resize(image, size, preprocess):
 
 @dataclasses.dataclass(frozen=True)
 class StreamedImages:
-  """A split's images read from the dataset when sliced (``images[a:b]``), not held: what
-  ``load`` gives for a split of more than ``images_in_memory`` images. It holds the record
-  indices only; each slice decodes and resizes its records again."""
+  """A split's images read from the dataset when sliced (``images[a:b]``) or batched
+  (``local_batches``), not held: what ``load`` gives for a split of more than
+  ``images_in_memory`` images. It holds the record indices only; each read decodes and resizes
+  its records again. A record whose image does not decode is a ValueError naming it."""
   source: object
   indices: np.ndarray           # the records, in order
   decoder: pipeline.Decoder
@@ -59,15 +62,50 @@ class StreamedImages:
   def __len__(self):
     return len(self.indices)
 
+  def _image(self, row):
+    record = int(self.indices[row])
+    example = self.decoder(self.source[record])
+    if example is None:
+      raise ValueError(f'record {record} of the split does not decode as an image')
+    return _resize(example['image'], self.size, self.preprocess)
+
   def __getitem__(self, rows):
     if not isinstance(rows, slice):
       raise TypeError('StreamedImages are read in slices (images[a:b])')
-    return np.stack([_resize(self.decoder(self.source[int(i)])['image'], self.size,
-                             self.preprocess) for i in self.indices[rows]])
+    return np.stack([self._image(row) for row in range(len(self))[rows]])
 
   @property
   def shape(self):
     return (len(self), self.size, self.size, 3)
+
+  def local_batches(self, batch_size, part=0, parts=1, num_threads=1, num_workers=0):
+    """Yields this process's rows of each global batch of ``batch_size`` images (part ``part``
+    of ``parts``, ``sharding.batch_part``: (batch_size // parts, S, S, 3), the last zero-padded),
+    decoded by grain: ``num_threads`` batches at a time in threads, in ``num_workers`` worker
+    processes (0: this one), in order."""
+    batches = grain.MapDataset.range(-(-len(self) // batch_size)).map(
+        _LocalBatch(self, batch_size, part, parts))
+    batches = batches.to_iter_dataset(grain.ReadOptions(
+        num_threads=max(1, num_threads), prefetch_buffer_size=2 * max(1, num_threads)))
+    return iter(worker_processes.prefetch(batches, num_workers))
+
+
+@dataclasses.dataclass(frozen=True)
+class _LocalBatch:
+  """Batch ``b`` -> this process's rows of global rows [b * batch_size, (b + 1) * batch_size),
+  zero rows past the split's end (a grain map, picklable for worker processes)."""
+  images: object
+  batch_size: int
+  part: int
+  parts: int
+
+  def __call__(self, b):
+    rows = self.batch_size // self.parts
+    start = b * self.batch_size + self.part * rows
+    out = np.zeros((rows, self.images.size, self.images.size, 3), np.uint8)
+    for i in range(start, min(start + rows, len(self.images))):
+      out[i - start] = self.images._image(i)  # pylint: disable=protected-access
+    return out
 
 
 def balanced_indices(labels, limit, seed=0):
@@ -111,7 +149,8 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
   validation part), at ``size`` px (``preprocess``), with targets; with ``captions``, also
   their first captions (``data.annotation.max_caption_bytes`` of them). More than
   ``images_in_memory`` images (0: no limit) come as ``StreamedImages``, read again when
-  sliced, so the host holds their targets and at most a slice of images."""
+  sliced, so the host holds their targets and at most a slice of images (an undecodable
+  image is then a ValueError when read, where a held split skips it)."""
   source = pipeline.open_source(data_config, dataset, split)
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(
@@ -124,10 +163,12 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
     first_labels = np.array([f[0] if len(f) else -1 for f in first])
   indices = record_indices(len(source), task, limit, held_out, part, first_labels)
   streamed = bool(images_in_memory) and len(indices) > images_in_memory
+  # A streamed split's images are decoded when encoded, not here.
+  annotations = dataclasses.replace(decoder, with_image=False) if streamed else decoder
   images, labels, boxes, texts, kept = [], [], [], [], []
   for i in indices:
     record = source[int(i)]
-    example = decoder(record)
+    example = annotations(record)
     if example is None:
       continue        # undecodable: skipped, as in training
     kept.append(i)
