@@ -143,6 +143,38 @@ def random_loss_inputs(config, batch_size=6):
                                           rng=jax.random.PRNGKey(1))
 
 
+def write_catalogue_like(data_dir, name, version, features, examples):
+  """A tfds dataset shaped like a catalogue one, at DATA_DIR/NAME/VERSION: ``examples`` a list
+  (the train split) or {split: list}, one shard a split."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
+  directory = os.path.join(data_dir, *name.split('/'), version)
+  os.makedirs(directory)
+  file_name = name.split('/')[0]
+  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+  splits = examples if isinstance(examples, dict) else {'train': examples}
+  infos = []
+  for split, rows in splits.items():
+    path = os.path.join(directory, f'{file_name}-{split}.array_record-00000-of-00001')
+    writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
+    for example in rows:
+      writer.write(serializer.serialize_example(features.encode_example(example)))
+    writer.close()
+    infos.append(tfds.core.SplitInfo(
+        name=split, shard_lengths=[len(rows)], num_bytes=os.path.getsize(path),
+        filename_template=tfds.core.ShardedFileTemplate(
+            data_dir=directory, dataset_name=file_name, split=split,
+            filetype_suffix='array_record')))
+  info = tfds.core.DatasetInfo(
+      builder=tfds.core.dataset_info.DatasetIdentity(
+          name=file_name, version=tfds.core.Version(version), data_dir=directory,
+          module_name='tests'), features=features)
+  info.set_file_format('array_record')
+  info.set_splits(tfds.core.SplitDict(infos))
+  info.write_to_directory(directory)
+
+
 def fresh_evaluator(config):
   """(the Evaluator of ``config``, the encoder params of a fresh init of its objective)."""
   import jax  # pylint: disable=g-import-not-at-top

@@ -262,7 +262,6 @@ def test_the_fewshot_probe_reports_each_shot_count_on_one_label_tasks(tiny_data_
 
 def test_the_centre_crop_is_the_shorter_side_at_size_over_0875_then_the_centre():
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   wide = rng.integers(0, 255, (40, 80, 3)).astype(np.uint8)
   # 16 px: the shorter side to round(16 / 0.875) = 18, so 18 x 36, and the central 16 x 16
@@ -272,9 +271,6 @@ def test_the_centre_crop_is_the_shorter_side_at_size_over_0875_then_the_centre()
   tall = np.ascontiguousarray(wide.transpose(1, 0, 2))
   want = np.asarray(Image.fromarray(tall).resize((18, 36), Image.BICUBIC))[10:26, 1:17]
   np.testing.assert_array_equal(task_data.centre_crop(tall, 16), want)
-  with pytest.raises(errors.ConfigError, match='centre_crop would cut objects out'):
-    configuration.validate(tiny_config('dino_scenes', **{
-        'evaluation.preprocess': 'centre_crop', 'evaluation.tasks': ('objects', 'count')}))
 
 
 def test_a_centre_cropped_task_reads_the_crops(tiny_data_dir):
@@ -288,9 +284,13 @@ def test_a_centre_cropped_task_reads_the_crops(tiny_data_dir):
     np.testing.assert_array_equal(crop, task_data.centre_crop(image, 16))
   evaluator, _ = fresh_evaluator(tiny_config('dino_scenes', **{
       'data.data_dir': tiny_data_dir, 'evaluation.preprocess': 'centre_crop',
-      'evaluation.tasks': ('objects',), 'evaluation.train_examples': 4}))
+      'evaluation.tasks': ('objects', 'count'), 'evaluation.train_examples': 4}))
   fit, _ = evaluator._task_data('objects')     # pylint: disable=protected-access
   np.testing.assert_array_equal(fit.images, crops.images)
+  # A scene-level task's images are resized whole: a crop would cut objects out.
+  fit, _ = evaluator._task_data('count')     # pylint: disable=protected-access
+  scenes = task_data.load(config.data, 'scenes', tasks.TASKS['count'], 'train', 16, 4)
+  np.testing.assert_array_equal(fit.images, scenes.images)
 
 
 def test_a_split_over_images_in_memory_is_streamed_with_the_same_results(tiny_data_dir):
@@ -423,3 +423,64 @@ def test_an_evaluation_without_token_probes_encodes_no_tokens(tiny_data_dir, mon
   asked.clear()
   assert evaluator(params)['objects_attentive'] >= 0
   assert asked == [(True, 'bfloat16')] * 2
+
+
+def test_the_paper_suite_reads_catalogue_datasets_by_their_tfds_names(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import settings  # pylint: disable=g-import-not-at-top
+  from conftest import write_catalogue_like  # pylint: disable=g-import-not-at-top
+  from test_prepare import image_bytes  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path)
+  image = lambda i: image_bytes((17 * i % 256, 3 * i % 256, 0), size=(24, 20))
+  label = lambda n: tfds.features.ClassLabel(names=[f'c{c}' for c in range(n)])
+  pets = tfds.features.FeaturesDict({'image': tfds.features.Image(shape=(None, None, 3)),
+                                     'label': label(3), 'species': label(2)})
+  write_catalogue_like(data_dir, 'oxford_iiit_pet', '3.2.0', pets, {
+      split: [{'image': image(i), 'label': (i + shift) % 3, 'species': i % 2} for i in range(n)]
+      for split, n, shift in (('train', 9, 0), ('test', 6, 1))})
+  resisc = tfds.features.FeaturesDict({'image': tfds.features.Image(shape=(None, None, 3)),
+                                       'label': label(4)})
+  write_catalogue_like(data_dir, 'resisc45', '3.0.0', resisc,
+                       [{'image': image(i), 'label': i % 4} for i in range(10)])
+  clevr = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3)),
+      'objects': tfds.features.Sequence({
+          'shape': label(3), 'pixel_coords': tfds.features.Tensor(shape=(3,), dtype=np.float32)})})
+  # Scene i holds 3 + i objects; its closest object's depth falls in bin i % 6.
+  closest = (7.0, 8.2, 8.7, 9.2, 9.7, 10.5)
+  scene = lambda i: {'image': image(i), 'objects': [
+      {'shape': k % 3, 'pixel_coords': [10.0, 20.0, closest[i % 6] + 0.3 * k]}
+      for k in range(3 + i)]}
+  write_catalogue_like(data_dir, 'clevr', '3.1.0', clevr, {
+      'train': [scene(i) for i in range(8)], 'validation': [scene(i) for i in range(6)]})
+
+  entries = ('oxford_iiit_pet:classes', 'resisc45:classes', 'clevr:count', 'clevr:distance')
+  config = tiny_config('dino_scenes', **{
+      'data.data_dir': data_dir, 'evaluation.tasks': entries, 'evaluation.probes': ('knn',),
+      'evaluation.train_examples': 0, 'evaluation.test_examples': 0,
+      'evaluation.preprocess': 'centre_crop'})
+  evaluator, params = fresh_evaluator(config)
+  data = {entry: evaluator._task_data(entry) for entry in entries}  # pylint: disable=protected-access
+  pets_train, pets_test = data['oxford_iiit_pet:classes']          # 'label', train -> test
+  np.testing.assert_array_equal(pets_train.targets, np.arange(9) % 3)
+  np.testing.assert_array_equal(pets_test.targets, (np.arange(6) + 1) % 3)
+  resisc_train, resisc_test = data['resisc45:classes']             # its one split, 80 / 20
+  np.testing.assert_array_equal(resisc_train.targets, np.arange(8) % 4)
+  np.testing.assert_array_equal(resisc_test.targets, np.arange(8, 10) % 4)
+  count_train, count_test = data['clevr:count']                   # up to 10 objects
+  np.testing.assert_array_equal(count_train.targets, np.minimum(3 + np.arange(8), 10))
+  assert count_train.num_classes == 11
+  distance_train, distance_test = data['clevr:distance']
+  np.testing.assert_array_equal(distance_train.targets, np.arange(8) % 6)
+  np.testing.assert_array_equal(distance_test.targets, np.arange(6))
+  assert distance_train.num_classes == 6
+  assert sorted(evaluator(params)) == ['clevr_count_knn', 'clevr_distance_knn',
+                                       'oxford_iiit_pet_classes_knn', 'resisc45_classes_knn']
+  # 'paper' is the whole suite; a dataset not prepared is one line naming its tfds command.
+  assert len(tasks.expand(('objects', 'paper'))) == 1 + len(tasks.PAPER_SUITE)
+  suite = tiny_config('dino_scenes', **{'data.data_dir': data_dir,
+                                        'evaluation.tasks': ('paper',)})
+  settings.validate(suite.evaluation)
+  evaluator, params = fresh_evaluator(suite)
+  with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 --file_format=array_record'):
+    evaluator(params)

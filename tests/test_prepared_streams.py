@@ -9,7 +9,7 @@ from annoprop_jax import configuration
 from annoprop_jax.data import pipeline
 from annoprop_jax.data import prepare
 from annoprop_jax.data import worker_processes
-from conftest import override, tiny_config
+from conftest import override, tiny_config, write_catalogue_like
 from test_prepare import image_bytes
 from test_prepare import tiny_coco
 from test_prepare import write
@@ -98,33 +98,6 @@ def test_image_level_labels_and_class_count(folder_dir):
   batch = next(iter(_stream(stream, folder_dir, batch=12)))
   assert sorted(batch['labels'][:, 0]) == [0] * 4 + [1] * 4 + [2] * 4
   assert (batch['labels'][:, 1:] == -1).all()
-
-
-def write_catalogue_like(data_dir, name, version, features, examples):
-  """A tfds dataset shaped like a catalogue one, at DATA_DIR/NAME/VERSION (one train shard)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import example_serializer  # pylint: disable=g-import-not-at-top
-  directory = os.path.join(data_dir, *name.split('/'), version)
-  os.makedirs(directory)
-  file_name = name.split('/')[0]
-  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
-  path = os.path.join(directory, f'{file_name}-train.array_record-00000-of-00001')
-  writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')
-  for example in examples:
-    writer.write(serializer.serialize_example(features.encode_example(example)))
-  writer.close()
-  info = tfds.core.DatasetInfo(
-      builder=tfds.core.dataset_info.DatasetIdentity(
-          name=file_name, version=tfds.core.Version(version), data_dir=directory,
-          module_name='tests'), features=features)
-  info.set_file_format('array_record')
-  info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
-      name='train', shard_lengths=[len(examples)], num_bytes=os.path.getsize(path),
-      filename_template=tfds.core.ShardedFileTemplate(
-          data_dir=directory, dataset_name=file_name, split='train',
-          filetype_suffix='array_record'))]))
-  info.write_to_directory(directory)
 
 
 def test_catalogue_imagenet2012_with_its_scalar_label(tmp_path):

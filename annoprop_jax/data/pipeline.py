@@ -104,7 +104,7 @@ def open_source(data_config, dataset, split):
   """The records of ``split`` of ``dataset`` (see ``dataset_directory``), images undecoded."""
   directory = dataset_directory(data_config, dataset)
   builder = tfds.builder_from_directory(directory)
-  if split not in builder.info.splits:
+  if split.partition('[')[0] not in builder.info.splits:      # 'train' or 'train[:80%]'
     raise errors.ConfigError(f'dataset {dataset!r} has no split {split!r}; it has '
                              f'{sorted(builder.info.splits)}')
   # Images stay encoded (the Decoder decodes them); other features as tfds decodes them.

@@ -45,13 +45,14 @@ class Evaluator:
     """(train, test) ``task_data.LabelledImages`` of an ``evaluation.tasks`` entry."""
     if entry not in self._data:
       ec = self.eval_config
-      dataset, name, _ = tasks_lib.parse_entry(entry, ec.dataset)
-      task = tasks_lib.TASKS[name]
+      dataset, task, _ = tasks_lib.resolve(entry, ec.dataset)
       size = self.encoder_config.image_size
       captions = settings.ZERO_SHOT in ec.probes        # for retrieval
+      # A crop would cut objects out of a scene-level task's images: those are resized whole.
+      preprocess = ec.preprocess if task.target == 'first_label' else 'resize'
       load = lambda split, limit, **part: task_data.load(self.data_config, dataset, task,
                                                         split, size, limit, captions=captions,
-                                                        preprocess=ec.preprocess,
+                                                        preprocess=preprocess,
                                                         images_in_memory=ec.images_in_memory,
                                                         **part)
       if ec.score_on == 'validation':     # both parts from the train split, disjoint
@@ -78,15 +79,15 @@ class Evaluator:
                                       weight_decays=tuple(ec.weight_decays),
                                       epochs=ec.token_epochs or ec.epochs)
     # Every task's data first: a missing split or labels is one line before any encoding.
-    data = {entry: self._task_data(entry) for entry in ec.tasks}
+    entries = tasks_lib.expand(ec.tasks)
+    data = {entry: self._task_data(entry) for entry in entries}
     if settings.ZERO_SHOT in ec.probes:
-      self._check_class_names()
-    results, total, done = {}, len(ec.tasks) * len(ec.probes), 0
+      self._check_class_names(entries)
+    results, total, done = {}, len(entries) * len(ec.probes), 0
     start = time.perf_counter()
-    for entry in ec.tasks:
+    for entry in entries:
       train, test = data[entry]
-      dataset, task_name, name = tasks_lib.parse_entry(entry, ec.dataset)   # name: of results
-      task = tasks_lib.TASKS[task_name]
+      dataset, task, name = tasks_lib.resolve(entry, ec.dataset)     # name: of results
       # Patch tokens only where a probe reads them (bounded by ``token_dtype``).
       tokens = task.target == 'box_label' or any(p in settings.TOKEN_PROBES for p in ec.probes)
       (train_pooled, train_tokens), (test_pooled, test_tokens) = (
@@ -167,16 +168,15 @@ class Evaluator:
                     tokens=ec.token_dtype if tokens else None)
     return cache.features(key, depends_on, compute)
 
-  def _check_class_names(self):
+  def _check_class_names(self, entries):
     """One line before any encoding when zero-shot would classify without class names."""
-    for entry in self.eval_config.tasks:
-      dataset, name, _ = tasks_lib.parse_entry(entry, self.eval_config.dataset)
-      task = tasks_lib.TASKS[name]
+    for entry in entries:
+      dataset, task, _ = tasks_lib.resolve(entry, self.eval_config.dataset)
       if (task.target == 'first_label'
           and pipeline.class_names(self.data_config, dataset, task.labels) is None):
         raise ValueError(f'zero-shot: dataset {dataset!r} has no class names for its '
                          f'{task.labels} feature (a ClassLabel with names); leave task '
-                         f'{name!r} out of the zero-shot evaluation or prepare the dataset '
+                         f'{task.name!r} out of the zero-shot evaluation or prepare the dataset '
                          f'with its class names')
 
   def _zero_shot(self, params, dataset, task, test):

@@ -25,10 +25,14 @@ def default_config():
       # Each 'TASK' (on ``dataset``) or 'DATASET:TASK' (e.g. '~/tensorflow_datasets/food101:
       # classes'): one evaluation can read several datasets; the latter's results are named
       # '<dataset>_<task>_<probe>'.
+      # 'paper' stands for the paper's downstream suite by tfds names (tasks.PAPER_SUITE:
+      # ImageNet, Food101, Pets, Resisc45, Sun397 classes, Clevr count and distance, COCO boxes),
+      # each read from data_dir as `tfds build NAME --file_format=array_record` writes it.
       tasks=('objects', 'presence', 'count'),
-      # How task images reach the encoder's size: 'resize' (whole, the scenes tasks) or
-      # 'centre_crop' (shorter side to size / 0.875, the centre; image-level tasks: objects,
-      # classes), the crop published ImageNet probes use.
+      # How the images of image-level tasks (objects, classes) reach the encoder's size:
+      # 'resize' (whole) or 'centre_crop' (shorter side to size / 0.875, the centre), the crop
+      # published ImageNet probes use. Scene-level tasks (presence, count, boxes, distance) are
+      # always resized whole: a crop would cut objects out.
       preprocess='resize',
       # A task split of more images than this is read from the dataset at every evaluation, a
       # batch at a time, instead of held decoded between evaluations (0: always held). 20,000
@@ -84,11 +88,11 @@ def default_config():
 
 def validate(config):
   """One-line errors for the ``evaluation`` block."""
-  names = [tasks.parse_entry(t, config.dataset)[1] for t in config.tasks]
+  names = [tasks.parse_entry(t, config.dataset)[1] for t in tasks.expand(config.tasks)]
   unknown = [t for t in names if t not in tasks.TASKS]
   if unknown:
     raise errors.ConfigError(f'evaluation.tasks: unknown {unknown}; known: {sorted(tasks.TASKS)} '
-                             f'(each as TASK or DATASET:TASK)')
+                             f'(each as TASK or DATASET:TASK; \'paper\': the paper\'s suite)')
   known = PROBES + (FEWSHOT, ZERO_SHOT)
   unknown = [p for p in config.probes if p not in known]
   if unknown:
@@ -106,10 +110,6 @@ def validate(config):
   if config.preprocess not in PREPROCESS:
     raise errors.ConfigError(f'evaluation.preprocess must be one of {PREPROCESS}, '
                              f'got {config.preprocess!r}')
-  cropped = [t for t in names if tasks.TASKS[t].target != 'first_label']
-  if config.preprocess == 'centre_crop' and cropped:
-    raise errors.ConfigError(f'evaluation.preprocess=centre_crop would cut objects out of the '
-                             f'scene-level tasks {cropped}; use it with objects or classes')
   if config.token_dtype not in TOKEN_DTYPES:
     raise errors.ConfigError(f'evaluation.token_dtype must be one of {TOKEN_DTYPES}, got '
                              f'{config.token_dtype!r}')

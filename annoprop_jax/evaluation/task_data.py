@@ -142,8 +142,8 @@ def record_indices(num_records, task, limit, held_out=0, part='fit', first_label
   return pool[:limit]
 
 
-def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out=0,
-         part='fit', captions=False, preprocess='resize', images_in_memory=0):
+def load(data_config, dataset, task, split, size, limit, held_out=0, part='fit',
+         captions=False, preprocess='resize', images_in_memory=0):
   """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
   class-balanced subset for a ``balanced`` task; with ``held_out``, the split's fit or
   validation part), at ``size`` px (``preprocess``), with targets; with ``captions``, also
@@ -152,6 +152,7 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
   sliced, so the host holds their targets and at most a slice of images (an undecodable
   image is then a ValueError when read, where a held split skips it)."""
   source = pipeline.open_source(data_config, dataset, split)
+  max_objects = task.max_objects
   features = dict(feature_map.DEFAULT, labels=task.labels)
   decoder = pipeline.Decoder(
       max_objects=max_objects, features=tuple(features.items()),
@@ -165,13 +166,16 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
   streamed = bool(images_in_memory) and len(indices) > images_in_memory
   # A streamed split's images are decoded when encoded, not here.
   annotations = dataclasses.replace(decoder, with_image=False) if streamed else decoder
-  images, labels, boxes, texts, kept = [], [], [], [], []
+  images, labels, boxes, texts, kept, distances = [], [], [], [], [], []
   for i in indices:
     record = source[int(i)]
     example = annotations(record)
     if example is None:
       continue        # undecodable: skipped, as in training
     kept.append(i)
+    if task.target == 'closest_distance':
+      distances.append(tasks_lib.closest_distance(
+          feature_map.lookup(record, tasks_lib.DEPTHS, np.zeros((0, 3)))))
     if not streamed:
       images.append(_resize(example['image'], size, preprocess))
     labels.append(example['labels'])
@@ -189,6 +193,7 @@ def load(data_config, dataset, task, split, size, limit, max_objects=8, held_out
     return LabelledImages(images, labels[image_index, slot].astype(np.int32),
                           num_labels, boxes=np.stack(boxes)[image_index, slot],
                           image_index=image_index)
-  return LabelledImages(images, tasks_lib.targets(task, labels, num_labels, max_objects),
+  return LabelledImages(images, tasks_lib.targets(task, labels, num_labels, max_objects,
+                                                 distances),
                         tasks_lib.num_targets(task, num_labels, max_objects),
                         captions=np.stack(texts) if captions else None)

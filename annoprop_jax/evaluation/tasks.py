@@ -9,6 +9,13 @@ are read by ``task_data.load``).
   classes   the image-level class of a prepared ImageFolder-style dataset (``labels`` feature,
             ``train`` -> ``validation``; accuracy): ImageNet-style probe splits. A limited
             number of examples is a class-balanced random subset (the records are class-sorted)
+  distance  Clevr's distance to the closest object (its depth, ``objects/pixel_coords``' third
+            coordinate, in 6 bins at 8, 8.5, 9, 9.5 and 10, as big_vision's Clevr task;
+            accuracy)
+
+The paper's downstream datasets by their tfds names (``CATALOGUE``: ``food101:classes`` reads
+food101's ``label`` feature, ``train`` -> ``validation``), and ``PAPER_SUITE``, which the entry
+``paper`` of ``evaluation.tasks`` stands for.
 """
 import dataclasses
 import re
@@ -25,6 +32,7 @@ class Task:
   kind: str            # 'class' or 'multilabel' (how probes train and score)
   labels: str = 'objects/label'   # the dataset feature the targets come from
   balanced: bool = False          # a limited count draws a class-balanced subset, not the first
+  max_objects: int = 8            # objects read an image (count: the classes are 0..this)
 
 
 TASKS = {
@@ -34,7 +42,50 @@ TASKS = {
     'boxes': Task('boxes', 'train', 'validation', 'box_label', 'class'),
     'classes': Task('classes', 'train', 'validation', 'first_label', 'class', labels='labels',
                     balanced=True),
+    'distance': Task('distance', 'train', 'validation', 'closest_distance', 'class',
+                     labels='objects/shape', max_objects=10),
 }
+DISTANCE_BINS = (8.0, 8.5, 9.0, 9.5, 10.0)     # Clevr's closest-object depth -> 6 classes
+DEPTHS = 'objects/pixel_coords'
+
+# The paper's downstream datasets, as ``tfds build NAME --file_format=array_record`` writes them:
+# (tfds name, task) -> what differs from ``TASKS[task]``. An entry's dataset (a name, NAME:VERSION
+# or a folder) takes these when one of its path parts is the tfds name.
+CATALOGUE = {
+    ('imagenet2012', 'classes'): dict(labels='label'),
+    ('food101', 'classes'): dict(labels='label'),
+    ('oxford_iiit_pet', 'classes'): dict(labels='label', test_split='test'),
+    ('resisc45', 'classes'): dict(labels='label', train_split='train[:80%]',   # one split only
+                                  test_split='train[80%:]'),
+    ('sun397', 'classes'): dict(labels='label', test_split='test'),   # sun397/standard-part1-120k
+    ('clevr', 'count'): dict(labels='objects/shape', max_objects=10),  # 3 to 10 objects
+    ('clevr', 'distance'): {},
+    ('coco', 'boxes'): {},                                              # coco/2017
+}
+PAPER_SUITE = ('imagenet2012:classes', 'food101:classes', 'oxford_iiit_pet:classes',
+               'resisc45:classes', 'sun397/standard-part1-120k:classes', 'clevr:count',
+               'clevr:distance', 'coco/2017:boxes')
+
+
+def expand(entries):
+  """``evaluation.tasks`` with each ``paper`` replaced by ``PAPER_SUITE``."""
+  return tuple(e for entry in entries for e in (PAPER_SUITE if entry == 'paper' else (entry,)))
+
+
+def catalogue_name(dataset):
+  """The tfds name of CATALOGUE in ``dataset``'s path parts ('~/tensorflow_datasets/food101/
+  2.0.0' -> 'food101'), or None."""
+  parts = re.split(r'[/:]', dataset)
+  return next((name for name, _ in CATALOGUE if name in parts), None)
+
+
+def resolve(entry, default_dataset):
+  """(dataset, Task, results prefix) of an ``evaluation.tasks`` entry (``parse_entry``), the
+  task as the dataset's CATALOGUE entry has it."""
+  dataset, name, prefix = parse_entry(entry, default_dataset)
+  task = TASKS[name]
+  overrides = CATALOGUE.get((catalogue_name(dataset), name))
+  return dataset, dataclasses.replace(task, **overrides) if overrides else task, prefix
 
 
 def parse_entry(entry, default_dataset):
@@ -54,12 +105,26 @@ def parse_entry(entry, default_dataset):
 
 
 def num_targets(task, num_labels, max_objects):
-  """Classes a probe predicts: the label classes, or the counts 0..max_objects."""
+  """Classes a probe predicts: the label classes, the counts 0..max_objects, or the distance
+  bins."""
+  if task.target == 'closest_distance':
+    return len(DISTANCE_BINS) + 1
   return max_objects + 1 if task.target == 'count' else num_labels
 
 
-def targets(task, labels, num_labels, max_objects):
-  """Per-example targets from the padded label rows (-1 = no object)."""
+def closest_distance(depths):
+  """The bin of the smallest of an image's object depths (Clevr's pixel_coords[:, 2])."""
+  depths = np.asarray(depths, np.float32).reshape(-1, 3)[:, 2]
+  if not len(depths):
+    raise ValueError('task distance: an image without objects has no closest object')
+  return int(np.digitize(depths.min(), DISTANCE_BINS))
+
+
+def targets(task, labels, num_labels, max_objects, distances=None):
+  """Per-example targets from the padded label rows (-1 = no object); ``distances``: the
+  'closest_distance' targets, read from the records (``closest_distance``)."""
+  if task.target == 'closest_distance':
+    return np.asarray(distances, np.int32)
   present = labels >= 0
   if task.target == 'first_label':
     if not present[:, 0].all():
