@@ -381,8 +381,11 @@ def test_tokens_only_when_asked_and_bfloat16_tokens_through_the_cache(tmp_path):
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])
   pooled, tokens = encoder_lib.features(config, params, images, mesh, batch_size=4)
-  alone, none = encoder_lib.features(config, params, images, mesh, batch_size=4, tokens=False)
+  lines = []
+  alone, none = encoder_lib.features(config, params, images, mesh, batch_size=4, tokens=False,
+                                     log=lines.append, log_every_s=0)
   assert none is None
+  assert [line.split(',')[0] for line in lines] == ['  encoded 4/10 images', '  encoded 8/10 images']
   np.testing.assert_array_equal(alone, pooled)
   same, half = encoder_lib.features(config, params, images, mesh, batch_size=4,
                                     token_dtype='bfloat16')

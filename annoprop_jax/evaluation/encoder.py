@@ -5,12 +5,14 @@
 """
 import functools
 import json
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from annoprop_jax import metrics as metrics_lib
 from annoprop_jax import sharding
 from annoprop_jax import storage
 from annoprop_jax.models import vit
@@ -19,7 +21,7 @@ ENCODER_CONFIG = 'encoder_config.json'
 
 
 def features(encoder_config, params, images, mesh, batch_size=256, *, tokens=True,
-             token_dtype='float32', num_threads=1, num_workers=0):
+             token_dtype='float32', num_threads=1, num_workers=0, log=None, log_every_s=30.0):
   """(pooled (N, D) float32, patch tokens (N, T, D) in ``token_dtype``, or None without
   ``tokens``) numpy of uint8 ``images`` (N, S, S, 3): an array, or images read as they are
   encoded (``task_data.StreamedImages``: decoded by grain in ``num_threads`` threads and
@@ -27,7 +29,8 @@ def features(encoder_config, params, images, mesh, batch_size=256, *, tokens=Tru
 
   Batches are split over the mesh's batch axes; the last one is padded and the padding
   dropped. With several processes every process passes the same images, reads (and decodes)
-  only its rows of each batch, and gets all rows back.
+  only its rows of each batch, and gets all rows back. ``log`` gets a progress line every
+  ``log_every_s`` seconds.
   """
   n = len(images)
   per_step = sharding.data_parallel_size(mesh)
@@ -41,11 +44,17 @@ def features(encoder_config, params, images, mesh, batch_size=256, *, tokens=Tru
   else:
     local_batches = _local_batches(images, batch_size, part, parts)
   global_shape = (batch_size,) + tuple(images.shape[1:])
-  outputs = []
+  outputs, began = [], time.perf_counter()
+  last = began
   for start, local in zip(range(0, n, batch_size), local_batches):
     out = apply(params, jax.make_array_from_process_local_data(batch_sharding, local,
                                                                global_shape))
     outputs.append([x[:n - start] for x in jax.device_get(out)])
+    now, done = time.perf_counter(), min(n, start + batch_size)
+    if log and now - last >= log_every_s and done < n:
+      last, rate = now, done / (now - began)
+      log(f'  encoded {done:,}/{n:,} images, {rate:,.0f} images/s, ETA '
+          f'{metrics_lib.format_duration((n - done) / rate)}')
   pooled = np.concatenate([o[0] for o in outputs]).astype(np.float32)
   return pooled, np.concatenate([o[1] for o in outputs]) if tokens else None
 

@@ -159,7 +159,8 @@ class Evaluator:
     threads = pipeline.host_cores() if ec.read_threads == -1 else ec.read_threads
     compute = lambda: encoder_lib.features(
         self.encoder_config, encoder_params, images, self.mesh, ec.batch_size, tokens=tokens,
-        token_dtype=ec.token_dtype, num_threads=threads, num_workers=ec.read_workers)
+        token_dtype=ec.token_dtype, num_threads=threads, num_workers=ec.read_workers,
+        log=self.print_fn)
     if cache is None:
       return compute()
     depends_on = dict(dataset=dataset, score_on=ec.score_on, train_examples=ec.train_examples,
