@@ -253,7 +253,12 @@ def test_fewshot_learns_with_more_shots_and_picks_l2_on_train_rows():
 
 
 @pytest.mark.parametrize('devices', [1, 8])
-def test_knn_with_the_bank_split_over_devices_equals_brute_force(devices):
+@pytest.mark.parametrize('similarities', [probes.SIMILARITIES, 100])
+def test_knn_with_the_bank_split_over_devices_equals_brute_force(devices, similarities,
+                                                                 monkeypatch):
+  # similarities=100: chunks of 1 query against 97 rows on one device, of 7 against 13 rows a
+  # device on 8 (at most 100 similarities a device at once).
+  monkeypatch.setattr(probes, 'SIMILARITIES', similarities)
   import jax  # pylint: disable=g-import-not-at-top
   from annoprop_jax import sharding  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)

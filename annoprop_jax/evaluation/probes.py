@@ -114,10 +114,13 @@ def _loss(kind, logits, targets):
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'kind', 'epochs', 'batch_size'))
-def _fit_grid(model, kind, epochs, batch_size, x, y, seed, learning_rates, weight_decays):
-  """Params of ``model`` trained once per (learning rate, weight decay) pair (stacked on axis 0).
-  Same initialisation and the same batch order for every pair."""
-  n = x.shape[0]
+def _fit_grid(model, kind, epochs, batch_size, x, y, rows, mean, std, seed, learning_rates,
+              weight_decays):
+  """Params of ``model`` trained once per (learning rate, weight decay) pair (stacked on axis 0)
+  on the ``rows`` of ``x`` and ``y``, each minibatch standardised as it is read ((x - mean) /
+  std), so the features sit on the device once. Same initialisation and the same batch order
+  for every pair."""
+  n = rows.shape[0]
   steps = -(-n // batch_size)          # the last partial batch wraps around the permutation
   init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
   params0 = model.init(init_key, x[:1])['params']
@@ -128,14 +131,15 @@ def _fit_grid(model, kind, epochs, batch_size, x, y, seed, learning_rates, weigh
 
     def step(carry, index):
       params, opt_state = carry
-      grads = jax.grad(lambda p: _loss(kind, model.apply({'params': p}, x[index]), y[index]))(
+      batch = (x[index] - mean) / std
+      grads = jax.grad(lambda p: _loss(kind, model.apply({'params': p}, batch), y[index]))(
           params)
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), None
 
     def epoch(carry, key):
       order = jax.random.permutation(key, n)
-      index = order[jnp.arange(steps * batch_size) % n].reshape(steps, batch_size)
+      index = rows[order[jnp.arange(steps * batch_size) % n]].reshape(steps, batch_size)
       return jax.lax.scan(step, carry, index)[0], None
 
     carry = (params0, tx.init(params0))
@@ -146,10 +150,14 @@ def _fit_grid(model, kind, epochs, batch_size, x, y, seed, learning_rates, weigh
   return jax.vmap(fit_one)(learning_rates, weight_decays)
 
 
-def fit(model, x, y, *, kind, learning_rate, weight_decay, epochs, batch_size, seed=0):
-  """Params of ``model`` trained on (already standardised) ``x`` and targets ``y``."""
-  params = _fit_grid(model, kind, epochs, min(batch_size, len(x)), jnp.asarray(x),
-                     jnp.asarray(y), seed, jnp.float32([learning_rate]),
+def fit(model, x, y, *, kind, learning_rate, weight_decay, epochs, batch_size, seed=0,
+        rows=None, mean=0.0, std=1.0):
+  """Params of ``model`` trained on ``x`` (its ``rows``, default all; standardised as (x -
+  ``mean``) / ``std``) and targets ``y``."""
+  rows = np.arange(len(x)) if rows is None else rows
+  params = _fit_grid(model, kind, epochs, min(batch_size, len(rows)), jnp.asarray(x),
+                     jnp.asarray(y), jnp.asarray(rows, jnp.int32), jnp.float32(mean),
+                     jnp.float32(std), seed, jnp.float32([learning_rate]),
                      jnp.float32([weight_decay]))
   return jax.tree.map(lambda p: np.asarray(p)[0], params)
 
@@ -176,22 +184,24 @@ def score(logits, targets, *, kind):
   return mean_average_precision(logits, targets)
 
 
-def _standardise(fit_x, *others):
-  axes = tuple(range(fit_x.ndim - 1))
-  mean = fit_x.mean(axis=axes)
-  std = np.maximum(fit_x.std(axis=axes), 1e-6)
-  return [(a - mean) / std for a in (fit_x, *others)]
+def _moments(x, rows=None):
+  """The per-feature mean and std (floored at 1e-6) of ``x``'s ``rows`` (default all) over every
+  axis but the last: what the probes standardise with."""
+  axes = tuple(range(x.ndim - 1))
+  part = x if rows is None else x[rows]
+  return part.mean(axis=axes), np.maximum(part.std(axis=axes), 1e-6)
 
 
 def _sweep_and_fit(model, train_x, train_y, test_x, test_y, kind, grid, config,
                    return_predictions):
   """Picks the best (lr, wd) of ``grid`` on a holdout of train, refits it on all of train,
-  scores test."""
+  scores test. The train features go to the device once; minibatches are standardised there."""
   if not grid or config.epochs < 1 or config.batch_size < 1:
     raise ValueError(f'a probe needs learning rates, weight decays, epochs >= 1 and '
                      f'batch_size >= 1; got {config}')
   learning_rates, weight_decays = (np.float32(v) for v in zip(*grid))
   best, holdout_scores = 0, {}
+  x, y = jnp.asarray(train_x), jnp.asarray(train_y)
   if len(grid) > 1:
     n = len(train_x)
     n_hold = int(round(n * config.holdout_fraction))
@@ -200,21 +210,25 @@ def _sweep_and_fit(model, train_x, train_y, test_x, test_y, kind, grid, config,
                        f'an empty holdout or fit set; a sweep needs both')
     order = np.random.default_rng(config.seed).permutation(n)
     hold, rest = order[:n_hold], order[n_hold:]
-    fit_x, hold_x = _standardise(train_x[rest], train_x[hold])
-    params = _fit_grid(model, kind, config.epochs, min(config.batch_size, len(rest)),
-                       jnp.asarray(fit_x), jnp.asarray(train_y[rest]), config.seed,
-                       jnp.asarray(learning_rates), jnp.asarray(weight_decays))
+    mean, std = _moments(train_x, rest)
+    params = _fit_grid(model, kind, config.epochs, min(config.batch_size, len(rest)), x, y,
+                       jnp.asarray(rest, jnp.int32), jnp.asarray(mean), jnp.asarray(std),
+                       config.seed, jnp.asarray(learning_rates), jnp.asarray(weight_decays))
     params = jax.tree.map(np.asarray, params)   # numpy slices below: no per-shape compiles
+    hold_x = (train_x[hold] - mean) / std
     for i, pair in enumerate(grid):
       one = jax.tree.map(lambda p, i=i: p[i], params)
       holdout_scores[pair] = score(predict(model, one, hold_x, batch_size=config.batch_size),
                                    train_y[hold], kind=kind)
     best = int(np.argmax([np.nan_to_num(s, nan=-1.0) for s in holdout_scores.values()]))
-  fit_x, test_x = _standardise(train_x, test_x)
-  params = fit(model, fit_x, train_y, kind=kind, learning_rate=grid[best][0],
-               weight_decay=grid[best][1], epochs=config.epochs, batch_size=config.batch_size,
-               seed=config.seed)
-  logits = predict(model, params, test_x, batch_size=config.batch_size)
+  mean, std = _moments(train_x)
+  params = _fit_grid(model, kind, config.epochs, min(config.batch_size, len(train_x)), x, y,
+                     jnp.arange(len(train_x), dtype=jnp.int32), jnp.asarray(mean),
+                     jnp.asarray(std), config.seed, jnp.float32([grid[best][0]]),
+                     jnp.float32([grid[best][1]]))
+  del x, y
+  params = jax.tree.map(lambda p: np.asarray(p)[0], params)
+  logits = predict(model, params, (test_x - mean) / std, batch_size=config.batch_size)
   result = {'score': score(logits, test_y, kind=kind), 'learning_rate': grid[best][0],
             'weight_decay': grid[best][1], 'holdout_scores': holdout_scores}
   if return_predictions:
@@ -236,7 +250,7 @@ def _check_split(split, x, y, kind, num_classes, feature_ndim):
     raise ValueError(f'{split} features: expected {what}, got shape {x.shape}')
   if len(x) == 0:
     raise ValueError(f'{split} features are empty')
-  x = x.astype(np.float32)
+  x = x.astype(np.float32, copy=False)      # features held once: no copy of float32 ones
   if not np.isfinite(x).all():
     raise ValueError(f'{split} features contain NaN or inf')
   if y is None:
@@ -324,14 +338,18 @@ def _knn(mesh, k, temperature):
   return jax.jit(vote, out_shardings=sharding.replicated(mesh))
 
 
+SIMILARITIES = 1 << 24     # a kNN chunk's similarities on one device (64 MB of float32)
+
+
 def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature=0.07,
                chunk_size=1024, mesh=None):
   """(N_test, num_classes) kNN scores on cosine similarity of L2-normalised pooled features.
 
   For each test row, the k most similar train rows (equal similarities: lower train row first)
   with weights exp(sim / T); the score is the weighted mean of their one-hot labels ('class':
-  the normalised vote) or multi-hot vectors ('multilabel'). ``chunk_size`` test rows at a time
-  (the last chunk padded, so one compilation and bounded memory). With a ``mesh`` the train
+  the normalised vote) or multi-hot vectors ('multilabel'). ``chunk_size`` test rows at a time,
+  fewer where the bank is large (``SIMILARITIES``; the last chunk padded, so one compilation
+  and bounded memory). With a ``mesh`` the train
   bank's rows are split over its batch axes (a bank larger than one device's memory); without,
   it sits on one device.
   """
@@ -346,14 +364,18 @@ def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature
   train_t = (np.eye(num_classes, dtype=np.float32)[train_y] if kind == 'class'
              else train_y.astype(np.float32))
   pad = -len(train_x) % sharding.data_parallel_size(mesh)
-  bank = [np.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) for a in (train_x, train_t)]
+  bank = [np.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) if pad else a
+          for a in (train_x, train_t)]
   valid = np.arange(len(train_x) + pad) < len(train_x)
   # Every process holds the whole bank and places the rows of its own devices.
   bank, targets, valid = (jax.make_array_from_callback(a.shape, sharding.batch_sharding(mesh),
                                                        lambda index, a=a: a[index])
                           for a in (*bank, valid))
   vote = _knn(mesh, min(k, len(train_x)), temperature)
-  chunk = min(chunk_size, len(test_x))
+  # At most SIMILARITIES (query, train row) similarities on a device at once: fewer queries a
+  # chunk for a larger bank, so memory does not grow with the bank beyond the bank itself.
+  rows = len(bank[0]) // sharding.data_parallel_size(mesh)
+  chunk = max(1, min(chunk_size, len(test_x), SIMILARITIES // rows))
   padded = np.pad(test_x, ((0, -len(test_x) % chunk), (0, 0)))
   scores = [vote(bank, targets, valid, jnp.asarray(padded[i:i + chunk]))
             for i in range(0, len(padded), chunk)]
