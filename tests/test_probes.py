@@ -268,8 +268,13 @@ def test_knn_with_the_bank_split_over_devices_equals_brute_force(devices, simila
   train_y = rng.integers(0, 5, 97)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:devices])
   assert mesh.devices.size == devices
+  vote, queries = probes._knn(mesh, 60, 0.07), []   # pylint: disable=protected-access
+  monkeypatch.setattr(probes, '_knn', lambda *args: lambda *a: queries.append(len(a[-1]))
+                      or vote(*a))
   got = probes.knn_scores(train_x, train_y, test_x, kind='class', num_classes=5, k=60,
                           temperature=0.07, chunk_size=16, mesh=mesh)
+  rows = 97 if devices == 1 else 13           # a device's rows of the (on 8 devices padded) bank
+  assert set(queries) == {min(16, max(1, similarities // rows))}
   # Brute force in float64: every test row's 60 most similar train rows, exp(sim / T) votes.
   unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
   similarity = unit(test_x) @ unit(train_x).T

@@ -338,7 +338,7 @@ def _knn(mesh, k, temperature):
   return jax.jit(vote, out_shardings=sharding.replicated(mesh))
 
 
-SIMILARITIES = 1 << 24     # a kNN chunk's similarities on one device (64 MB of float32)
+SIMILARITIES = 1 << 22     # a kNN chunk's similarities on one device (16 MB of float32)
 
 
 def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature=0.07,
@@ -374,7 +374,7 @@ def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature
   vote = _knn(mesh, min(k, len(train_x)), temperature)
   # At most SIMILARITIES (query, train row) similarities on a device at once: fewer queries a
   # chunk for a larger bank, so memory does not grow with the bank beyond the bank itself.
-  rows = len(bank[0]) // sharding.data_parallel_size(mesh)
+  rows = bank.shape[0] // sharding.data_parallel_size(mesh)
   chunk = max(1, min(chunk_size, len(test_x), SIMILARITIES // rows))
   padded = np.pad(test_x, ((0, -len(test_x) % chunk), (0, 0)))
   scores = [vote(bank, targets, valid, jnp.asarray(padded[i:i + chunk]))
