@@ -165,7 +165,8 @@ def evaluate_child(spec):
 
   encoder_lib.features = timed
   start = time.perf_counter()
-  data = {entry: evaluator._task_data(entry) for entry in config.evaluation.tasks}  # pylint: disable=protected-access
+  data = {entry: evaluator._task_data(entry)  # pylint: disable=protected-access
+          for entry in config.evaluation.tasks}
   load_seconds = time.perf_counter() - start
   start = time.perf_counter()
   results = evaluator(params)

@@ -385,7 +385,8 @@ def test_tokens_only_when_asked_and_bfloat16_tokens_through_the_cache(tmp_path):
   alone, none = encoder_lib.features(config, params, images, mesh, batch_size=4, tokens=False,
                                      log=lines.append, log_every_s=0)
   assert none is None
-  assert [line.split(',')[0] for line in lines] == ['  encoded 4/10 images', '  encoded 8/10 images']
+  assert [line.split(',')[0] for line in lines] == ['  encoded 4/10 images',
+                                                     '  encoded 8/10 images']
   np.testing.assert_array_equal(alone, pooled)
   same, half = encoder_lib.features(config, params, images, mesh, batch_size=4,
                                     token_dtype='bfloat16')
@@ -450,7 +451,7 @@ def test_the_paper_suite_reads_catalogue_datasets_by_their_tfds_names(tmp_path):
       'objects': tfds.features.Sequence({
           'shape': label(3), 'pixel_coords': tfds.features.Tensor(shape=(3,), dtype=np.float32)})})
   # Scene i holds 3 + i objects; its closest object's depth falls in bin i % 6.
-  closest = (7.0, 8.2, 8.7, 9.2, 9.7, 10.5)
+  closest = (8.0, 8.2, 8.7, 9.2, 9.7, 10.5)           # 8.0, on the first edge: bin 0
   scene = lambda i: {'image': image(i), 'objects': [
       {'shape': k % 3, 'pixel_coords': [10.0, 20.0, closest[i % 6] + 0.3 * k]}
       for k in range(3 + i)]}
@@ -463,7 +464,8 @@ def test_the_paper_suite_reads_catalogue_datasets_by_their_tfds_names(tmp_path):
       'evaluation.train_examples': 0, 'evaluation.test_examples': 0,
       'evaluation.preprocess': 'centre_crop'})
   evaluator, params = fresh_evaluator(config)
-  data = {entry: evaluator._task_data(entry) for entry in entries}  # pylint: disable=protected-access
+  data = {entry: evaluator._task_data(entry)  # pylint: disable=protected-access
+          for entry in entries}
   pets_train, pets_test = data['oxford_iiit_pet:classes']          # 'label', train -> test
   np.testing.assert_array_equal(pets_train.targets, np.arange(9) % 3)
   np.testing.assert_array_equal(pets_test.targets, (np.arange(6) + 1) % 3)
@@ -479,7 +481,11 @@ def test_the_paper_suite_reads_catalogue_datasets_by_their_tfds_names(tmp_path):
   assert distance_train.num_classes == 6
   assert sorted(evaluator(params)) == ['clevr_count_knn', 'clevr_distance_knn',
                                        'oxford_iiit_pet_classes_knn', 'resisc45_classes_knn']
-  # 'paper' is the whole suite; a dataset not prepared is one line naming its tfds command.
+  # Results are named after the catalogue name; 'paper' is the whole suite; a dataset not
+  # prepared is one line naming its tfds command.
+  assert tasks.resolve('sun397/standard-part1-120k:classes', 'scenes')[2] == 'sun397_classes'
+  assert tasks.resolve(os.path.join(data_dir, 'clevr', '3.1.0') + ':count',
+                       'scenes')[2] == 'clevr_count'
   assert len(tasks.expand(('objects', 'paper'))) == 1 + len(tasks.PAPER_SUITE)
   suite = tiny_config('dino_scenes', **{'data.data_dir': data_dir,
                                         'evaluation.tasks': ('paper',)})

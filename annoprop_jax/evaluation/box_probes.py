@@ -35,7 +35,7 @@ def object_features(tokens, image_index, boxes, cls=None):
   if grid * grid != tokens.shape[1]:
     raise ValueError(f'{tokens.shape[1]} tokens are not a square grid of patches')
   overlap = patch_overlap(boxes, grid).astype(np.float32)
-  tokens = tokens[image_index].astype(np.float32)       # also bfloat16 tokens
+  tokens = tokens[image_index].astype(np.float32, copy=False)     # also bfloat16 tokens
   weights = overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-9)
   pooled = np.einsum('mp,mpd->md', weights, tokens)
   marked = np.concatenate([tokens, overlap[..., None]], axis=-1)

@@ -48,8 +48,7 @@ class Evaluator:
       dataset, task, _ = tasks_lib.resolve(entry, ec.dataset)
       size = self.encoder_config.image_size
       captions = settings.ZERO_SHOT in ec.probes        # for retrieval
-      # A crop would cut objects out of a scene-level task's images: those are resized whole.
-      preprocess = ec.preprocess if task.target == 'first_label' else 'resize'
+      preprocess = self._preprocess(task)
       load = lambda split, limit, **part: task_data.load(self.data_config, dataset, task,
                                                         split, size, limit, captions=captions,
                                                         preprocess=preprocess,
@@ -63,6 +62,11 @@ class Evaluator:
         self._data[entry] = (load(task.train_split, ec.train_examples),
                              load(task.test_split, ec.test_examples))
     return self._data[entry]
+
+  def _preprocess(self, task):
+    """``evaluation.preprocess`` for image-level tasks; a crop would cut objects out of a
+    scene-level task's images, so those are resized whole."""
+    return self.eval_config.preprocess if task.target == 'first_label' else 'resize'
 
   def due(self, step, total_steps):
     """Whether to probe after ``step``: every ``every_steps`` steps and after the last one."""
@@ -91,7 +95,8 @@ class Evaluator:
       # Patch tokens only where a probe reads them (bounded by ``token_dtype``).
       tokens = task.target == 'box_label' or any(p in settings.TOKEN_PROBES for p in ec.probes)
       (train_pooled, train_tokens), (test_pooled, test_tokens) = (
-          self._features(encoder_params, images, f'{name}_{role}', dataset, cache, tokens)
+          self._features(encoder_params, images, f'{name}_{role}', dataset, cache, tokens,
+                         self._preprocess(task))
           for role, images in (('train', train.images), ('test', test.images)))
       with_cls = ec.cls_token and self.encoder_config.pool == 'cls'
       if task.target == 'box_label':      # one row per object, from the tokens of its box
@@ -154,9 +159,10 @@ class Evaluator:
     return results
 
 
-  def _features(self, encoder_params, images, key, dataset, cache, tokens):
+  def _features(self, encoder_params, images, key, dataset, cache, tokens, preprocess):
     ec = self.eval_config
-    threads = pipeline.host_cores() if ec.read_threads == -1 else ec.read_threads
+    threads = (min(pipeline.host_cores(), settings.MAX_READ_THREADS) if ec.read_threads == -1
+               else ec.read_threads)
     compute = lambda: encoder_lib.features(
         self.encoder_config, encoder_params, images, self.mesh, ec.batch_size, tokens=tokens,
         token_dtype=ec.token_dtype, num_threads=threads, num_workers=ec.read_workers,
@@ -164,9 +170,9 @@ class Evaluator:
     if cache is None:
       return compute()
     depends_on = dict(dataset=dataset, score_on=ec.score_on, train_examples=ec.train_examples,
-                    test_examples=ec.test_examples, preprocess=ec.preprocess,
-                    size=self.encoder_config.image_size, images=len(images),
-                    tokens=ec.token_dtype if tokens else None)
+                      test_examples=ec.test_examples, preprocess=preprocess,
+                      size=self.encoder_config.image_size, images=len(images),
+                      tokens=ec.token_dtype if tokens else None)
     return cache.features(key, depends_on, compute)
 
   def _check_class_names(self, entries):

@@ -131,7 +131,7 @@ def _fit_grid(model, kind, epochs, batch_size, x, y, rows, mean, std, seed, lear
 
     def step(carry, index):
       params, opt_state = carry
-      batch = (x[index] - mean) / std
+      batch = (x[index].astype(jnp.float32) - mean) / std    # float32 or bfloat16 features
       grads = jax.grad(lambda p: _loss(kind, model.apply({'params': p}, batch), y[index]))(
           params)
       updates, opt_state = tx.update(grads, opt_state, params)
@@ -150,31 +150,31 @@ def _fit_grid(model, kind, epochs, batch_size, x, y, rows, mean, std, seed, lear
   return jax.vmap(fit_one)(learning_rates, weight_decays)
 
 
-def fit(model, x, y, *, kind, learning_rate, weight_decay, epochs, batch_size, seed=0,
-        rows=None, mean=0.0, std=1.0):
-  """Params of ``model`` trained on ``x`` (its ``rows``, default all; standardised as (x -
-  ``mean``) / ``std``) and targets ``y``."""
-  rows = np.arange(len(x)) if rows is None else rows
-  params = _fit_grid(model, kind, epochs, min(batch_size, len(rows)), jnp.asarray(x),
-                     jnp.asarray(y), jnp.asarray(rows, jnp.int32), jnp.float32(mean),
-                     jnp.float32(std), seed, jnp.float32([learning_rate]),
+def fit(model, x, y, *, kind, learning_rate, weight_decay, epochs, batch_size, seed=0):
+  """Params of ``model`` trained on (already standardised) ``x`` and targets ``y``."""
+  params = _fit_grid(model, kind, epochs, min(batch_size, len(x)), jnp.asarray(x),
+                     jnp.asarray(y), jnp.arange(len(x), dtype=jnp.int32), jnp.float32(0.0),
+                     jnp.float32(1.0), seed, jnp.float32([learning_rate]),
                      jnp.float32([weight_decay]))
   return jax.tree.map(lambda p: np.asarray(p)[0], params)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'batch_size'))
-def _predict(model, params, x, batch_size):
+def _predict(model, params, x, mean, std, batch_size):
   n = x.shape[0]
   batches = -(-n // batch_size)
   x = jnp.pad(x, [(0, batches * batch_size - n)] + [(0, 0)] * (x.ndim - 1))   # zero rows
   x = x.reshape(batches, batch_size, *x.shape[1:])
-  logits = jax.lax.map(lambda b: model.apply({'params': params}, b), x)
+  logits = jax.lax.map(
+      lambda b: model.apply({'params': params}, (b.astype(jnp.float32) - mean) / std), x)
   return logits.reshape(batches * batch_size, -1)[:n]
 
 
-def predict(model, params, x, *, batch_size=256):
-  """Logits (N, num_outputs) for every row of ``x``, float32 numpy."""
-  return np.asarray(_predict(model, params, jnp.asarray(x), min(batch_size, len(x))))
+def predict(model, params, x, *, batch_size=256, mean=0.0, std=1.0):
+  """Logits (N, num_outputs) for every row of ``x`` (standardised on the device as (x -
+  ``mean``) / ``std``), float32 numpy."""
+  return np.asarray(_predict(model, params, jnp.asarray(x), jnp.asarray(mean, jnp.float32),
+                             jnp.asarray(std, jnp.float32), min(batch_size, len(x))))
 
 
 def score(logits, targets, *, kind):
@@ -184,12 +184,19 @@ def score(logits, targets, *, kind):
   return mean_average_precision(logits, targets)
 
 
-def _moments(x, rows=None):
-  """The per-feature mean and std (floored at 1e-6) of ``x``'s ``rows`` (default all) over every
-  axis but the last: what the probes standardise with."""
-  axes = tuple(range(x.ndim - 1))
-  part = x if rows is None else x[rows]
-  return part.mean(axis=axes), np.maximum(part.std(axis=axes), 1e-6)
+def _moments(x, rows=None, chunk=4096):
+  """The per-feature mean and std (floored at 1e-6), float32, of ``x``'s ``rows`` (default all)
+  over every axis but the last: what the probes standardise with. Summed in float64 a chunk of
+  rows at a time, so no copy of ``x`` (float32 or bfloat16) is made."""
+  rows = np.arange(len(x)) if rows is None else rows
+  total, squares, count = 0.0, 0.0, 0
+  for start in range(0, len(rows), chunk):
+    part = np.asarray(x[rows[start:start + chunk]], np.float64).reshape(-1, x.shape[-1])
+    total, squares = total + part.sum(0), squares + np.square(part).sum(0)
+    count += len(part)
+  mean = total / count
+  std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+  return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
 def _sweep_and_fit(model, train_x, train_y, test_x, test_y, kind, grid, config,
@@ -215,10 +222,10 @@ def _sweep_and_fit(model, train_x, train_y, test_x, test_y, kind, grid, config,
                        jnp.asarray(rest, jnp.int32), jnp.asarray(mean), jnp.asarray(std),
                        config.seed, jnp.asarray(learning_rates), jnp.asarray(weight_decays))
     params = jax.tree.map(np.asarray, params)   # numpy slices below: no per-shape compiles
-    hold_x = (train_x[hold] - mean) / std
     for i, pair in enumerate(grid):
       one = jax.tree.map(lambda p, i=i: p[i], params)
-      holdout_scores[pair] = score(predict(model, one, hold_x, batch_size=config.batch_size),
+      holdout_scores[pair] = score(predict(model, one, train_x[hold], mean=mean, std=std,
+                                           batch_size=config.batch_size),
                                    train_y[hold], kind=kind)
     best = int(np.argmax([np.nan_to_num(s, nan=-1.0) for s in holdout_scores.values()]))
   mean, std = _moments(train_x)
@@ -228,7 +235,7 @@ def _sweep_and_fit(model, train_x, train_y, test_x, test_y, kind, grid, config,
                      jnp.float32([grid[best][1]]))
   del x, y
   params = jax.tree.map(lambda p: np.asarray(p)[0], params)
-  logits = predict(model, params, (test_x - mean) / std, batch_size=config.batch_size)
+  logits = predict(model, params, test_x, mean=mean, std=std, batch_size=config.batch_size)
   result = {'score': score(logits, test_y, kind=kind), 'learning_rate': grid[best][0],
             'weight_decay': grid[best][1], 'holdout_scores': holdout_scores}
   if return_predictions:
@@ -250,7 +257,8 @@ def _check_split(split, x, y, kind, num_classes, feature_ndim):
     raise ValueError(f'{split} features: expected {what}, got shape {x.shape}')
   if len(x) == 0:
     raise ValueError(f'{split} features are empty')
-  x = x.astype(np.float32, copy=False)      # features held once: no copy of float32 ones
+  if x.dtype.name != 'bfloat16':            # bfloat16 tokens stay so: the probes cast batches
+    x = x.astype(np.float32, copy=False)    # features held once: no copy of float32 ones
   if not np.isfinite(x).all():
     raise ValueError(f'{split} features contain NaN or inf')
   if y is None:
@@ -373,7 +381,7 @@ def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature
                           for a in (*bank, valid))
   vote = _knn(mesh, min(k, len(train_x)), temperature)
   # At most SIMILARITIES (query, train row) similarities on a device at once: fewer queries a
-  # chunk for a larger bank, so memory does not grow with the bank beyond the bank itself.
+  # chunk for a larger bank (the chunk's votes, queries x k x shards x classes, come on top).
   rows = bank.shape[0] // sharding.data_parallel_size(mesh)
   chunk = max(1, min(chunk_size, len(test_x), SIMILARITIES // rows))
   padded = np.pad(test_x, ((0, -len(test_x) % chunk), (0, 0)))

@@ -14,6 +14,7 @@ SCORE_ON = ('test', 'validation')
 PREPROCESS = ('resize', 'centre_crop')   # task_data.py
 TOKEN_PROBES = ('attentive', 'decoder')
 TOKEN_DTYPES = ('float32', 'bfloat16')
+MAX_READ_THREADS = 8
 
 
 def default_config():
@@ -46,7 +47,9 @@ def default_config():
       # N x patches x width of them).
       token_dtype='float32',
       # Streamed splits are decoded by grain as they are encoded: this many batches at a time in
-      # threads (-1: one per core of this process), in this many worker processes (0: this one).
+      # threads (-1: one per core of this process, at most 8), in each of this many worker
+      # processes (0: this one); each thread holds one decoded batch (batch_size // processes
+      # images) in flight.
       read_threads=-1,
       read_workers=0,
       probes=PROBES,

@@ -55,7 +55,7 @@ class StreamedImages:
   its records again. A record whose image does not decode is a ValueError naming it."""
   source: object
   indices: np.ndarray           # the records, in order
-  decoder: pipeline.Decoder
+  image_feature: str            # the records' image feature (``feature_map`` path)
   size: int
   preprocess: str
 
@@ -64,10 +64,11 @@ class StreamedImages:
 
   def _image(self, row):
     record = int(self.indices[row])
-    example = self.decoder(self.source[record])
-    if example is None:
+    image = pipeline.decode_image(feature_map.lookup(self.source[record], self.image_feature,
+                                                     b''))
+    if image is None:
       raise ValueError(f'record {record} of the split does not decode as an image')
-    return _resize(example['image'], self.size, self.preprocess)
+    return _resize(image, self.size, self.preprocess)
 
   def __getitem__(self, rows):
     if not isinstance(rows, slice):
@@ -86,7 +87,7 @@ class StreamedImages:
     batches = grain.MapDataset.range(-(-len(self) // batch_size)).map(
         _LocalBatch(self, batch_size, part, parts))
     batches = batches.to_iter_dataset(grain.ReadOptions(
-        num_threads=max(1, num_threads), prefetch_buffer_size=2 * max(1, num_threads)))
+        num_threads=max(1, num_threads), prefetch_buffer_size=max(1, num_threads)))
     return iter(worker_processes.prefetch(batches, num_workers))
 
 
@@ -174,8 +175,11 @@ def load(data_config, dataset, task, split, size, limit, held_out=0, part='fit',
       continue        # undecodable: skipped, as in training
     kept.append(i)
     if task.target == 'closest_distance':
-      distances.append(tasks_lib.closest_distance(
-          feature_map.lookup(record, tasks_lib.DEPTHS, np.zeros((0, 3)))))
+      depths = feature_map.lookup(record, tasks_lib.DEPTHS)
+      if depths is None:
+        raise ValueError(f'task {task.name}: dataset {dataset!r} has no {tasks_lib.DEPTHS} '
+                         f'feature (Clevr\'s object coordinates)')
+      distances.append(tasks_lib.closest_distance(depths))
     if not streamed:
       images.append(_resize(example['image'], size, preprocess))
     labels.append(example['labels'])
@@ -186,8 +190,8 @@ def load(data_config, dataset, task, split, size, limit, held_out=0, part='fit',
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
                      f'{task.name}')
   labels = np.stack(labels)
-  images = (StreamedImages(source, np.asarray(kept), decoder, size, preprocess) if streamed
-            else np.stack(images))
+  images = (StreamedImages(source, np.asarray(kept), features['image'], size, preprocess)
+            if streamed else np.stack(images))
   if task.target == 'box_label':
     image_index, slot = np.nonzero(labels >= 0)
     return LabelledImages(images, labels[image_index, slot].astype(np.int32),

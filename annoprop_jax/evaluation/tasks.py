@@ -81,11 +81,16 @@ def catalogue_name(dataset):
 
 def resolve(entry, default_dataset):
   """(dataset, Task, results prefix) of an ``evaluation.tasks`` entry (``parse_entry``), the
-  task as the dataset's CATALOGUE entry has it."""
+  task as the dataset's CATALOGUE entry has it, its results named after the catalogue name
+  ('sun397/standard-part1-120k:classes' -> 'sun397_classes')."""
   dataset, name, prefix = parse_entry(entry, default_dataset)
-  task = TASKS[name]
-  overrides = CATALOGUE.get((catalogue_name(dataset), name))
-  return dataset, dataclasses.replace(task, **overrides) if overrides else task, prefix
+  catalogue = catalogue_name(dataset)
+  overrides = CATALOGUE.get((catalogue, name))
+  if overrides is None:
+    return dataset, TASKS[name], prefix
+  if prefix != name:                      # a 'DATASET:TASK' entry
+    prefix = f'{catalogue}_{name}'
+  return dataset, dataclasses.replace(TASKS[name], **overrides), prefix
 
 
 def parse_entry(entry, default_dataset):
@@ -117,7 +122,7 @@ def closest_distance(depths):
   depths = np.asarray(depths, np.float32).reshape(-1, 3)[:, 2]
   if not len(depths):
     raise ValueError('task distance: an image without objects has no closest object')
-  return int(np.digitize(depths.min(), DISTANCE_BINS))
+  return int(np.digitize(depths.min(), DISTANCE_BINS, right=True))   # a bin's edge: below
 
 
 def targets(task, labels, num_labels, max_objects, distances=None):
