@@ -328,16 +328,17 @@ def _knn(mesh, k, temperature):
   similarities go to the lower train row, as on one device."""
   axes = sharding.BATCH_AXES
 
-  def shard_nearest(bank, targets, valid, query):
-    similarity = jnp.where(valid[None, :], query @ bank.T, -jnp.inf)
+  def shard_nearest(bank, targets, inverse_norm, valid, query):
+    similarity = jnp.where(valid[None, :], (query @ bank.T) * inverse_norm[None, :], -jnp.inf)
     top, index = jax.lax.top_k(similarity, min(k, bank.shape[0]))
     return top, targets[index]
 
-  nearest = jax.shard_map(shard_nearest, mesh=mesh, in_specs=(P(axes), P(axes), P(axes), P()),
+  nearest = jax.shard_map(shard_nearest, mesh=mesh,
+                          in_specs=(P(axes), P(axes), P(axes), P(axes), P()),
                           out_specs=(P(None, axes), P(None, axes)))
 
-  def vote(bank, targets, valid, query):
-    top, votes = nearest(bank, targets, valid, query)    # (Q, k x shards), (Q, k x shards, C)
+  def vote(bank, targets, inverse_norm, valid, query):
+    top, votes = nearest(bank, targets, inverse_norm, valid, query)   # (Q, k x shards), (.., C)
     top, pick = jax.lax.top_k(top, k)
     votes = jnp.take_along_axis(votes, pick[..., None], axis=1)
     weights = jnp.exp((top - top[:, :1]) / temperature)   # exp(sim / T) up to a row's factor
@@ -367,25 +368,27 @@ def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature
   if mesh is None:
     mesh = Mesh(np.asarray(jax.local_devices()[:1]).reshape((1,) * len(sharding.BATCH_AXES)),
                 sharding.BATCH_AXES)
-  normalise = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-  train_x, test_x = normalise(train_x), normalise(test_x)
+  # The bank stays as it is (no normalised copy): each similarity is scaled by its train row's
+  # inverse norm on the device.
+  inverse_norm = lambda a: 1.0 / np.maximum(np.sqrt(np.einsum('ij,ij->i', a, a)), 1e-12)
+  test_x = test_x * inverse_norm(test_x)[:, None]
   train_t = (np.eye(num_classes, dtype=np.float32)[train_y] if kind == 'class'
              else train_y.astype(np.float32))
   pad = -len(train_x) % sharding.data_parallel_size(mesh)
   bank = [np.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) if pad else a
-          for a in (train_x, train_t)]
+          for a in (train_x, train_t, inverse_norm(train_x).astype(np.float32))]
   valid = np.arange(len(train_x) + pad) < len(train_x)
   # Every process holds the whole bank and places the rows of its own devices.
-  bank, targets, valid = (jax.make_array_from_callback(a.shape, sharding.batch_sharding(mesh),
-                                                       lambda index, a=a: a[index])
-                          for a in (*bank, valid))
+  bank, targets, scale, valid = (
+      jax.make_array_from_callback(a.shape, sharding.batch_sharding(mesh),
+                                   lambda index, a=a: a[index]) for a in (*bank, valid))
   vote = _knn(mesh, min(k, len(train_x)), temperature)
   # At most SIMILARITIES (query, train row) similarities on a device at once: fewer queries a
   # chunk for a larger bank (the chunk's votes, queries x k x shards x classes, come on top).
   rows = bank.shape[0] // sharding.data_parallel_size(mesh)
   chunk = max(1, min(chunk_size, len(test_x), SIMILARITIES // rows))
   padded = np.pad(test_x, ((0, -len(test_x) % chunk), (0, 0)))
-  scores = [vote(bank, targets, valid, jnp.asarray(padded[i:i + chunk]))
+  scores = [vote(bank, targets, scale, valid, jnp.asarray(padded[i:i + chunk]))
             for i in range(0, len(padded), chunk)]
   return np.concatenate([np.asarray(s) for s in scores])[:len(test_x)]
 
