@@ -147,8 +147,9 @@ def test_a_tensor_axis_across_processes_trains_as_one_process(tmp_path, tiny_dat
 
 @pytest.mark.slow
 def test_two_processes_extract_the_features_one_process_does(tmp_path, tiny_data_dir):
-  """A streamed split encoded by 2 processes x 2 devices: every process gets the features one
-  process with 4 devices gets, and each decodes only its rows of each batch of 8 (4 each)."""
+  """A streamed split encoded by 2 processes x 2 devices: every process gets the targets and
+  features one process with 4 devices gets; each reads the labels of every other record and
+  decodes only its rows of each batch of 8 (4 each)."""
   worker, port = os.path.join(REPO, 'tests', 'extraction_worker.py'), _free_port()
   out = str(tmp_path / 'features')
   procs = [subprocess.Popen([sys.executable, worker, str(i), '2', str(port), tiny_data_dir,
@@ -164,11 +165,16 @@ def test_two_processes_extract_the_features_one_process_does(tmp_path, tiny_data
   two = [np.load(f'{out}_two.{i}.npz') for i in range(2)]
   assert one['pooled'].shape[0] == 21 and one['tokens'].shape[0] == 21
   for part in two:
+    np.testing.assert_array_equal(part['targets'], one['targets'])
     np.testing.assert_allclose(part['pooled'], one['pooled'], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(part['tokens'], one['tokens'], rtol=1e-5, atol=1e-6)
   # 21 images in batches of 8: process 0 reads rows 0-3, 8-11, 16-19 and process 1 the rest,
   # each record once; one process reads all 21.
   np.testing.assert_array_equal(one['decoded'], np.arange(21))
+  # The labels: every other record each, gathered.
+  np.testing.assert_array_equal(one['label_reads'], np.arange(21))
+  np.testing.assert_array_equal(two[0]['label_reads'], np.arange(0, 21, 2))
+  np.testing.assert_array_equal(two[1]['label_reads'], np.arange(1, 21, 2))
   np.testing.assert_array_equal(two[0]['decoded'], [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19])
   np.testing.assert_array_equal(two[1]['decoded'], [4, 5, 6, 7, 12, 13, 14, 15, 20])
   assert all((p['reads'] == 1).all() for p in (one, *two))

@@ -6,6 +6,8 @@ then the central size x size, as published ImageNet probes read images).
 import dataclasses
 
 import grain
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from PIL import Image
 
@@ -143,6 +145,31 @@ def record_indices(num_records, task, limit, held_out=0, part='fit', first_label
   return pool[:limit]
 
 
+def _read_rows(indices, read, empty, share):
+  """({key: (len(indices), ...) array} of ``read(i)`` of each record, a dict shaped like
+  ``empty``; (len(indices),) bool: read (False: ``read`` gave None, undecodable). With
+  ``share`` and several JAX processes each process reads every process_count-th record and the
+  results are gathered, so each record is read once on the pod."""
+  count, index = (jax.process_count(), jax.process_index()) if share else (1, 0)
+  per_process = -(-len(indices) // count)
+  arrays = {key: np.zeros((per_process,) + np.shape(value), np.asarray(value).dtype)
+            for key, value in empty.items()}
+  present = np.zeros(per_process, bool)
+  for k, i in enumerate(indices[index::count]):
+    row = read(i)
+    if row is not None:
+      present[k] = True
+      for key, value in row.items():
+        arrays[key][k] = value
+  if count > 1:
+    arrays, present = jax.tree.map(np.asarray,
+                                   multihost_utils.process_allgather((arrays, present)))
+    # Record j was read by process j % count, as its (j // count)-th.
+    in_order = lambda a: a.swapaxes(0, 1).reshape((-1,) + a.shape[2:])[:len(indices)]
+    arrays, present = jax.tree.map(in_order, arrays), in_order(present)
+  return arrays, present
+
+
 def load(data_config, dataset, task, split, size, limit, held_out=0, part='fit',
          captions=False, preprocess='resize', images_in_memory=0):
   """``limit`` images of ``split`` (``record_indices``: all when 0; the first ones, or a
@@ -160,44 +187,57 @@ def load(data_config, dataset, task, split, size, limit, held_out=0, part='fit',
       max_caption_bytes=data_config.annotation.max_caption_bytes if captions else 1)
   first_labels = None
   if task.balanced and (held_out or limit and limit < len(source)):
-    first = [feature_map.as_labels(feature_map.lookup(source[i], task.labels))[:1]
-             for i in range(len(source))]
-    first_labels = np.array([f[0] if len(f) else -1 for f in first])
+    def first_label(i):
+      first = feature_map.as_labels(feature_map.lookup(source[int(i)], task.labels))[:1]
+      return {'label': first[0] if len(first) else -1}
+    first_labels = _read_rows(np.arange(len(source)), first_label,
+                              {'label': np.int32(0)}, share=True)[0]['label']
   indices = record_indices(len(source), task, limit, held_out, part, first_labels)
   streamed = bool(images_in_memory) and len(indices) > images_in_memory
-  # A streamed split's images are decoded when encoded, not here.
   annotations = dataclasses.replace(decoder, with_image=False) if streamed else decoder
-  images, labels, boxes, texts, kept, distances = [], [], [], [], [], []
-  for i in indices:
+
+  def read(i):
+    """Record ``i``'s annotations, and its image unless streamed; None: undecodable."""
     record = source[int(i)]
     example = annotations(record)
     if example is None:
-      continue        # undecodable: skipped, as in training
-    kept.append(i)
+      return None
+    row = dict(labels=example['labels'], boxes=example['object_boxes'],
+               caption=example['caption'])
     if task.target == 'closest_distance':
       depths = feature_map.lookup(record, tasks_lib.DEPTHS)
       if depths is None:
         raise ValueError(f'task {task.name}: dataset {dataset!r} has no {tasks_lib.DEPTHS} '
                          f'feature (Clevr\'s object coordinates)')
-      distances.append(tasks_lib.closest_distance(depths))
+      row['distance'] = tasks_lib.closest_distance(depths)
     if not streamed:
-      images.append(_resize(example['image'], size, preprocess))
-    labels.append(example['labels'])
-    boxes.append(example['object_boxes'])
-    texts.append(example['caption'])
+      row['image'] = _resize(example['image'], size, preprocess)
+    return row
+
+  empty = dict(labels=np.zeros(max_objects, np.int32),
+               boxes=np.zeros((max_objects, 4), np.float32),
+               caption=np.zeros(decoder.max_caption_bytes, np.uint8), distance=np.int32(0))
+  if not streamed:
+    empty['image'] = np.zeros((size, size, 3), np.uint8)
+  # Every process decodes a held split's images (each holds them all); a streamed split's
+  # annotations are read by each process for its share of the records and gathered, its images
+  # decoded when they are encoded.
+  arrays, present = _read_rows(indices, read, empty, share=streamed)
+  if not present.all():        # undecodable records: skipped, as in training
+    arrays = {key: value[present] for key, value in arrays.items()}
+  kept, labels = indices[present], arrays['labels']
   num_labels = pipeline.num_classes(data_config, dataset, task.labels)
   if num_labels is None:
     raise ValueError(f'dataset {dataset!r} has no {task.labels} class feature for task '
                      f'{task.name}')
-  labels = np.stack(labels)
   images = (StreamedImages(source, np.asarray(kept), features['image'], size, preprocess)
-            if streamed else np.stack(images))
+            if streamed else arrays['image'])
   if task.target == 'box_label':
     image_index, slot = np.nonzero(labels >= 0)
     return LabelledImages(images, labels[image_index, slot].astype(np.int32),
-                          num_labels, boxes=np.stack(boxes)[image_index, slot],
+                          num_labels, boxes=arrays['boxes'][image_index, slot],
                           image_index=image_index)
   return LabelledImages(images, tasks_lib.targets(task, labels, num_labels, max_objects,
-                                                 distances),
+                                                 arrays['distance']),
                         tasks_lib.num_targets(task, num_labels, max_objects),
-                        captions=np.stack(texts) if captions else None)
+                        captions=arrays['caption'] if captions else None)
