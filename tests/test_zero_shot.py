@@ -57,6 +57,23 @@ def test_the_nearest_class_prompt_wins_for_a_hand_set_model():
     zero_shot.class_embeddings(model, None, names, ['no slot'], 16)
 
 
+class _CountingModel(_ColourModel):
+  """_ColourModel that counts how often its image embedding is traced."""
+  traces = 0
+
+  def embed_images(self, params, images):
+    type(self).traces += 1
+    return super().embed_images(params, images)
+
+
+def test_a_second_evaluation_reuses_the_compiled_image_embedding():
+  model, images = _CountingModel(), np.zeros((5, 4, 4, 3), np.uint8)
+  classes = zero_shot.class_embeddings(model, None, ['red', 'blue'], ['a {}'], 16)
+  first = zero_shot.logits(model, None, images, classes)
+  np.testing.assert_array_equal(zero_shot.logits(model, None, images, classes), first)
+  assert _CountingModel.traces == 1
+
+
 @pytest.mark.parametrize('name', ['clip_scenes', 'slip_scenes'])
 def test_a_caption_methods_embeddings_are_the_ones_its_clip_loss_reads(name):
   overrides = {'objective.simclr_images': 0} if name == 'slip_scenes' else {}   # a 6-image batch

@@ -6,9 +6,18 @@ split's, and each caption's nearest images (recall@k). The method gives ``embed_
 images)`` and ``embed_captions(params, caption_bytes)``, both L2-normalised
 (``objectives.clip.CLIP``).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted(function):
+  """One jitted ``function`` per bound method (equal bound methods hash alike), so a later
+  evaluation reuses the compilation instead of tracing a new bound method again."""
+  return jax.jit(function)
 
 
 def prompt_bytes(class_names, templates, max_bytes):
@@ -27,7 +36,7 @@ def class_embeddings(method, params, class_names, templates, max_bytes):
     raise ValueError(f'zero-shot needs class names and templates with a {{}} for the name; '
                      f'got {len(class_names or ())} names, templates {tuple(templates)}')
   prompts = jnp.asarray(prompt_bytes(class_names, templates, max_bytes))
-  embeddings = jax.jit(method.embed_captions)(params, prompts)
+  embeddings = _jitted(method.embed_captions)(params, prompts)
   mean = embeddings.reshape(len(class_names), len(templates), -1).mean(1)
   return np.asarray(mean / jnp.linalg.norm(mean, axis=-1, keepdims=True))
 
@@ -41,7 +50,7 @@ def embed(function, params, array, batch_size=256):
   """``function(params, batch)`` (a method's ``embed_images`` or ``embed_captions``) over the
   rows of ``array`` (an array, or ``task_data.StreamedImages``) in slices, the last one padded
   (one compilation)."""
-  batch, jitted, out = min(batch_size, len(array)), jax.jit(function), []
+  batch, jitted, out = min(batch_size, len(array)), _jitted(function), []
   for start in range(0, len(array), batch):
     rows = np.asarray(array[start:start + batch])        # a slice: StreamedImages read it
     rows = np.pad(rows, ((0, batch - len(rows)),) + ((0, 0),) * (rows.ndim - 1))
