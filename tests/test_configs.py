@@ -83,6 +83,22 @@ def test_paper_configs_follow_table_7(name):
   assert config.objective.bootstrap.weight == row.get('ab_weight', 1.0)
 
 
+def test_the_paper_clip_config_is_table_7s_clip_column():
+  row = TABLE_7['clip']
+  config = configuration.load(os.path.join(REPO, 'configs', 'paper', 'clip_cc12m.py'))
+  annotation = config.data.annotation
+  assert config.objective.name == 'clip' and 'bootstrap' not in config.data
+  assert (annotation.batch_size, annotation.views.num, annotation.local_views.num) == (
+      row['batch'], row['views'], row['local_views'])
+  assert tuple(annotation.views.scale) == row['scale'] and annotation.dataset == 'cc12m'
+  assert annotation.views.flip == row['flip']
+  assert (annotation.views.colour_jitter > 0) == row['colour_jitter']
+  opt = config.optimizer
+  assert (opt.learning_rate, opt.warmup_steps, opt.b2) == (1e-3, row['warmup_steps'], row['b2'])
+  assert (opt.weight_decay, opt.weight_decay_end) == row['weight_decay']
+  assert opt.grad_clip_norm == row['grad_clip_norm']
+
+
 # The baselines' columns of Table 7 (no AB variant: the whole batch is the annotation stream).
 BASELINES = {
     'mae_coco': dict(batch=8192, scale=(0.2, 1.0), flip=True, warmup_steps=10_000,

@@ -11,30 +11,30 @@ Two departures, both from reading one batch: CLIP's view is the first global vie
 a step reads 4,096 + 512 x 9 = 8,704 distinct views where Table 7 counts 9,216 (the online
 network still encodes 9,216: CLIP's pass and the student's); and the host makes every image's
 views, of which the self-distillation reads every eighth image's (objective.distillation_images).
-CC12M prepared as configs/paper/ab_clip_cc12m.py says:
+configs/paper/clip_cc12m.py's recipe, and CC12M prepared as it says:
 
   python -m annoprop_jax.main train --config=configs/paper/silc_cc12m.py --workdir=gs://BUCKET/silc
 
 Variants (`configs/FILE.py:KEY=VALUE,...`, configuration.VARIANTS): tiny, model=SIZE/PATCH, res,
 views, local, batch, steps, seed.
 """
+import os
+
 from annoprop_jax import configuration
 
-CC12M_PAIRS = 12_423_374        # Conceptual 12M's image-text pairs (one epoch)
+clip_cc12m = configuration.config_module(os.path.join(os.path.dirname(__file__),
+                                                      'clip_cc12m.py'))
 
 
 def get_config(variant=''):
-  config = configuration.base_config('silc')
-  config.objective.update(distillation_images=512, embed_dim=512, text_width=384, text_depth=12,
-                          text_num_heads=6, text_max_len=256, num_prototypes=65536,
-                          head_hidden_dim=2048, head_bottleneck_dim=256,
-                          warmup_teacher_temperature_steps=3000, freeze_prototypes_steps=1000)
-  configuration.paper_scale(config, annotation_images=4096, annotation_views=2, local_views=8,
-                            warmup_steps=CC12M_PAIRS // 8192)
+  config = clip_cc12m.recipe(
+      'silc', annotation_images=4096, annotation_views=2, local_views=8,
+      objective_settings=dict(distillation_images=512, num_prototypes=65536,
+                              head_hidden_dim=2048, head_bottleneck_dim=256,
+                              warmup_teacher_temperature_steps=3000,
+                              freeze_prototypes_steps=1000))
   annotation = config.data.annotation
-  annotation.update(dataset='cc12m', split='train', max_caption_bytes=254, max_objects=1)
-  annotation.views.update(scale=(0.4, 1.0), flip=False, colour_jitter=0.0, grayscale=0.0)
+  annotation.views.update(scale=(0.4, 1.0))          # DINO's global crops; CLIP reads the first
   annotation.local_views.update(scale=(0.05, 0.4), flip=True, colour_jitter=0.4, grayscale=0.2)
-  config.optimizer.update(b2=0.98, weight_decay=0.1, weight_decay_end=0.1)
   config.target_network.update(rate=0.004, schedule='constant')
   return configuration.apply_variant(config, variant)
