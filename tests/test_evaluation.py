@@ -79,12 +79,18 @@ def test_probes_scored_on_validation_never_read_the_test_split(tiny_data_dir):
   np.testing.assert_array_equal(scored.targets, whole.targets[-8:])
 
 
-def test_features_of_a_padded_sharded_batch_equal_direct_apply():
+def _tiny_encoder():
+  """(config, model, 10 random 16 px images, its fresh params, a 2-device data mesh)."""
   config = vit.EncoderConfig(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
   model = vit.ViT(config)
   images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
   params = model.init(jax.random.PRNGKey(0), images[:1])['params']
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])
+  return config, model, images, params, mesh
+
+
+def test_features_of_a_padded_sharded_batch_equal_direct_apply():
+  config, model, images, params, mesh = _tiny_encoder()
   pooled, tokens = encoder_lib.features(config, params, images, mesh, batch_size=4)
   direct_pooled, direct_tokens = model.apply({'params': params}, images)
   assert pooled.shape == (10, 32) and tokens.shape == (10, 4, 32)
@@ -239,7 +245,7 @@ def test_token_probes_get_their_own_sweep_and_epochs(monkeypatch, tiny_data_dir)
 
 def test_the_fewshot_probe_reports_each_shot_count_on_one_label_tasks(tiny_data_dir):
   from annoprop_jax import errors  # pylint: disable=g-import-not-at-top
-  from annoprop_jax.evaluation import probes  # pylint: disable=g-import-not-at-top
+  from annoprop_jax.evaluation import fewshot  # pylint: disable=g-import-not-at-top
   overrides = {'data.data_dir': tiny_data_dir, 'evaluation.tasks': ('objects', 'presence'),
                'evaluation.probes': ('fewshot',), 'evaluation.train_examples': 64,
                'evaluation.test_examples': 32, 'evaluation.fewshot_shots': (1, 4),
@@ -252,7 +258,7 @@ def test_the_fewshot_probe_reports_each_shot_count_on_one_label_tasks(tiny_data_
   train, test = evaluator._task_data('objects')     # pylint: disable=protected-access
   features = lambda images: encoder_lib.features(evaluator.encoder_config, params, images,
                                                  evaluator.mesh)[0]
-  want = probes.fewshot_probe(features(train.images), train.targets, features(test.images),
+  want = fewshot.fewshot_probe(features(train.images), train.targets, features(test.images),
                               test.targets, num_classes=train.num_classes, shots=(1, 4), seeds=2)
   assert results == {f'objects_fewshot_{n}shot': want[n] for n in (1, 4)}
   with pytest.raises(errors.ConfigError, match='fewshot_shots must be >= 1'):
@@ -375,11 +381,7 @@ def test_streamed_batches_read_through_grain_are_the_held_images(tiny_data_dir):
 
 def test_tokens_only_when_asked_and_bfloat16_tokens_through_the_cache(tmp_path):
   from annoprop_jax.evaluation import feature_cache  # pylint: disable=g-import-not-at-top
-  config = vit.EncoderConfig(patch_size=8, width=32, depth=1, num_heads=2, image_size=16)
-  model = vit.ViT(config)
-  images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
-  params = model.init(jax.random.PRNGKey(0), images[:1])['params']
-  mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:2])
+  config, _, images, params, mesh = _tiny_encoder()
   pooled, tokens = encoder_lib.features(config, params, images, mesh, batch_size=4)
   lines = []
   alone, none = encoder_lib.features(config, params, images, mesh, batch_size=4, tokens=False,

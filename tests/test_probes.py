@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from annoprop_jax.evaluation import fewshot
 from annoprop_jax.evaluation import probes
 
 
@@ -213,7 +214,7 @@ def test_ridge_equals_the_normal_equations_with_an_unpenalised_bias():
     design = np.concatenate([x, np.ones((12, 1))], 1)
     penalty = np.diag([l2] * 5 + [0.0])
     want = np.linalg.solve(design.T @ design + penalty, design.T @ t)
-    weights, bias = probes._ridge(jnp.float32(x), jnp.float32(t), np.float32(l2))  # pylint: disable=protected-access
+    weights, bias = fewshot._ridge(jnp.float32(x), jnp.float32(t), np.float32(l2))  # pylint: disable=protected-access
     np.testing.assert_allclose(weights, want[:5], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bias, want[5], rtol=1e-4, atol=1e-5)
 
@@ -230,7 +231,7 @@ def test_fewshot_with_every_train_row_a_shot_equals_numpy_ridge():
   solution = np.linalg.solve(design.T @ design + np.diag([0.1] * 6 + [0.0]),
                              design.T @ (2 * np.eye(4)[train_y] - 1))
   want = np.mean(np.argmax(unit(test_x) @ solution[:6] + solution[6], 1) == test_y)
-  got = probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=(3,),
+  got = fewshot.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=4, shots=(3,),
                              seeds=2, l2=(0.1,))
   assert 0.4 < want < 0.95                             # neither chance nor trivially perfect
   np.testing.assert_allclose(got[3], want, atol=1e-9)
@@ -242,14 +243,14 @@ def test_fewshot_learns_with_more_shots_and_picks_l2_on_train_rows():
   make = lambda n: (lambda y: (centres[y] + rng.normal(scale=2.0, size=(n, 16)), y))(
       rng.integers(0, 5, n))
   (train_x, train_y), (test_x, test_y) = make(600), make(400)
-  got = probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(1, 25))
+  got = fewshot.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(1, 25))
   assert got[1] < got[25] and got[25] > 0.6, got
   # Random train labels: chance on test, whatever the l2 the selection picks.
-  noise = probes.fewshot_probe(train_x, rng.permutation(train_y), test_x, test_y,
+  noise = fewshot.fewshot_probe(train_x, rng.permutation(train_y), test_x, test_y,
                                num_classes=5, shots=(25,))
   assert noise[25] < 0.35, noise
   with pytest.raises(ValueError, match='few-shot needs'):
-    probes.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(0,))
+    fewshot.fewshot_probe(train_x, train_y, test_x, test_y, num_classes=5, shots=(0,))
 
 
 @pytest.mark.parametrize('devices', [1, 8])

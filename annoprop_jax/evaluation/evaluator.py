@@ -19,6 +19,7 @@ from annoprop_jax.data import pipeline
 from annoprop_jax.evaluation import box_probes
 from annoprop_jax.evaluation import encoder as encoder_lib
 from annoprop_jax.evaluation import feature_cache
+from annoprop_jax.evaluation import fewshot
 from annoprop_jax.evaluation import probes
 from annoprop_jax.evaluation import settings
 from annoprop_jax.evaluation import task_data
@@ -116,7 +117,7 @@ class Evaluator:
             self.print_fn(f'  eval {done}/{total} {name}_{probe}: skipped (not one label an '
                           f'image)')
             continue
-          for shots, value in probes.fewshot_probe(
+          for shots, value in fewshot.fewshot_probe(
               train_pooled, train.targets, test_pooled, test.targets,
               num_classes=train.num_classes, shots=tuple(ec.fewshot_shots),
               seeds=ec.fewshot_seeds, l2=tuple(ec.fewshot_l2)).items():

@@ -1,5 +1,5 @@
-"""Probes on frozen, already extracted features: kNN, linear, attentive (MAP), decoder and
-few-shot ridge regression.
+"""Probes on frozen, already extracted features: kNN, linear, attentive (MAP) and decoder (the
+few-shot ridge regression is fewshot.py).
 
 Numpy arrays in, Python floats out; everything is a pure function of its inputs and the seed.
 Two task kinds:
@@ -283,7 +283,7 @@ def _check_split(split, x, y, kind, num_classes, feature_ndim):
   return x, y
 
 
-def _check(train_x, train_y, test_x, test_y, kind, num_classes, feature_ndim):
+def check_features(train_x, train_y, test_x, test_y, kind, num_classes, feature_ndim):
   """[train_x, train_y, test_x, test_y] checked and cast (test_y may be None)."""
   train = _check_split('train', train_x, train_y, kind, num_classes, feature_ndim)
   test = _check_split('test', test_x, test_y, kind, num_classes, feature_ndim)
@@ -362,7 +362,8 @@ def knn_scores(train_x, train_y, test_x, *, kind, num_classes, k=20, temperature
   bank's rows are split over its batch axes (a bank larger than one device's memory); without,
   it sits on one device.
   """
-  train_x, train_y, test_x, _ = _check(train_x, train_y, test_x, None, kind, num_classes, 2)
+  train_x, train_y, test_x, _ = check_features(train_x, train_y, test_x, None, kind,
+                                               num_classes, 2)
   if k < 1:
     raise ValueError(f'k must be positive, got {k}')
   if mesh is None:
@@ -408,8 +409,8 @@ def linear_probe(train_x, train_y, test_x, test_y, *, kind, num_classes, config=
   """Softmax / sigmoid regression on standardised pooled features (N, D), swept over
   learning_rates x weight_decays on the holdout, best refit on all train.
   Returns {'score', 'learning_rate', 'weight_decay', 'holdout_scores'[, 'predictions']}."""
-  train_x, train_y, test_x, test_y = _check(train_x, train_y, test_x, test_y, kind,
-                                            num_classes, 2)
+  train_x, train_y, test_x, test_y = check_features(train_x, train_y, test_x, test_y, kind,
+                                                    num_classes, 2)
   grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays]
   return _sweep_and_fit(LinearHead(num_classes), train_x, train_y, test_x, test_y, kind,
                         grid, config, return_predictions)
@@ -431,7 +432,7 @@ def attentive_probe(train_tokens, train_y, test_tokens, test_y, *, kind, num_cla
 
   Without ``sweep``: one fit at (learning_rates[0], weight_decays[0]). With it: the learning
   rates are swept at weight_decays[0] on the holdout. Returns the dict of ``linear_probe``."""
-  data = _check(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
+  data = check_features(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
   model = AttentiveHead(num_classes, num_heads=config.num_heads)
   return _token_probe(model, *data, kind, config, sweep, return_predictions)
 
@@ -441,65 +442,9 @@ def decoder_probe(train_tokens, train_y, test_tokens, test_y, *, kind, num_class
   """A small transformer decoder (config.decoder_depth layers of config.decoder_queries learned
   queries; self-attention, cross-attention to the frozen tokens (N, T, D), MLP), pooled over the
   queries, linear head. Training and the sweep as ``attentive_probe``."""
-  data = _check(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
+  data = check_features(train_tokens, train_y, test_tokens, test_y, kind, num_classes, 3)
   width = config.decoder_width or heads_multiple(data[0].shape[-1], config.num_heads)
   _check_heads(width, config.num_heads)
   model = DecoderHead(num_classes, width=width, depth=config.decoder_depth,
                       num_heads=config.num_heads, num_queries=config.decoder_queries)
   return _token_probe(model, *data, kind, config, sweep, return_predictions)
-
-
-# ----------------------------------------------------------------------------- few-shot
-
-FEWSHOT_L2 = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-
-
-@jax.jit
-def _ridge(x, targets, l2):
-  """The closed-form ridge regression of ``targets`` (N, C) on ``x`` (N, D) with a bias (x and
-  targets centred on their means): (W, b) = argmin |x W + b - targets|^2 + l2 |W|^2."""
-  mean_x, mean_t = x.mean(0), targets.mean(0)
-  centred = x - mean_x
-  gram = centred.T @ centred + l2 * jnp.eye(x.shape[1], dtype=x.dtype)
-  weights = jnp.linalg.solve(gram, centred.T @ (targets - mean_t))
-  return weights, mean_t - mean_x @ weights
-
-
-def _shots(train_y, shots, rng):
-  """Rows of ``shots`` train examples of each class (all of a class with fewer), and the other
-  rows shuffled, drawn by ``rng``."""
-  support = np.concatenate([rng.permutation(np.flatnonzero(train_y == c))[:shots]
-                            for c in np.unique(train_y)])
-  return support, rng.permutation(np.setdiff1d(np.arange(len(train_y)), support))
-
-
-def fewshot_probe(train_x, train_y, test_x, test_y, *, num_classes, shots=(1, 5, 10, 25),
-                  seeds=3, l2=FEWSHOT_L2, selection_examples=1000):
-  """Few-shot accuracy of closed-form ridge regression on L2-normalised pooled features ('class'
-  tasks), as big_vision's few-shot evaluator: {shots: accuracy on test, averaged over
-  ``seeds``}. For each seed and shot count, ``shots`` train rows of each class are drawn at
-  random; a ridge regression to +-1 one-hot targets is solved for each ``l2``, the one with the
-  best accuracy on up to ``selection_examples`` of the other train rows kept (test is scored
-  once); the prediction is its argmax."""
-  train_x, train_y, test_x, test_y = _check(train_x, train_y, test_x, test_y, 'class',
-                                            num_classes, 2)
-  if not shots or min(shots) < 1 or seeds < 1 or not l2 or min(l2) <= 0:
-    raise ValueError(f'few-shot needs shots >= 1, seeds >= 1 and positive l2 values; got '
-                     f'shots={shots}, seeds={seeds}, l2={l2}')
-  normalise = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-  train_x, test_x = normalise(train_x), jnp.asarray(normalise(test_x))
-  signs = 2 * np.eye(num_classes, dtype=np.float32) - 1
-  accuracy = lambda x, y, w, b: float(jnp.mean(jnp.argmax(x @ w + b, -1) == y))
-  results = {}
-  for count in shots:
-    per_seed = []
-    for seed in range(seeds):
-      support, rest = _shots(train_y, count, np.random.default_rng([seed, count]))
-      rest = rest[:selection_examples]
-      fits = [_ridge(jnp.asarray(train_x[support]), jnp.asarray(signs[train_y[support]]),
-                     np.float32(value)) for value in l2]
-      best = (int(np.argmax([accuracy(train_x[rest], train_y[rest], *fit) for fit in fits]))
-              if len(l2) > 1 and len(rest) else 0)
-      per_seed.append(accuracy(test_x, test_y, *fits[best]))
-    results[count] = float(np.mean(per_seed))
-  return results

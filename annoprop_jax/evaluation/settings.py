@@ -7,7 +7,7 @@ from annoprop_jax.evaluation import tasks
 PROBES = ('linear', 'knn', 'attentive', 'decoder')
 ZERO_SHOT = 'zero_shot'  # caption methods: the nearest class prompt (zero_shot.py); not in the
                          # default probes nor in quality.py's mean
-FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (probes.fewshot_probe); not
+FEWSHOT = 'fewshot'      # closed-form ridge on a few shots a class (fewshot.fewshot_probe); not
                          # in the default probes nor in quality.py's mean
 PARAMS = ('auto', 'target', 'online')
 SCORE_ON = ('test', 'validation')
